@@ -1,0 +1,196 @@
+// Package allocator is local-ipam's allocation policy, host-local's to the address: one
+// address per range set, round-robin from each set's cursor, gateways skipped, requested
+// addresses honoured, and every partial ADD rolled back. It knows nothing of files; it
+// works over a store.Store.
+package allocator
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/ranges"
+	"github.com/local-ipam/local-ipam/pkg/store"
+)
+
+// Allocation is one address given from one range set.
+type Allocation struct {
+	Set     int
+	Addr    netip.Addr
+	Prefix  netip.Prefix // the address with its subnet's prefix length
+	Gateway netip.Addr
+}
+
+// Allocate reserves one address from each set for o. requested addresses are matched to
+// the set that contains them. On any failure nothing this call reserved stays reserved.
+func Allocate(st store.Store, sets []ranges.Set, o store.Owner, requested []netip.Addr) ([]Allocation, error) {
+	var got []Allocation
+	rollback := func() {
+		for _, a := range got {
+			_, _ = st.Release(a.Addr, o)
+		}
+	}
+	pending := append([]netip.Addr(nil), requested...)
+	for idx, set := range sets {
+		var want netip.Addr
+		for i, a := range pending {
+			if set.Contains(a) {
+				want = a
+				pending = append(pending[:i], pending[i+1:]...)
+				break
+			}
+		}
+		var (
+			a   Allocation
+			err error
+		)
+		if want.IsValid() {
+			a, err = reserveRequested(st, set, idx, o, want)
+		} else {
+			a, err = reserveNext(st, set, idx, o)
+		}
+		if err != nil {
+			rollback()
+			return nil, wrap(err, idx)
+		}
+		got = append(got, a)
+	}
+	if len(pending) > 0 {
+		rollback()
+		s := make([]string, len(pending))
+		for i, a := range pending {
+			s[i] = a.String()
+		}
+		return nil, cnierr.New(cnierr.AddressNotAllowed, "",
+			"failed to allocate all requested IPs: %s (not in any range set)", strings.Join(s, " "))
+	}
+	return got, nil
+}
+
+// wrap prefixes a policy error with the range set, as host-local's message does.
+func wrap(err error, idx int) error {
+	var te *types.Error
+	if errors.As(err, &te) && te.Code != cnierr.IOFailure {
+		return &types.Error{Code: te.Code, Msg: fmt.Sprintf("failed to allocate for range %d: %s", idx, te.Msg), Details: te.Details}
+	}
+	return err
+}
+
+func alloc(set ranges.Set, idx int, a netip.Addr) Allocation {
+	r := set[set.RangeFor(a)]
+	return Allocation{Set: idx, Addr: a, Prefix: netip.PrefixFrom(a, r.Subnet.Bits()), Gateway: r.Gateway}
+}
+
+func reserveRequested(st store.Store, set ranges.Set, idx int, o store.Owner, want netip.Addr) (Allocation, error) {
+	r := set[set.RangeFor(want)]
+	if want == r.Gateway {
+		return Allocation{}, cnierr.New(cnierr.AddressNotAllowed, "", "requested ip %s is subnet's gateway", want)
+	}
+	ok, err := st.Reserve(want, o)
+	if err != nil {
+		return Allocation{}, err
+	}
+	if !ok {
+		return Allocation{}, cnierr.New(cnierr.AddressInUse, "",
+			"requested IP address %s is not available in range set %s", want, set)
+	}
+	// A requested address moves the cursor too (host-local does the same).
+	if err := st.SetLastReserved(idx, want); err != nil {
+		_, _ = st.Release(want, o)
+		return Allocation{}, err
+	}
+	return alloc(set, idx, want), nil
+}
+
+func reserveNext(st store.Store, set ranges.Set, idx int, o store.Owner) (Allocation, error) {
+	// A second ADD of the same attachment is a runtime bug; refuse it as host-local does,
+	// counting ID-only records of the container as its own.
+	for _, owner := range []store.Owner{o, o.Legacy()} {
+		held, err := st.Owned(owner)
+		if err != nil {
+			return Allocation{}, err
+		}
+		for _, a := range held {
+			if set.Contains(a) {
+				return Allocation{}, cnierr.New(cnierr.DuplicateAllocation, "",
+					"%s has been allocated to %s, duplicate allocation is not allowed", a, o.ID)
+			}
+		}
+	}
+	last, err := st.LastReserved(idx)
+	if err != nil {
+		return Allocation{}, err
+	}
+	for _, seg := range set.Walk(last) {
+		gw := set[seg.Range].Gateway
+		from := seg.From
+		for {
+			a, found, err := st.FirstFree(from, seg.To)
+			if err != nil {
+				return Allocation{}, err
+			}
+			if !found {
+				break
+			}
+			if a != gw {
+				ok, err := st.Reserve(a, o)
+				if err != nil {
+					return Allocation{}, err
+				}
+				if ok {
+					if err := st.SetLastReserved(idx, a); err != nil {
+						_, _ = st.Release(a, o)
+						return Allocation{}, err
+					}
+					return alloc(set, idx, a), nil
+				}
+			}
+			if a == seg.To {
+				break
+			}
+			from = a.Next()
+		}
+	}
+	return Allocation{}, cnierr.New(cnierr.NoFreeAddress, "", "no IP addresses available in range set: %s", set)
+}
+
+// Release frees everything reserved for o. Like host-local, when o holds nothing, records
+// naming only o's container ID (written by old host-local versions) are released instead.
+// It returns the addresses freed.
+func Release(st store.Store, o store.Owner) ([]netip.Addr, error) {
+	for _, owner := range []store.Owner{o, o.Legacy()} {
+		held, err := st.Owned(owner)
+		if err != nil {
+			return nil, err
+		}
+		var freed []netip.Addr
+		for _, a := range held {
+			ok, err := st.Release(a, owner)
+			if err != nil {
+				return freed, err
+			}
+			if ok {
+				freed = append(freed, a)
+			}
+		}
+		if len(freed) > 0 {
+			return freed, nil
+		}
+	}
+	return nil, nil
+}
+
+// Held returns what o holds: its own reservations, or else ID-only ones of its container.
+func Held(st store.Store, o store.Owner) ([]netip.Addr, error) {
+	for _, owner := range []store.Owner{o, o.Legacy()} {
+		held, err := st.Owned(owner)
+		if err != nil || len(held) > 0 {
+			return held, err
+		}
+	}
+	return nil, nil
+}

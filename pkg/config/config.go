@@ -1,0 +1,261 @@
+// Package config turns a CNI network config (stdin) plus CNI_ARGS into a validated
+// local-ipam configuration. It accepts every host-local field with host-local's defaults,
+// and answers bad input with a *types.Error that carries the spec's code.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/ranges"
+)
+
+// DefaultDataDir is host-local's default, so that a switch of "type" keeps the store.
+const DefaultDataDir = "/var/lib/cni/networks"
+
+// Config is everything one call needs, validated.
+type Config struct {
+	Name       string
+	CNIVersion string
+	DataDir    string
+	// Sets are the range sets in allocation order: runtimeConfig.ipRanges, then the
+	// legacy single range, then "ranges" (host-local's order).
+	Sets []ranges.Set
+	// Requested are the addresses asked for, at most one per set, de-duplicated.
+	Requested  []netip.Addr
+	Routes     []*types.Route
+	ResolvConf string
+
+	// ValidAttachments is the GC list; HasValidAttachments tells an absent key from [].
+	ValidAttachments    []types.GCAttachment
+	HasValidAttachments bool
+	// RawPrevResult is the prevResult of CHECK (and DEL), as sent.
+	RawPrevResult json.RawMessage
+}
+
+// rangeJSON mirrors host-local's Range; strings so that we parse with netip and give each
+// bad value a message naming it.
+type rangeJSON struct {
+	Subnet     string `json:"subnet"`
+	RangeStart string `json:"rangeStart,omitempty"`
+	RangeEnd   string `json:"rangeEnd,omitempty"`
+	Gateway    string `json:"gateway,omitempty"`
+}
+
+type ipamJSON struct {
+	rangeJSON
+	Type       string         `json:"type"`
+	Routes     []*types.Route `json:"routes"`
+	DataDir    string         `json:"dataDir"`
+	ResolvConf string         `json:"resolvConf"`
+	Ranges     [][]rangeJSON  `json:"ranges"`
+}
+
+type netJSON struct {
+	Name          string    `json:"name"`
+	CNIVersion    string    `json:"cniVersion"`
+	IPAM          *ipamJSON `json:"ipam"`
+	RuntimeConfig struct {
+		IPRanges [][]rangeJSON `json:"ipRanges,omitempty"`
+		IPs      []string      `json:"ips,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
+	Args *struct {
+		CNI *struct {
+			IPs []string `json:"ips"`
+		} `json:"cni"`
+	} `json:"args"`
+	ValidAttachments  *[]types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+	LegacyAttachments *[]types.GCAttachment `json:"cni.dev/attachments,omitempty"`
+	PrevResult        json.RawMessage       `json:"prevResult,omitempty"`
+}
+
+// envArgs is CNI_ARGS as host-local reads it: IP=, plus IgnoreUnknown.
+type envArgs struct {
+	types.CommonArgs
+	IP argIP
+}
+
+type argIP struct{ addr netip.Addr }
+
+func (a *argIP) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	addr, err := parseRequested(string(b))
+	if err != nil {
+		return err
+	}
+	a.addr = addr
+	return nil
+}
+
+// parseRequested accepts "ip" or "ip/prefix" (the prefix is ignored), like host-local.
+func parseRequested(s string) (netip.Addr, error) {
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		if _, err := ranges.ParsePrefix(s); err != nil {
+			return netip.Addr{}, fmt.Errorf("invalid IP address %s", s)
+		}
+		s = s[:i]
+	}
+	a, err := ranges.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("invalid IP address %s", s)
+	}
+	return a, nil
+}
+
+func invalid(format string, a ...any) error {
+	return cnierr.New(cnierr.InvalidConfig, "", format, a...)
+}
+
+// Load parses and validates stdin and CNI_ARGS.
+func Load(stdin []byte, cniArgs string) (*Config, error) {
+	var n netJSON
+	if err := json.Unmarshal(stdin, &n); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, cnierr.New(cnierr.DecodingFailure, err.Error(), "failed to decode network config")
+		}
+		return nil, invalid("invalid network config: %v", err)
+	}
+	if n.IPAM == nil {
+		return nil, invalid("IPAM config missing 'ipam' key")
+	}
+	c := &Config{
+		Name:          n.Name,
+		CNIVersion:    n.CNIVersion,
+		DataDir:       n.IPAM.DataDir,
+		Routes:        n.IPAM.Routes,
+		ResolvConf:    n.IPAM.ResolvConf,
+		RawPrevResult: n.PrevResult,
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	switch {
+	case n.ValidAttachments != nil:
+		c.ValidAttachments, c.HasValidAttachments = *n.ValidAttachments, true
+	case n.LegacyAttachments != nil:
+		c.ValidAttachments, c.HasValidAttachments = *n.LegacyAttachments, true
+	}
+
+	if err := c.loadRequested(&n, cniArgs); err != nil {
+		return nil, err
+	}
+
+	// host-local's order: runtime ranges, then the legacy single range, then "ranges".
+	raw := append([][]rangeJSON{}, n.RuntimeConfig.IPRanges...)
+	if n.IPAM.Subnet != "" {
+		raw = append(raw, []rangeJSON{n.IPAM.rangeJSON})
+	}
+	raw = append(raw, n.IPAM.Ranges...)
+	if len(raw) == 0 {
+		return nil, invalid("no IP ranges specified")
+	}
+	numV4, numV6 := 0, 0
+	for i, rs := range raw {
+		set, err := parseSet(rs)
+		if err != nil {
+			return nil, invalid("invalid range set %d: %s", i, err)
+		}
+		if set.Is4() {
+			numV4++
+		} else {
+			numV6++
+		}
+		c.Sets = append(c.Sets, set)
+	}
+	if numV4 > 1 || numV6 > 1 {
+		if ok, _ := version.GreaterThanOrEqualTo(n.CNIVersion, "0.3.0"); !ok {
+			return nil, cnierr.New(cnierr.IncompatibleVersion, "",
+				"CNI version %v does not support more than 1 address per family", n.CNIVersion)
+		}
+	}
+	for i := range c.Sets {
+		for j := i + 1; j < len(c.Sets); j++ {
+			if c.Sets[i].Overlaps(c.Sets[j]) {
+				return nil, invalid("range set %d overlaps with %d", i, j)
+			}
+		}
+	}
+	return c, nil
+}
+
+// loadRequested gathers requested addresses. Unlike host-local, which merges CNI_ARGS with
+// the config's args, the config's args (and runtimeConfig) take precedence over CNI_ARGS,
+// as CONVENTIONS.md asks: CNI_ARGS IP= is used only when the config requests nothing.
+func (c *Config) loadRequested(n *netJSON, cniArgs string) error {
+	var e envArgs
+	if cniArgs != "" {
+		if err := types.LoadArgs(cniArgs, &e); err != nil {
+			return cnierr.New(cnierr.InvalidEnvironment, "", "invalid CNI_ARGS: %v", err)
+		}
+	}
+	var fromConf []string
+	if n.Args != nil && n.Args.CNI != nil {
+		fromConf = append(fromConf, n.Args.CNI.IPs...)
+	}
+	fromConf = append(fromConf, n.RuntimeConfig.IPs...)
+	seen := map[netip.Addr]bool{}
+	add := func(a netip.Addr) {
+		if !seen[a] {
+			seen[a] = true
+			c.Requested = append(c.Requested, a)
+		}
+	}
+	for _, s := range fromConf {
+		a, err := parseRequested(s)
+		if err != nil {
+			return invalid("cannot understand ip: %v", err)
+		}
+		add(a)
+	}
+	if len(fromConf) == 0 && e.IP.addr.IsValid() {
+		add(e.IP.addr)
+	}
+	return nil
+}
+
+func parseSet(rs []rangeJSON) (ranges.Set, error) {
+	out := make([]ranges.Range, 0, len(rs))
+	for _, r := range rs {
+		rr, err := parseRange(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rr)
+	}
+	return ranges.NewSet(out)
+}
+
+func parseRange(r rangeJSON) (ranges.Range, error) {
+	if r.Subnet == "" {
+		return ranges.Range{}, fmt.Errorf("missing subnet")
+	}
+	subnet, err := ranges.ParsePrefix(r.Subnet)
+	if err != nil {
+		return ranges.Range{}, err
+	}
+	var start, end, gw netip.Addr
+	for _, f := range []struct {
+		name, val string
+		dst       *netip.Addr
+	}{{"rangeStart", r.RangeStart, &start}, {"rangeEnd", r.RangeEnd, &end}, {"gateway", r.Gateway, &gw}} {
+		if f.val == "" {
+			continue
+		}
+		a, err := ranges.ParseAddr(f.val)
+		if err != nil {
+			return ranges.Range{}, fmt.Errorf("%s: %v", f.name, err)
+		}
+		*f.dst = a
+	}
+	return ranges.New(subnet, start, end, gw)
+}

@@ -1,0 +1,283 @@
+// Package ranges is the address math of local-ipam: ranges and range sets of net/netip
+// addresses, with host-local's defaults, validation and walk order.
+package ranges
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Range is one contiguous block of assignable addresses inside a subnet. Start and End are
+// inclusive. Gateway is never handed out while walking this range.
+type Range struct {
+	Subnet  netip.Prefix
+	Start   netip.Addr
+	End     netip.Addr
+	Gateway netip.Addr
+}
+
+// New validates a range and fills host-local's defaults: Start = subnet+1, End = the
+// broadcast address - 1 for IPv4 and the last address for IPv6, Gateway = subnet+1.
+// Zero addresses mean "not given".
+func New(subnet netip.Prefix, start, end, gateway netip.Addr) (Range, error) {
+	if !subnet.IsValid() {
+		return Range{}, fmt.Errorf("missing or invalid subnet")
+	}
+	a := subnet.Addr()
+	bits := a.BitLen()
+	if subnet.Bits() > bits-2 {
+		return Range{}, fmt.Errorf("Network %s too small to allocate from", subnet)
+	}
+	if m := subnet.Masked(); m.Addr() != a {
+		return Range{}, fmt.Errorf("Network has host bits set. For a subnet mask of length %d the network address is %s", subnet.Bits(), m.Addr())
+	}
+	r := Range{Subnet: subnet}
+	if gateway.IsValid() {
+		if gateway.BitLen() != bits || !subnet.Contains(gateway) {
+			return Range{}, fmt.Errorf("gateway %s not in network %s", gateway, subnet)
+		}
+		r.Gateway = gateway
+	} else {
+		r.Gateway = a.Next()
+	}
+	if start.IsValid() {
+		if !r.inSubnet(start) {
+			return Range{}, fmt.Errorf("RangeStart %s not in network %s", start, subnet)
+		}
+		r.Start = start
+	} else {
+		r.Start = a.Next()
+	}
+	if end.IsValid() {
+		if !r.inSubnet(end) {
+			return Range{}, fmt.Errorf("RangeEnd %s not in network %s", end, subnet)
+		}
+		r.End = end
+	} else {
+		r.End = LastAddr(subnet)
+		if a.Is4() {
+			r.End = r.End.Prev()
+		}
+	}
+	if r.Start.Compare(r.End) > 0 {
+		return Range{}, fmt.Errorf("RangeStart %s is after RangeEnd %s in network %s", r.Start, r.End, subnet)
+	}
+	return r, nil
+}
+
+func (r Range) inSubnet(a netip.Addr) bool {
+	return a.BitLen() == r.Subnet.Addr().BitLen() && r.Subnet.Contains(a)
+}
+
+// Contains reports whether a lies in [Start, End].
+func (r Range) Contains(a netip.Addr) bool {
+	return r.inSubnet(a) && a.Compare(r.Start) >= 0 && a.Compare(r.End) <= 0
+}
+
+// Overlaps reports whether two ranges share an address.
+func (r Range) Overlaps(o Range) bool {
+	if r.Start.BitLen() != o.Start.BitLen() {
+		return false
+	}
+	return r.Start.Compare(o.End) <= 0 && o.Start.Compare(r.End) <= 0
+}
+
+// String is host-local's form, "start-end".
+func (r Range) String() string { return r.Start.String() + "-" + r.End.String() }
+
+// Set is a range set: same-family, non-overlapping ranges; one address is allocated from
+// each set, walking the ranges in order.
+type Set []Range
+
+// NewSet validates a set as host-local does.
+func NewSet(rs []Range) (Set, error) {
+	if len(rs) == 0 {
+		return nil, fmt.Errorf("empty range set")
+	}
+	for i := range rs {
+		if rs[i].Start.BitLen() != rs[0].Start.BitLen() {
+			return nil, fmt.Errorf("mixed address families")
+		}
+	}
+	for i := range rs {
+		for j := i + 1; j < len(rs); j++ {
+			if rs[i].Overlaps(rs[j]) {
+				return nil, fmt.Errorf("subnets %s and %s overlap", rs[i], rs[j])
+			}
+		}
+	}
+	return Set(rs), nil
+}
+
+// RangeFor returns the index of the range holding a, or -1.
+func (s Set) RangeFor(a netip.Addr) int {
+	for i := range s {
+		if s[i].Contains(a) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Contains reports whether a lies in one of the set's ranges.
+func (s Set) Contains(a netip.Addr) bool { return s.RangeFor(a) >= 0 }
+
+// Is4 reports the set's family.
+func (s Set) Is4() bool { return len(s) > 0 && s[0].Start.Is4() }
+
+// Overlaps reports whether any range of s overlaps any range of o.
+func (s Set) Overlaps(o Set) bool {
+	for _, r := range s {
+		for _, r1 := range o {
+			if r.Overlaps(r1) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// String is host-local's form, "start-end,start-end".
+func (s Set) String() string {
+	parts := make([]string, len(s))
+	for i, r := range s {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// Segment is a contiguous stretch [From, To] of range Range of a set, visited by a walk.
+type Segment struct {
+	Range    int
+	From, To netip.Addr
+}
+
+// Walk returns the stretches host-local's round-robin iterator visits, in order: from the
+// address after last (or the set's first address when last is not in the set) to the end
+// of its range, through the following ranges, wrapping to the first, and back up to last.
+// Every address of the set is visited exactly once.
+func (s Set) Walk(last netip.Addr) []Segment {
+	ri, start := 0, s[0].Start
+	if last.IsValid() {
+		if i := s.RangeFor(last); i >= 0 {
+			if last == s[i].End {
+				ri = (i + 1) % len(s)
+				start = s[ri].Start
+			} else {
+				ri, start = i, last.Next()
+			}
+		}
+	}
+	segs := make([]Segment, 0, len(s)+1)
+	segs = append(segs, Segment{ri, start, s[ri].End})
+	for k := 1; k < len(s); k++ {
+		j := (ri + k) % len(s)
+		segs = append(segs, Segment{j, s[j].Start, s[j].End})
+	}
+	if start != s[ri].Start {
+		segs = append(segs, Segment{ri, s[ri].Start, start.Prev()})
+	}
+	return segs
+}
+
+// LastAddr is the highest address of p.
+func LastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr()
+	if a.Is4() {
+		b := a.As4()
+		for i := range b {
+			if n := p.Bits() - i*8; n < 8 {
+				if n < 0 {
+					n = 0
+				}
+				b[i] |= byte(0xff >> n)
+			}
+		}
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	for i := range b {
+		if n := p.Bits() - i*8; n < 8 {
+			if n < 0 {
+				n = 0
+			}
+			b[i] |= byte(0xff >> n)
+		}
+	}
+	return netip.AddrFrom16(b)
+}
+
+// Size returns the number of addresses in [from, to] (saturating at 2^64-1 for huge IPv6
+// stretches, which is plenty for reporting).
+func Size(from, to netip.Addr) uint64 {
+	if from.Compare(to) > 0 {
+		return 0
+	}
+	fh, fl := U128(from)
+	th, tl := U128(to)
+	hi := th - fh
+	lo := tl - fl
+	if tl < fl {
+		hi--
+	}
+	if hi > 0 || lo == ^uint64(0) {
+		return ^uint64(0)
+	}
+	return lo + 1
+}
+
+// U128 returns a as a 128-bit number (IPv4 in the low 32 bits).
+func U128(a netip.Addr) (hi, lo uint64) {
+	if a.Is4() {
+		b := a.As4()
+		return 0, uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])
+	}
+	b := a.As16()
+	for i := 0; i < 8; i++ {
+		hi = hi<<8 | uint64(b[i])
+		lo = lo<<8 | uint64(b[8+i])
+	}
+	return hi, lo
+}
+
+// FromU128 is the inverse of U128 for the family of like.
+func FromU128(like netip.Addr, hi, lo uint64) netip.Addr {
+	if like.Is4() {
+		return netip.AddrFrom4([4]byte{byte(lo >> 24), byte(lo >> 16), byte(lo >> 8), byte(lo)})
+	}
+	var b [16]byte
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(hi)
+		b[8+i] = byte(lo)
+		hi >>= 8
+		lo >>= 8
+	}
+	return netip.AddrFrom16(b)
+}
+
+// ParseAddr parses an address as host-local does (net.ParseIP), with IPv4-mapped IPv6
+// addresses turned into IPv4 and zones refused.
+func ParseAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("invalid IP address: %q", s)
+	}
+	if a.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("invalid IP address: %q (zones are not allowed)", s)
+	}
+	return a.Unmap(), nil
+}
+
+// ParsePrefix parses a subnet in CIDR form keeping host bits, so that callers can refuse
+// them with a clear message.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR address: %s", s)
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR address: %s (IPv4-mapped IPv6 subnets are not allowed)", s)
+	}
+	return p, nil
+}

@@ -1,0 +1,507 @@
+// Package disk is local-ipam's node-local store, in host-local's on-disk format:
+// <dataDir>/<network>/<ip> files holding "<containerID>\r\n<ifname>", last_reserved_ip.<set>
+// and a flock'ed "lock" file, so that either plugin can take over the other's directory.
+// Beside the records it keeps an index in .local-ipam/ (see index.go and state.go) so that
+// no call reads the store in proportion to its size.
+package disk
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	filemutex "github.com/alexflint/go-filemutex"
+	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/ranges"
+	"github.com/local-ipam/local-ipam/pkg/store"
+)
+
+const (
+	lockName   = "lock"
+	lastPrefix = "last_reserved_ip."
+	metaName   = ".local-ipam"
+	idxPrefix  = "idx."
+	// maxRecord bounds what we read of one record; real ones are under 300 bytes.
+	maxRecord = 4096
+)
+
+// LockTimeout bounds the wait for the network's lock; past it the call fails with code
+// 11 (try again later) instead of hanging the runtime.
+var LockTimeout = 60 * time.Second
+
+// Store is one network's directory, locked for the duration of one call.
+type Store struct {
+	dir    string
+	lock   *filemutex.FileMutex
+	netfd  int
+	metafd int
+	idxfd  int
+	stfd   int
+	st     state
+
+	pages  map[pageKey]*page
+	owners map[string][]netip.Addr // loaded owner files, by key
+	dirty  map[string]bool         // owner files to rewrite
+
+	lastLen map[int]int // length of last_reserved_ip.<set> as read, -1 when absent
+
+	changed bool // the records changed: the state must be renewed at Close
+	stale   bool // the index disagreed with a record: rebuild at the next call
+
+	// Rebuilds counts index rebuilds done by this call (tests and `list` report it).
+	Rebuilds int
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open locks <dataDir>/<network> (creating it if needed) and makes its index current.
+func Open(dataDir, network string) (*Store, error) {
+	if network == "" || network == "." || network == ".." || strings.ContainsAny(network, "/\x00") {
+		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid network name %q", network)
+	}
+	s := &Store{
+		dir: filepath.Join(dataDir, network), netfd: -1, metafd: -1, idxfd: -1, stfd: -1,
+		pages: map[pageKey]*page{}, owners: map[string][]netip.Addr{}, dirty: map[string]bool{}, lastLen: map[int]int{},
+	}
+	if err := s.open(); err != nil {
+		s.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) open() error {
+	fd, err := openDir(unix.AT_FDCWD, s.dir)
+	if errors.Is(err, unix.ENOENT) {
+		if err := os.MkdirAll(s.dir, 0o755); err != nil {
+			return cnierr.IO(err, "cannot create data directory %s", s.dir)
+		}
+		fd, err = openDir(unix.AT_FDCWD, s.dir)
+	}
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return cnierr.New(cnierr.StoreCorrupt, s.dir, "network directory %s is a symlink; local-ipam does not follow it", s.dir)
+	case errors.Is(err, unix.ENOTDIR):
+		return cnierr.New(cnierr.StoreCorrupt, s.dir, "%s is not a directory", s.dir)
+	case err != nil:
+		return cnierr.IO(err, "cannot open data directory %s", s.dir)
+	}
+	s.netfd = fd
+
+	var lst unix.Stat_t
+	if err := unix.Fstatat(s.netfd, lockName, &lst, unix.AT_SYMLINK_NOFOLLOW); err == nil && lst.Mode&unix.S_IFMT != unix.S_IFREG {
+		return cnierr.New(cnierr.StoreCorrupt, s.dir, "lock file %s is not a regular file", filepath.Join(s.dir, lockName))
+	}
+	// go-filemutex, on the same file host-local locks: the two plugins exclude each other.
+	if s.lock, err = filemutex.New(filepath.Join(s.dir, lockName)); err != nil {
+		return cnierr.IO(err, "cannot open lock file in %s", s.dir)
+	}
+	if err := s.lockWithTimeout(); err != nil {
+		return err
+	}
+
+	if s.metafd, err = openDir(s.netfd, metaName); errors.Is(err, unix.ENOENT) {
+		if err = unix.Mkdirat(s.netfd, metaName, 0o700); err == nil || errors.Is(err, unix.EEXIST) {
+			s.metafd, err = openDir(s.netfd, metaName)
+		}
+	}
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return cnierr.New(cnierr.StoreCorrupt, s.dir, "%s is not a directory", filepath.Join(s.dir, metaName))
+	}
+	if err != nil {
+		return cnierr.IO(err, "cannot open index directory in %s", s.dir)
+	}
+	return s.loadState()
+}
+
+func (s *Store) lockWithTimeout() error {
+	if s.lock.TryLock() == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.lock.Lock() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return cnierr.IO(err, "cannot lock %s", s.dir)
+		}
+		return nil
+	case <-time.After(LockTimeout):
+		return cnierr.New(cnierr.TryAgainLater, s.dir, "timed out after %s waiting for the lock of %s", LockTimeout, s.dir)
+	}
+}
+
+// loadState opens the current index if the records have not changed behind it, and
+// rebuilds it otherwise.
+func (s *Store) loadState() error {
+	fd, err := unix.Openat(s.metafd, stateName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return cnierr.IO(err, "cannot open index state in %s", s.dir)
+	}
+	s.stfd = fd
+	b := make([]byte, stateLen+1)
+	n, err := unix.Pread(fd, b, 0)
+	if err != nil {
+		return cnierr.IO(err, "cannot read index state in %s", s.dir)
+	}
+	var dst unix.Stat_t
+	if err := unix.Fstat(s.netfd, &dst); err != nil {
+		return cnierr.IO(err, "cannot stat %s", s.dir)
+	}
+	if st, ok := decodeState(b[:n]); ok && st.matches(&dst) {
+		if s.idxfd, err = openDir(s.metafd, idxPrefix+strconv.FormatUint(st.gen, 10)); err == nil {
+			s.st = st
+			return nil
+		}
+	}
+	return s.rebuild()
+}
+
+// Owned implements store.Store.
+func (s *Store) Owned(o store.Owner) ([]netip.Addr, error) {
+	addrs, err := s.owned(o.Key())
+	return slices.Clone(addrs), err
+}
+
+func (s *Store) owned(key string) ([]netip.Addr, error) {
+	if addrs, ok := s.owners[key]; ok {
+		return addrs, nil
+	}
+	b, ok, regular, err := readSmall(s.idxfd, ownerFile(key), 1<<20)
+	if err != nil {
+		return nil, cnierr.IO(err, "cannot read index of %s", s.dir)
+	}
+	var addrs []netip.Addr
+	if ok {
+		if addrs, err = decodeOwner(key, b); err != nil || !regular {
+			// A damaged index file: rebuild from the records, which are the truth (also
+			// mid-call: what this call already changed is in the records too).
+			if err := s.rebuild(); err != nil {
+				return nil, err
+			}
+			return s.owners[key], nil
+		}
+	}
+	s.owners[key] = addrs
+	return addrs, nil
+}
+
+func (s *Store) setOwned(key string, addrs []netip.Addr) {
+	s.owners[key] = addrs
+	s.dirty[key] = true
+}
+
+func (s *Store) page(k pageKey) (*page, error) {
+	if p, ok := s.pages[k]; ok {
+		return p, nil
+	}
+	p, err := loadPage(s.idxfd, k)
+	if err != nil {
+		if err := s.rebuild(); err != nil {
+			return nil, err
+		}
+		if p, ok := s.pages[k]; ok {
+			return p, nil
+		}
+		if p, err = loadPage(s.idxfd, k); err != nil {
+			return nil, cnierr.IO(err, "cannot read index of %s", s.dir)
+		}
+	}
+	s.pages[k] = p
+	return p, nil
+}
+
+func (s *Store) setTaken(a netip.Addr, taken bool) error {
+	k, bit := splitAddr(a)
+	p, err := s.page(k)
+	if err != nil {
+		return err
+	}
+	p.set(bit, taken)
+	return nil
+}
+
+// FirstFree implements store.Store: it reads one bitmap page per 65,536 addresses it
+// crosses, and only pages that exist (some address in them is taken).
+func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
+	if from.BitLen() != to.BitLen() || from.Compare(to) > 0 {
+		return netip.Addr{}, false, nil
+	}
+	tk, tbit := splitAddr(to)
+	k, bit := splitAddr(from)
+	for {
+		p, err := s.page(k)
+		if err != nil {
+			return netip.Addr{}, false, err
+		}
+		end := uint32(pageAddrs - 1)
+		if k == tk {
+			end = tbit
+		}
+		if i, ok := p.firstClear(bit, end); ok {
+			return k.addr(i), true, nil
+		}
+		if k == tk {
+			return netip.Addr{}, false, nil
+		}
+		var more bool
+		if k, more = k.next(); !more {
+			return netip.Addr{}, false, nil
+		}
+		bit = 0
+	}
+}
+
+// Reserve implements store.Store.
+func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
+	key := o.Key()
+	name := a.String()
+	exists, err := linkRecord(s.netfd, name, []byte(key))
+	if err != nil {
+		return false, cnierr.IO(err, "cannot write reservation %s", filepath.Join(s.dir, name))
+	}
+	if exists {
+		data, _, regular, err := readSmall(s.netfd, name, maxRecord)
+		if err != nil {
+			return false, cnierr.IO(err, "cannot read reservation %s", filepath.Join(s.dir, name))
+		}
+		if !regular || strings.TrimSpace(string(data)) != "" {
+			// Taken behind the index's back: note it, and rebuild at the next call.
+			s.stale = true
+			if err := s.noteRecord(a, regular, string(data)); err != nil {
+				return false, err
+			}
+			return false, nil
+		}
+		// An empty record (host-local died between create and write) holds nothing: take
+		// it over, atomically.
+		if err := replaceFile(s.netfd, name, []byte(key)); err != nil {
+			return false, cnierr.IO(err, "cannot write reservation %s", filepath.Join(s.dir, name))
+		}
+	}
+	s.changed = true
+	if err := s.setTaken(a, true); err != nil {
+		return false, err
+	}
+	held, err := s.owned(key)
+	if err != nil {
+		return false, err
+	}
+	s.setOwned(key, insertAddr(held, a))
+	return true, nil
+}
+
+// noteRecord brings the index in line with one record found on disk.
+func (s *Store) noteRecord(a netip.Addr, regular bool, content string) error {
+	if err := s.setTaken(a, true); err != nil {
+		return err
+	}
+	if !regular {
+		return nil
+	}
+	key := store.ParseKey(content).Key()
+	held, err := s.owned(key)
+	if err != nil {
+		return err
+	}
+	s.setOwned(key, insertAddr(held, a))
+	return nil
+}
+
+// Release implements store.Store. The record is read first: the index only says where
+// to look, the record says who holds the address, so an index that went stale can never
+// make us delete someone else's reservation.
+func (s *Store) Release(a netip.Addr, o store.Owner) (bool, error) {
+	key := o.Key()
+	name := a.String()
+	data, ok, regular, err := readSmall(s.netfd, name, maxRecord)
+	if err != nil {
+		return false, cnierr.IO(err, "cannot read reservation %s", filepath.Join(s.dir, name))
+	}
+	mine := ok && regular && strings.TrimSpace(string(data)) == key
+	if mine {
+		if err := unix.Unlinkat(s.netfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return false, cnierr.IO(err, "cannot remove reservation %s", filepath.Join(s.dir, name))
+		}
+		s.changed = true
+	} else {
+		s.stale = s.stale || s.contains(key, a)
+	}
+	held, err := s.owned(key)
+	if err != nil {
+		return false, err
+	}
+	if i := slices.Index(held, a); i >= 0 {
+		s.setOwned(key, slices.Delete(slices.Clone(held), i, i+1))
+	}
+	if !mine {
+		if ok {
+			return false, s.noteRecord(a, regular, string(data))
+		}
+		return false, s.setTaken(a, false)
+	}
+	return true, s.setTaken(a, false)
+}
+
+func (s *Store) contains(key string, a netip.Addr) bool {
+	return slices.Contains(s.owners[key], a)
+}
+
+// LastReserved implements store.Store with host-local's last_reserved_ip.<set> file.
+func (s *Store) LastReserved(set int) (netip.Addr, error) {
+	b, ok, regular, err := readSmall(s.netfd, lastPrefix+strconv.Itoa(set), 256)
+	if err != nil {
+		return netip.Addr{}, cnierr.IO(err, "cannot read %s%d in %s", lastPrefix, set, s.dir)
+	}
+	if !ok || !regular {
+		s.lastLen[set] = -1
+		return netip.Addr{}, nil
+	}
+	s.lastLen[set] = len(b)
+	// host-local writes the bare address; an unreadable cursor just restarts the walk.
+	a, err := ranges.ParseAddr(string(b))
+	if err != nil {
+		return netip.Addr{}, nil
+	}
+	return a, nil
+}
+
+// SetLastReserved implements store.Store. Readers (host-local included) see the old
+// cursor or the new one, never a torn one: a new file is linked in whole; a cursor at
+// least as long as the old one is one pwrite in place (cheap); a shorter one, rarer, is
+// renamed over the old.
+func (s *Store) SetLastReserved(set int, a netip.Addr) error {
+	name := lastPrefix + strconv.Itoa(set)
+	b := []byte(a.String())
+	old, known := s.lastLen[set]
+	if !known {
+		if _, err := s.LastReserved(set); err != nil {
+			return err
+		}
+		old = s.lastLen[set]
+	}
+	var err error
+	done := false
+	switch {
+	case old < 0:
+		var exists bool
+		exists, err = linkRecord(s.netfd, name, b)
+		done = err == nil && !exists
+	case len(b) >= old:
+		done, err = overwriteAtomic(s.netfd, name, b)
+	}
+	if err == nil && !done {
+		err = replaceFile(s.netfd, name, b)
+	}
+	if err != nil {
+		return cnierr.IO(err, "cannot write %s", filepath.Join(s.dir, name))
+	}
+	s.lastLen[set] = len(b)
+	s.changed = true
+	return nil
+}
+
+// Close writes the index changes, then the state, then unlocks. A process killed before
+// the state is written leaves a state that no longer matches the directory, so the next
+// call rebuilds the index: records and index never disagree for long.
+func (s *Store) Close() error {
+	err := s.Commit()
+	s.release()
+	return err
+}
+
+// Commit implements store.Store: index pages and owner files first, the state last.
+func (s *Store) Commit() error {
+	if s.idxfd < 0 {
+		return nil
+	}
+	for k, p := range s.pages {
+		if err := p.flush(s.idxfd, k); err != nil {
+			return cnierr.IO(err, "cannot write index of %s", s.dir)
+		}
+	}
+	for key := range s.dirty {
+		name := ownerFile(key)
+		var err error
+		if addrs := s.owners[key]; len(addrs) == 0 {
+			if err = unix.Unlinkat(s.idxfd, name, 0); errors.Is(err, unix.ENOENT) {
+				err = nil
+			}
+		} else {
+			err = putFile(s.idxfd, name, encodeOwner(key, addrs))
+		}
+		if err != nil {
+			return cnierr.IO(err, "cannot write index of %s", s.dir)
+		}
+	}
+	clear(s.dirty)
+	switch {
+	case s.stale:
+		// Forget the state: the next call rebuilds from the records.
+		if err := unix.Ftruncate(s.stfd, 0); err != nil {
+			return cnierr.IO(err, "cannot write index state of %s", s.dir)
+		}
+	case s.changed:
+		if err := s.saveState(); err != nil {
+			return err
+		}
+	}
+	s.changed = false
+	return nil
+}
+
+func (s *Store) saveState() error {
+	var dst unix.Stat_t
+	if err := unix.Fstat(s.netfd, &dst); err != nil {
+		return cnierr.IO(err, "cannot stat %s", s.dir)
+	}
+	s.st.observe(&dst)
+	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
+		return cnierr.IO(err, "cannot write index state of %s", s.dir)
+	}
+	return nil
+}
+
+func (s *Store) release() {
+	for _, p := range s.pages {
+		if p.fd >= 0 {
+			unix.Close(p.fd)
+			p.fd = -1
+		}
+	}
+	for _, fd := range []*int{&s.idxfd, &s.stfd, &s.metafd, &s.netfd} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
+	if s.lock != nil {
+		_ = s.lock.Close()
+		s.lock = nil
+	}
+}
+
+// Dir is the network's directory.
+func (s *Store) Dir() string { return s.dir }
+
+func insertAddr(addrs []netip.Addr, a netip.Addr) []netip.Addr {
+	i, found := slices.BinarySearchFunc(addrs, a, netip.Addr.Compare)
+	if found {
+		return addrs
+	}
+	return slices.Insert(slices.Clone(addrs), i, a)
+}
+
+func (s *Store) String() string { return fmt.Sprintf("disk store %s", s.dir) }
+
+// Abandon drops the store without committing, as a process killed mid-call would. Tests
+// use it to check that the next call repairs what was left.
+func (s *Store) Abandon() { s.release() }

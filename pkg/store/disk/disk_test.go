@@ -1,0 +1,325 @@
+package disk_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/store"
+	"github.com/local-ipam/local-ipam/pkg/store/disk"
+	"github.com/local-ipam/local-ipam/pkg/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Opener {
+		dir := t.TempDir()
+		return func(t *testing.T) store.Store { return mustOpen(t, dir, "net") }
+	})
+}
+
+func mustOpen(t *testing.T, dataDir, name string) *disk.Store {
+	t.Helper()
+	s, err := disk.Open(dataDir, name)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+func closeIt(t *testing.T, s *disk.Store) {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+var (
+	a1 = store.Owner{ID: "c1", IfName: "eth0"}
+	a2 = store.Owner{ID: "c2", IfName: "eth0"}
+)
+
+func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func read(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The records are host-local's, byte for byte.
+func TestHostLocalFormat(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, "net")
+	if ok, err := s.Reserve(ip("10.0.0.2"), a1); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if err := s.SetLastReserved(0, ip("10.0.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Reserve(ip("2001:db8::5"), a1); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	closeIt(t, s)
+	net := filepath.Join(dir, "net")
+	if got := read(t, filepath.Join(net, "10.0.0.2")); got != "c1\r\neth0" {
+		t.Errorf("record = %q", got)
+	}
+	if got := read(t, filepath.Join(net, "2001:db8::5")); got != "c1\r\neth0" {
+		t.Errorf("v6 record = %q", got)
+	}
+	if got := read(t, filepath.Join(net, "last_reserved_ip.0")); got != "10.0.0.2" {
+		t.Errorf("last_reserved_ip.0 = %q", got)
+	}
+	if st, err := os.Stat(filepath.Join(net, "lock")); err != nil || !st.Mode().IsRegular() {
+		t.Errorf("lock file: %v", err)
+	}
+	ents, _ := os.ReadDir(net)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := []string{".local-ipam", "10.0.0.2", "2001:db8::5", "last_reserved_ip.0", "lock"}
+	if !slices.Equal(names, want) {
+		t.Errorf("directory holds %v, want %v (no temporary files left)", names, want)
+	}
+}
+
+// Someone else (host-local, a person with rm or an editor) changes the records: the next
+// call sees it and rebuilds the index from the records.
+func TestRebuildAfterForeignChange(t *testing.T) {
+	dir := t.TempDir()
+	net := filepath.Join(dir, "net")
+	s := mustOpen(t, dir, "net")
+	for i := 2; i < 10; i++ {
+		s.Reserve(ip(fmt.Sprintf("10.0.0.%d", i)), store.Owner{ID: fmt.Sprintf("c%d", i), IfName: "eth0"})
+	}
+	closeIt(t, s)
+
+	// host-local adds one, a person removes one, an old host-local left a legacy record,
+	// a crashed host-local left an empty one, and there is junk.
+	os.WriteFile(filepath.Join(net, "10.0.0.20"), []byte("hl\r\neth0"), 0o600)
+	os.Remove(filepath.Join(net, "10.0.0.5"))
+	os.WriteFile(filepath.Join(net, "10.0.0.21"), []byte("legacy\n"), 0o600)
+	os.WriteFile(filepath.Join(net, "10.0.0.22"), nil, 0o600)
+	os.Mkdir(filepath.Join(net, "10.0.0.23"), 0o755)
+	os.Symlink("/etc/passwd", filepath.Join(net, "10.0.0.24"))
+	os.WriteFile(filepath.Join(net, "notes.txt"), []byte("c9\r\neth0"), 0o600)
+	os.WriteFile(filepath.Join(net, "010.0.0.25"), []byte("x"), 0o600) // not canonical: not a record
+
+	s = mustOpen(t, dir, "net")
+	defer closeIt(t, s)
+	if s.Rebuilds != 1 {
+		t.Fatalf("Rebuilds = %d, want 1", s.Rebuilds)
+	}
+	check := func(o store.Owner, want ...string) {
+		t.Helper()
+		got, err := s.Owned(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) && !(len(got) == 0 && len(want) == 0) {
+			t.Errorf("Owned(%q) = %v, want %v", o.Key(), got, want)
+		}
+	}
+	check(store.Owner{ID: "hl", IfName: "eth0"}, "10.0.0.20")
+	check(store.Owner{ID: "c5", IfName: "eth0"})
+	check(store.Owner{ID: "legacy"}, "10.0.0.21")
+	check(store.Owner{ID: "c9", IfName: "eth0"}, "10.0.0.9")
+	free := func(from, to string) string {
+		a, ok, err := s.FirstFree(ip(from), ip(to))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return "none"
+		}
+		return a.String()
+	}
+	if got := free("10.0.0.2", "10.0.0.254"); got != "10.0.0.5" {
+		t.Errorf("first free = %s, want the removed 10.0.0.5", got)
+	}
+	if got := free("10.0.0.20", "10.0.0.254"); got != "10.0.0.22" {
+		t.Errorf("first free from .20 = %s, want the empty record 10.0.0.22", got)
+	}
+	if got := free("10.0.0.23", "10.0.0.254"); got != "10.0.0.25" {
+		t.Errorf("first free from .23 = %s, want .25 (a directory and a symlink block .23 and .24)", got)
+	}
+	// The empty record is taken over atomically; the symlink is never followed.
+	if ok, err := s.Reserve(ip("10.0.0.22"), a1); !ok || err != nil {
+		t.Fatalf("Reserve over an empty record = %v, %v", ok, err)
+	}
+	if got := read(t, filepath.Join(net, "10.0.0.22")); got != "c1\r\neth0" {
+		t.Errorf("empty record now holds %q", got)
+	}
+	if ok, _ := s.Reserve(ip("10.0.0.24"), a1); ok {
+		t.Error("Reserve through a symlink succeeded")
+	}
+	if ok, _ := s.Release(ip("10.0.0.24"), store.Owner{ID: "x"}); ok {
+		t.Error("Release of a symlink succeeded")
+	}
+	if _, err := os.Lstat(filepath.Join(net, "10.0.0.24")); err != nil {
+		t.Error("the symlink was removed")
+	}
+}
+
+// A call killed after changing the records but before writing the state leaves a
+// state that no longer matches: the next call rebuilds, and the index agrees again.
+func TestCrashBeforeCommitIsRepaired(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, "net")
+	s.Reserve(ip("10.0.0.2"), a1)
+	closeIt(t, s)
+
+	s = mustOpen(t, dir, "net")
+	if s.Rebuilds != 0 {
+		t.Fatalf("clean reopen rebuilt the index")
+	}
+	s.Reserve(ip("10.0.0.3"), a2)
+	s.Release(ip("10.0.0.2"), a1)
+	// Simulate kill -9: drop the store without Close (the lock goes with the process; here
+	// we release it by hand).
+	s.Abandon()
+
+	s = mustOpen(t, dir, "net")
+	defer closeIt(t, s)
+	if s.Rebuilds != 1 {
+		t.Fatalf("Rebuilds = %d after an interrupted call, want 1", s.Rebuilds)
+	}
+	if got, _ := s.Owned(a2); fmt.Sprint(got) != "[10.0.0.3]" {
+		t.Errorf("a2 owns %v", got)
+	}
+	if got, _ := s.Owned(a1); len(got) != 0 {
+		t.Errorf("a1 owns %v", got)
+	}
+}
+
+// The index can be deleted, or damaged, at will: it is rebuilt.
+func TestIndexDamage(t *testing.T) {
+	for name, damage := range map[string]func(meta string){
+		"removed":       func(meta string) { os.RemoveAll(meta) },
+		"state garbage": func(meta string) { os.WriteFile(filepath.Join(meta, "state"), []byte("garbage"), 0o600) },
+		"state empty":   func(meta string) { os.WriteFile(filepath.Join(meta, "state"), nil, 0o600) },
+		"index gone": func(meta string) {
+			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*"))
+			for _, e := range ents {
+				os.RemoveAll(e)
+			}
+		},
+		"page truncated": func(meta string) {
+			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "p4-*"))
+			for _, e := range ents {
+				os.Truncate(e, 10)
+			}
+		},
+		"owner garbage": func(meta string) {
+			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "o.*"))
+			for _, e := range ents {
+				os.WriteFile(e, []byte("\x00\x01junk"), 0o600)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := mustOpen(t, dir, "net")
+			s.Reserve(ip("10.0.0.2"), a1)
+			s.Reserve(ip("10.0.0.3"), a2)
+			closeIt(t, s)
+			damage(filepath.Join(dir, "net", ".local-ipam"))
+			// The very next call notices and answers right; so does the one after.
+			for i := 0; i < 2; i++ {
+				s = mustOpen(t, dir, "net")
+				got1, err1 := s.Owned(a1)
+				a, ok, err2 := s.FirstFree(ip("10.0.0.2"), ip("10.0.0.9"))
+				closeIt(t, s)
+				if err1 != nil || err2 != nil {
+					t.Fatalf("call %d: %v, %v", i, err1, err2)
+				}
+				if fmt.Sprint(got1) != "[10.0.0.2]" {
+					t.Errorf("call %d: after damage a1 owns %v", i, got1)
+				}
+				if !ok || a.String() != "10.0.0.4" {
+					t.Errorf("call %d: after damage first free = %v %v", i, a, ok)
+				}
+			}
+		})
+	}
+}
+
+func TestRefusesSymlinkedNetworkDir(t *testing.T) {
+	dir := t.TempDir()
+	outside := t.TempDir()
+	os.Symlink(outside, filepath.Join(dir, "net"))
+	_, err := disk.Open(dir, "net")
+	if cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Fatalf("Open through a symlinked network directory: %v", err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("wrote %d entries outside the data dir", len(ents))
+	}
+}
+
+func TestRefusesSymlinkedLock(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "victim")
+	os.MkdirAll(filepath.Join(dir, "net"), 0o755)
+	os.Symlink(outside, filepath.Join(dir, "net", "lock"))
+	_, err := disk.Open(dir, "net")
+	if cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Fatalf("Open with a symlinked lock: %v", err)
+	}
+	if _, err := os.Lstat(outside); err == nil {
+		t.Error("created the symlink's target outside the data dir")
+	}
+}
+
+func TestDataDirIsAFile(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "net"), []byte("x"), 0o600)
+	_, err := disk.Open(dir, "net")
+	if err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("Open on a file: %v", err)
+	}
+}
+
+func TestBadNetworkNames(t *testing.T) {
+	for _, n := range []string{"", ".", "..", "a/b", "../x"} {
+		if _, err := disk.Open(t.TempDir(), n); cnierr.Code(err) != cnierr.InvalidConfig {
+			t.Errorf("Open(%q) = %v, want code 7", n, err)
+		}
+	}
+}
+
+// Release reads the record before removing it: a stale index never frees someone else's
+// address.
+func TestReleaseChecksTheRecord(t *testing.T) {
+	dir := t.TempDir()
+	net := filepath.Join(dir, "net")
+	s := mustOpen(t, dir, "net")
+	s.Reserve(ip("10.0.0.2"), a1)
+	closeIt(t, s)
+	// Rewrite the record in place (no directory change, so the index is not rebuilt).
+	f, _ := os.OpenFile(filepath.Join(net, "10.0.0.2"), os.O_WRONLY|os.O_TRUNC, 0)
+	f.WriteString("other\r\neth0")
+	f.Close()
+	s = mustOpen(t, dir, "net")
+	if ok, err := s.Release(ip("10.0.0.2"), a1); ok || err != nil {
+		t.Fatalf("Release of a record that names someone else = %v, %v", ok, err)
+	}
+	closeIt(t, s)
+	if got := read(t, filepath.Join(net, "10.0.0.2")); got != "other\r\neth0" {
+		t.Fatalf("record now %q", got)
+	}
+	s = mustOpen(t, dir, "net")
+	defer closeIt(t, s)
+	if got, _ := s.Owned(store.Owner{ID: "other", IfName: "eth0"}); fmt.Sprint(got) != "[10.0.0.2]" {
+		t.Errorf("index not repaired: other owns %v", got)
+	}
+}

@@ -1,0 +1,241 @@
+package disk
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/bits"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/pkg/ranges"
+)
+
+// The index lives in .local-ipam/idx.<gen>/ beside the records. It answers the two
+// questions host-local answers by reading every record:
+//   - which addresses are taken: a bitmap per 2^16-address page ("p4-<hex>"/"p6-<hex>",
+//     8 KiB each; an absent page is all free), so a free-address search reads one page
+//     for any IPv4 /16 and stays bounded in huge IPv6 ranges;
+//   - what an owner holds: one small file per owner ("o.<id>:<ifname>", or "h.<hash>"
+//     for keys that are not safe file names), found by name.
+// It is a cache of the records, which stay the truth: see state.go for how a stale index
+// is detected and rebuilt.
+
+const (
+	pageBits  = 16
+	pageAddrs = 1 << pageBits
+	pageBytes = pageAddrs / 8
+)
+
+type pageKey struct {
+	v6     bool
+	hi, lo uint64 // page base address, low pageBits bits zero
+}
+
+func splitAddr(a netip.Addr) (pageKey, uint32) {
+	hi, lo := ranges.U128(a)
+	return pageKey{v6: !a.Is4(), hi: hi, lo: lo &^ (pageAddrs - 1)}, uint32(lo & (pageAddrs - 1))
+}
+
+func (k pageKey) addr(bit uint32) netip.Addr {
+	like := netip.IPv6Unspecified()
+	if !k.v6 {
+		like = netip.IPv4Unspecified()
+	}
+	return ranges.FromU128(like, k.hi, k.lo|uint64(bit))
+}
+
+// next is the following page's key, ok false at the end of the address space.
+func (k pageKey) next() (pageKey, bool) {
+	lo, carry := bits.Add64(k.lo, pageAddrs, 0)
+	hi, over := bits.Add64(k.hi, 0, carry)
+	if over != 0 || (!k.v6 && lo > 0xffffffff) {
+		return pageKey{}, false
+	}
+	return pageKey{v6: k.v6, hi: hi, lo: lo}, true
+}
+
+func (k pageKey) name() string {
+	if !k.v6 {
+		return fmt.Sprintf("p4-%08x", k.lo)
+	}
+	return fmt.Sprintf("p6-%016x%016x", k.hi, k.lo)
+}
+
+type page struct {
+	bits   [pageBytes / 8]uint64
+	fd     int // -1 when the file does not exist yet
+	exists bool
+	dirty  bool
+	any    bool // some bit set (a page that never had one is not written)
+}
+
+func (p *page) get(i uint32) bool { return p.bits[i/64]&(1<<(i%64)) != 0 }
+func (p *page) set(i uint32, v bool) {
+	if p.get(i) == v {
+		return
+	}
+	if v {
+		p.bits[i/64] |= 1 << (i % 64)
+		p.any = true
+	} else {
+		p.bits[i/64] &^= 1 << (i % 64)
+	}
+	p.dirty = true
+}
+
+// firstClear returns the lowest clear bit in [from, to].
+func (p *page) firstClear(from, to uint32) (uint32, bool) {
+	for w := from / 64; w <= to/64; w++ {
+		word := ^p.bits[w]
+		if w == from/64 {
+			word &= ^uint64(0) << (from % 64)
+		}
+		if word != 0 {
+			i := w*64 + uint32(bits.TrailingZeros64(word))
+			if i <= to {
+				return i, true
+			}
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+func (p *page) bytes() []byte {
+	b := make([]byte, pageBytes)
+	for i, w := range p.bits {
+		binary.LittleEndian.PutUint64(b[i*8:], w)
+	}
+	return b
+}
+
+func (p *page) load(b []byte) {
+	for i := range p.bits {
+		w := binary.LittleEndian.Uint64(b[i*8:])
+		p.bits[i] = w
+		if w != 0 {
+			p.any = true
+		}
+	}
+}
+
+// ownerFile names an owner's index file: readable when the key is a valid CNI container
+// ID (plus an ifname), hashed otherwise (keys read from damaged or foreign records).
+func ownerFile(key string) string {
+	id, ifname, hasIf := strings.Cut(key, "\r\n")
+	if len(key) <= 200 && validID(id) && (!hasIf || validIfName(ifname)) {
+		if hasIf {
+			return "o." + id + ":" + ifname
+		}
+		return "o." + id
+	}
+	h := fnv.New128a()
+	h.Write([]byte(key))
+	return "h." + hex.EncodeToString(h.Sum(nil))
+}
+
+func validID(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func validIfName(s string) bool {
+	if s == "" || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == '/' || c == ':' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeOwner is the owner file: the quoted key, then one address a line.
+func encodeOwner(key string, addrs []netip.Addr) []byte {
+	var b strings.Builder
+	b.WriteString(strconv.Quote(key))
+	b.WriteByte('\n')
+	for _, a := range addrs {
+		b.WriteString(a.String())
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
+}
+
+var errBadOwner = errors.New("malformed owner index file")
+
+func decodeOwner(key string, b []byte) ([]netip.Addr, error) {
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if k, err := strconv.Unquote(lines[0]); err != nil || k != key {
+		return nil, errBadOwner
+	}
+	out := make([]netip.Addr, 0, len(lines)-1)
+	for _, l := range lines[1:] {
+		a, err := netip.ParseAddr(l)
+		if err != nil {
+			return nil, errBadOwner
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// loadPage reads a page file; a missing one is an empty page.
+func loadPage(idxfd int, k pageKey) (*page, error) {
+	p := &page{fd: -1}
+	fd, err := unix.Openat(idxfd, k.name(), unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return p, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, pageBytes)
+	n, err := unix.Pread(fd, b, 0)
+	if err != nil || n != pageBytes {
+		unix.Close(fd)
+		if err == nil {
+			err = errBadPage
+		}
+		return nil, err
+	}
+	p.fd, p.exists = fd, true
+	p.load(b)
+	return p, nil
+}
+
+var errBadPage = errors.New("short index page")
+
+func (p *page) flush(idxfd int, k pageKey) error {
+	if !p.dirty {
+		return nil
+	}
+	if p.fd < 0 {
+		fd, err := unix.Openat(idxfd, k.name(), unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return err
+		}
+		p.fd = fd
+	}
+	if err := pwriteAll(p.fd, p.bytes(), 0); err != nil {
+		return err
+	}
+	p.dirty = false
+	return nil
+}

@@ -1,0 +1,195 @@
+package disk
+
+import (
+	"errors"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/store"
+)
+
+// Record is one entry of the network directory named like an address.
+type Record struct {
+	Addr netip.Addr
+	// Regular is false for a directory, symlink or other non-file named like an address:
+	// it blocks the address (nobody can create the record) and is never followed.
+	Regular bool
+	// Content is the trimmed record; "" for an empty record, which holds nothing.
+	Content string
+}
+
+// Owner parses the record's content.
+func (r Record) Owner() store.Owner { return store.ParseKey(r.Content) }
+
+// isRecordName tells host-local's record files from the rest of the directory: its name is
+// an address in canonical form (as host-local writes it).
+func isRecordName(name string) (netip.Addr, bool) {
+	if name == lockName || name == metaName || name == tmpName || strings.HasPrefix(name, lastPrefix) {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(name)
+	if err != nil || a.Zone() != "" || a.Is4In6() || a.String() != name {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// scan reads every record of the directory: the one walk over the store that host-local
+// makes on every call, and we make only when the index must be rebuilt (or for GC/list).
+func (s *Store) scan(fn func(Record) error) error {
+	dfd, err := openDir(s.netfd, ".")
+	if err != nil {
+		return err
+	}
+	d := os.NewFile(uintptr(dfd), s.dir)
+	defer d.Close()
+	for {
+		ents, err := d.ReadDir(4096)
+		for _, e := range ents {
+			a, ok := isRecordName(e.Name())
+			if !ok {
+				continue
+			}
+			rec := Record{Addr: a}
+			if e.Type().IsRegular() || e.Type()&os.ModeType == os.ModeIrregular {
+				data, ok, regular, err := readSmall(s.netfd, e.Name(), maxRecord)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue // removed while we listed
+				}
+				rec.Regular = regular
+				rec.Content = strings.TrimSpace(string(data))
+			}
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// rebuild makes a new index generation from the records, then points the state at it
+// and removes the old generations. A crash part-way leaves the old state, which does not
+// match, so the next call simply rebuilds again.
+func (s *Store) rebuild() error {
+	s.Rebuilds++
+	var before unix.Stat_t
+	if err := unix.Fstat(s.netfd, &before); err != nil {
+		return cnierr.IO(err, "cannot stat %s", s.dir)
+	}
+	old, gen, err := s.generations()
+	if err != nil {
+		return cnierr.IO(err, "cannot list index directory of %s", s.dir)
+	}
+	name := idxPrefix + strconv.FormatUint(gen, 10)
+	if err := unix.Mkdirat(s.metafd, name, 0o700); err != nil {
+		return cnierr.IO(err, "cannot create index in %s", s.dir)
+	}
+	if s.idxfd >= 0 {
+		unix.Close(s.idxfd)
+	}
+	if s.idxfd, err = openDir(s.metafd, name); err != nil {
+		return cnierr.IO(err, "cannot open index in %s", s.dir)
+	}
+	for _, p := range s.pages {
+		if p.fd >= 0 {
+			unix.Close(p.fd)
+		}
+	}
+	clear(s.pages)
+	clear(s.owners)
+	clear(s.dirty)
+	err = s.scan(func(r Record) error {
+		if !r.Regular {
+			return s.setTaken(r.Addr, true)
+		}
+		if r.Content == "" {
+			return nil // an empty record is a free address
+		}
+		if err := s.setTaken(r.Addr, true); err != nil {
+			return err
+		}
+		key := r.Content
+		s.owners[key] = append(s.owners[key], r.Addr)
+		return nil
+	})
+	if err != nil {
+		return cnierr.IO(err, "cannot read the records of %s", s.dir)
+	}
+	for key, addrs := range s.owners {
+		slices.SortFunc(addrs, netip.Addr.Compare)
+		if err := createFile(s.idxfd, ownerFile(key), encodeOwner(key, addrs)); err != nil {
+			return cnierr.IO(err, "cannot write index of %s", s.dir)
+		}
+	}
+	for k, p := range s.pages {
+		if err := p.flush(s.idxfd, k); err != nil {
+			return cnierr.IO(err, "cannot write index of %s", s.dir)
+		}
+	}
+	s.stale = false
+	s.st = state{gen: gen}
+	s.st.observe(&before)
+	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
+		return cnierr.IO(err, "cannot write index state of %s", s.dir)
+	}
+	if err := unix.Ftruncate(s.stfd, stateLen); err != nil {
+		return cnierr.IO(err, "cannot write index state of %s", s.dir)
+	}
+	for _, o := range old {
+		removeTree(s.metafd, o)
+	}
+	_ = unix.Unlinkat(s.netfd, tmpName, 0)
+	return nil
+}
+
+// generations lists the index directories and picks the next generation number.
+func (s *Store) generations() (old []string, next uint64, err error) {
+	dfd, err := openDir(s.metafd, ".")
+	if err != nil {
+		return nil, 0, err
+	}
+	d := os.NewFile(uintptr(dfd), metaName)
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, n := range names {
+		if g, ok := strings.CutPrefix(n, idxPrefix); ok {
+			old = append(old, n)
+			if v, err := strconv.ParseUint(g, 10, 64); err == nil && v >= next {
+				next = v + 1
+			}
+		}
+	}
+	return old, next, nil
+}
+
+// removeTree removes our own index directory (one level of plain files).
+func removeTree(parent int, name string) {
+	dfd, err := openDir(parent, name)
+	if err == nil {
+		d := os.NewFile(uintptr(dfd), name)
+		names, _ := d.Readdirnames(-1)
+		for _, n := range names {
+			_ = unix.Unlinkat(dfd, n, 0)
+		}
+		d.Close()
+	}
+	_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+}

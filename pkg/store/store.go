@@ -1,0 +1,64 @@
+// Package store defines what the allocator needs from a place that keeps reservations:
+// an exclusive reserve of one address, release by owner, lookup by owner, a free-address
+// search and the round-robin cursor of each range set. Every backend passes the
+// conformance suite in package storetest.
+package store
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// LineBreak separates container ID and ifname in a record, as host-local writes it.
+const LineBreak = "\r\n"
+
+// Owner is whoever holds a reservation: an attachment (container ID, ifname). A record
+// written by host-local before it kept the ifname has IfName "" (a legacy owner).
+type Owner struct {
+	ID     string
+	IfName string
+}
+
+// Key is the record content that names this owner, host-local's format.
+func (o Owner) Key() string {
+	if o.IfName == "" {
+		return o.ID
+	}
+	return o.ID + LineBreak + o.IfName
+}
+
+// Legacy is the ID-only owner that old host-local records name.
+func (o Owner) Legacy() Owner { return Owner{ID: o.ID} }
+
+// ParseKey reads a record's content; surrounding white space is not part of it (host-local
+// trims it too).
+func ParseKey(content string) Owner {
+	k := strings.TrimSpace(content)
+	if i := strings.Index(k, LineBreak); i >= 0 {
+		return Owner{ID: k[:i], IfName: k[i+len(LineBreak):]}
+	}
+	return Owner{ID: k}
+}
+
+// Store is one network's reservations, opened for one call. Implementations take their
+// lock when opened and release it in Close; between the two the caller has the network
+// to itself.
+type Store interface {
+	// Owned returns the addresses reserved for exactly this owner (an ID-only owner
+	// matches only ID-only records).
+	Owned(o Owner) ([]netip.Addr, error)
+	// FirstFree returns the lowest address in [from, to] that is not reserved.
+	FirstFree(from, to netip.Addr) (netip.Addr, bool, error)
+	// Reserve takes a for o. It returns false, nil when a is already reserved.
+	Reserve(a netip.Addr, o Owner) (bool, error)
+	// Release frees a if it is reserved for o, and reports whether it was.
+	Release(a netip.Addr, o Owner) (bool, error)
+	// LastReserved is the cursor of range set idx (the zero Addr when there is none).
+	LastReserved(set int) (netip.Addr, error)
+	// SetLastReserved moves the cursor of range set idx.
+	SetLastReserved(set int, a netip.Addr) error
+	// Commit makes the call's changes durable; the lock stays held.
+	Commit() error
+	// Close commits and releases the lock.
+	Close() error
+}
