@@ -1,5 +1,6 @@
 // Command local-ipam is a CNI IPAM plugin: host-local's configuration, store format and
-// addresses, at a cost that does not grow with the number of allocations.
+// addresses, at a cost that does not grow with the number of allocations. Run by a
+// person with a subcommand instead of CNI_COMMAND, it is also the operator's tool (cli.go).
 package main
 
 import (
@@ -8,11 +9,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
@@ -21,16 +27,21 @@ import (
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
 )
 
-// version is set at build time (-ldflags -X main.buildVersion=...).
+// buildVersion is set at build time (-ldflags -X main.buildVersion=...).
 var buildVersion = "dev"
 
 func main() {
+	if os.Getenv("CNI_COMMAND") == "" && len(os.Args) > 1 {
+		os.Exit(runCLI(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	stdin := captureStdin()
 	e := skel.PluginMainFuncsWithError(skel.CNIFuncs{
-		Add:   cmdAdd,
-		Del:   cmdDel,
-		Check: cmdCheck,
-	}, version.All, "local-ipam "+buildVersion)
+		Add:    cmdAdd,
+		Del:    cmdDel,
+		Check:  cmdCheck,
+		GC:     cmdGC,
+		Status: cmdStatus,
+	}, version.All, "local-ipam "+buildVersion+" (CNI IPAM plugin; run 'local-ipam --help' for the operator's commands)")
 	if e != nil {
 		printError(e, stdin)
 		os.Exit(1)
@@ -47,14 +58,22 @@ func captureStdin() []byte {
 	if err != nil {
 		return nil // skel reads the same stdin and reports the failure
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
+	// A plain blocking pipe (os.Pipe would register both ends with the poller: more
+	// system calls on every CNI call). Up to the pipe's 64 KiB it is written right here.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return data
 	}
-	go func() {
+	r, w := os.NewFile(uintptr(p[0]), "stdin"), os.NewFile(uintptr(p[1]), "stdin-w")
+	write := func() {
 		_, _ = w.Write(data)
 		w.Close()
-	}()
+	}
+	if len(data) < 60<<10 {
+		write()
+	} else {
+		go write()
+	}
 	os.Stdin = r
 	return data
 }
@@ -86,7 +105,7 @@ func open(args *skel.CmdArgs) (*config.Config, *disk.Store, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := disk.Open(c.DataDir, c.Name)
+	st, err := disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -102,13 +121,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	st, err := disk.Open(c.DataDir, c.Name)
+	st, err := disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	o := owner(args)
-	allocs, err := allocator.Allocate(st, c.Sets, o, c.Requested)
+	allocs, err := allocator.Allocate(st, c.Pool, o, c.Requested)
 	if err != nil {
 		return err
 	}
@@ -138,29 +157,163 @@ func ipOf(a netip.Addr) net.IP {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	_, st, err := open(args)
+	c, st, err := open(args)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	if _, err := allocator.Release(st, owner(args)); err != nil {
-		return err
+	// host-local releases once per range set; from the second pass on, the attachment's
+	// own records are gone and its container's ID-only records go too. Same outcome here.
+	for range c.Pool.Sets {
+		if _, err := allocator.Release(st, owner(args)); err != nil {
+			return err
+		}
 	}
 	return st.Commit()
 }
 
+// cmdCheck compares prevResult with the store: each of its addresses that lies in a
+// configured range set must be reserved for this attachment, and each range set must
+// hold one reservation of the attachment, which prevResult lists.
 func cmdCheck(args *skel.CmdArgs) error {
-	_, st, err := open(args)
+	c, st, err := open(args)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	held, err := allocator.Held(st, owner(args))
+	o := owner(args)
+	prev, hasPrev, err := prevIPs(c)
 	if err != nil {
 		return err
 	}
-	if len(held) == 0 {
-		return cnierr.New(cnierr.NotReserved, "", "local-ipam: Failed to find address added by container %v", args.ContainerID)
+	held, err := allocator.Held(st, o)
+	if err != nil {
+		return err
+	}
+	mine := func(a netip.Addr) (bool, error) {
+		h, ok, err := st.Holder(a)
+		return ok && (h == o || h == o.Legacy()), err
+	}
+	for _, a := range prev {
+		if !c.Pool.Contains(a) {
+			continue
+		}
+		ok, err := mine(a)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return cnierr.New(cnierr.NotReserved, "", "address %s of prevResult is not reserved for container %s, interface %s", a, args.ContainerID, args.IfName)
+		}
+	}
+	for i, set := range c.Pool.Sets {
+		var have []netip.Addr
+		for _, a := range held {
+			if !set.Contains(a) {
+				continue
+			}
+			ok, err := mine(a)
+			if err != nil {
+				return err
+			}
+			if ok {
+				have = append(have, a)
+			}
+		}
+		if len(have) == 0 {
+			return cnierr.New(cnierr.NotReserved, "", "container %s, interface %s holds no address in range set %d (%s)", args.ContainerID, args.IfName, i, set)
+		}
+		if hasPrev && !slices.ContainsFunc(have, func(a netip.Addr) bool { return slices.Contains(prev, a) }) {
+			return cnierr.New(cnierr.NotReserved, "", "address %s reserved for container %s, interface %s in range set %d is missing from prevResult", have[0], args.ContainerID, args.IfName, i)
+		}
 	}
 	return nil
+}
+
+// prevIPs reads the addresses of prevResult, whatever its version.
+func prevIPs(c *config.Config) ([]netip.Addr, bool, error) {
+	if len(c.RawPrevResult) == 0 || string(c.RawPrevResult) == "null" {
+		return nil, false, nil
+	}
+	res, err := version.NewResult(c.CNIVersion, c.RawPrevResult)
+	if err != nil {
+		return nil, false, cnierr.New(cnierr.DecodingFailure, err.Error(), "cannot read prevResult")
+	}
+	cur, err := current.NewResultFromResult(res)
+	if err != nil {
+		return nil, false, cnierr.New(cnierr.DecodingFailure, err.Error(), "cannot convert prevResult")
+	}
+	var out []netip.Addr
+	for _, ipc := range cur.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, true, nil
+}
+
+// cmdGC releases every reservation of the network whose attachment is not in
+// cni.dev/valid-attachments. A config without the key is refused: host-local takes it as
+// "nothing is valid" and empties the network, which is never what a runtime means.
+func cmdGC(args *skel.CmdArgs) error {
+	c, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	if !c.HasValidAttachments {
+		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
+	}
+	st, err := disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	_, gcErr := st.GC(c.ValidAttachments)
+	if err := st.Commit(); err != nil {
+		return err
+	}
+	return gcErr
+}
+
+// cmdStatus answers whether an ADD could succeed now: the store can be locked and
+// written, and every range set has an address to give. Otherwise code 50.
+func cmdStatus(args *skel.CmdArgs) error {
+	c, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	unavailable := func(format string, a ...any) error {
+		e := cnierr.New(cnierr.PluginNotAvailable, "", "network %s: "+format, append([]any{c.Name}, a...)...)
+		return e
+	}
+	disk.LockTimeout = 10 * time.Second
+	st, err := disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
+	if err != nil {
+		return unavailable("store unusable: %s", errText(err))
+	}
+	defer st.Close()
+	if err := st.Writable(); err != nil {
+		return unavailable("store %s cannot be written: %v", st.Dir(), err)
+	}
+	avail, err := allocator.Available(st, c.Pool)
+	if err != nil {
+		return unavailable("store unusable: %s", errText(err))
+	}
+	var full []string
+	for i, ok := range avail {
+		if !ok {
+			full = append(full, c.Pool.Sets[i].String())
+		}
+	}
+	if len(full) > 0 {
+		return unavailable("no free address in range set(s) %s", strings.Join(full, "; "))
+	}
+	return nil
+}
+
+func errText(err error) string {
+	if te, ok := err.(*types.Error); ok && te.Details != "" {
+		return te.Msg + ": " + te.Details
+	}
+	return err.Error()
 }

@@ -25,9 +25,10 @@ type Allocation struct {
 	Gateway netip.Addr
 }
 
-// Allocate reserves one address from each set for o. requested addresses are matched to
-// the set that contains them. On any failure nothing this call reserved stays reserved.
-func Allocate(st store.Store, sets []ranges.Set, o store.Owner, requested []netip.Addr) ([]Allocation, error) {
+// Allocate reserves one address from each set of the pool for o. requested addresses are
+// matched to the set that contains them. On any failure nothing this call reserved stays
+// reserved.
+func Allocate(st store.Store, pool ranges.Pool, o store.Owner, requested []netip.Addr) ([]Allocation, error) {
 	var got []Allocation
 	rollback := func() {
 		for _, a := range got {
@@ -35,7 +36,7 @@ func Allocate(st store.Store, sets []ranges.Set, o store.Owner, requested []neti
 		}
 	}
 	pending := append([]netip.Addr(nil), requested...)
-	for idx, set := range sets {
+	for idx, set := range pool.Sets {
 		var want netip.Addr
 		for i, a := range pending {
 			if set.Contains(a) {
@@ -49,9 +50,9 @@ func Allocate(st store.Store, sets []ranges.Set, o store.Owner, requested []neti
 			err error
 		)
 		if want.IsValid() {
-			a, err = reserveRequested(st, set, idx, o, want)
+			a, err = reserveRequested(st, set, pool.Exclude, idx, o, want)
 		} else {
-			a, err = reserveNext(st, set, idx, o)
+			a, err = reserveNext(st, set, pool.Exclude, idx, o)
 		}
 		if err != nil {
 			rollback()
@@ -85,10 +86,13 @@ func alloc(set ranges.Set, idx int, a netip.Addr) Allocation {
 	return Allocation{Set: idx, Addr: a, Prefix: netip.PrefixFrom(a, r.Subnet.Bits()), Gateway: r.Gateway}
 }
 
-func reserveRequested(st store.Store, set ranges.Set, idx int, o store.Owner, want netip.Addr) (Allocation, error) {
+func reserveRequested(st store.Store, set ranges.Set, excl ranges.Exclusions, idx int, o store.Owner, want netip.Addr) (Allocation, error) {
 	r := set[set.RangeFor(want)]
 	if want == r.Gateway {
 		return Allocation{}, cnierr.New(cnierr.AddressNotAllowed, "", "requested ip %s is subnet's gateway", want)
+	}
+	if _, ok := excl.Covering(want); ok {
+		return Allocation{}, cnierr.New(cnierr.AddressNotAllowed, "", "requested ip %s is excluded", want)
 	}
 	ok, err := st.Reserve(want, o)
 	if err != nil {
@@ -106,7 +110,7 @@ func reserveRequested(st store.Store, set ranges.Set, idx int, o store.Owner, wa
 	return alloc(set, idx, want), nil
 }
 
-func reserveNext(st store.Store, set ranges.Set, idx int, o store.Owner) (Allocation, error) {
+func reserveNext(st store.Store, set ranges.Set, excl ranges.Exclusions, idx int, o store.Owner) (Allocation, error) {
 	// A second ADD of the same attachment is a runtime bug; refuse it as host-local does,
 	// counting ID-only records of the container as its own.
 	for _, owner := range []store.Owner{o, o.Legacy()} {
@@ -125,37 +129,73 @@ func reserveNext(st store.Store, set ranges.Set, idx int, o store.Owner) (Alloca
 	if err != nil {
 		return Allocation{}, err
 	}
+	var got netip.Addr
+	err = walkFree(st, set, excl, last, func(a netip.Addr) (bool, error) {
+		ok, err := st.Reserve(a, o)
+		if ok {
+			got = a
+		}
+		return ok, err
+	})
+	if err != nil {
+		return Allocation{}, err
+	}
+	if !got.IsValid() {
+		return Allocation{}, cnierr.New(cnierr.NoFreeAddress, "", "no IP addresses available in range set: %s", set)
+	}
+	if err := st.SetLastReserved(idx, got); err != nil {
+		_, _ = st.Release(got, o)
+		return Allocation{}, err
+	}
+	return alloc(set, idx, got), nil
+}
+
+// walkFree offers take the free addresses of set in host-local's round-robin order from
+// the cursor last, skipping each range's gateway and the exclusions, until take accepts
+// one. The store's index answers each stretch without visiting taken addresses one by one.
+func walkFree(st store.Store, set ranges.Set, excl ranges.Exclusions, last netip.Addr, take func(netip.Addr) (bool, error)) error {
 	for _, seg := range set.Walk(last) {
 		gw := set[seg.Range].Gateway
 		from := seg.From
 		for {
 			a, found, err := st.FirstFree(from, seg.To)
 			if err != nil {
-				return Allocation{}, err
+				return err
 			}
 			if !found {
 				break
 			}
-			if a != gw {
-				ok, err := st.Reserve(a, o)
-				if err != nil {
-					return Allocation{}, err
-				}
-				if ok {
-					if err := st.SetLastReserved(idx, a); err != nil {
-						_, _ = st.Release(a, o)
-						return Allocation{}, err
-					}
-					return alloc(set, idx, a), nil
+			next := a
+			if iv, ok := excl.Covering(a); ok {
+				next = iv.To
+			} else if a != gw {
+				ok, err := take(a)
+				if err != nil || ok {
+					return err
 				}
 			}
-			if a == seg.To {
+			if next.Compare(seg.To) >= 0 {
 				break
 			}
-			from = a.Next()
+			from = next.Next()
 		}
 	}
-	return Allocation{}, cnierr.New(cnierr.NoFreeAddress, "", "no IP addresses available in range set: %s", set)
+	return nil
+}
+
+// Available reports, for each set of the pool, whether an ADD could get an address now.
+func Available(st store.Store, pool ranges.Pool) ([]bool, error) {
+	out := make([]bool, len(pool.Sets))
+	for i, set := range pool.Sets {
+		err := walkFree(st, set, pool.Exclude, netip.Addr{}, func(netip.Addr) (bool, error) {
+			out[i] = true
+			return true, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Release frees everything reserved for o. Like host-local, when o holds nothing, records

@@ -19,6 +19,8 @@ import (
 
 func owner(id string) store.Owner { return store.Owner{ID: id, IfName: "eth0"} }
 
+func pool(sets ...ranges.Set) ranges.Pool { return ranges.Pool{Sets: sets} }
+
 func mustRange(t testing.TB, subnet, start, end, gw string) ranges.Range {
 	t.Helper()
 	p := func(s string) netip.Addr {
@@ -145,7 +147,7 @@ func TestMatchesHostLocal(t *testing.T) {
 					if _, err := hl.NewIPAllocator(&hset, fake, 0).Get(id, "eth0", nil); err == nil {
 						_ = fake.ReleaseByID(id, "eth0")
 					}
-					_, ourErr = allocator.Allocate(mem, []ranges.Set{set}, owner(id), reqs)
+					_, ourErr = allocator.Allocate(mem, pool(set), owner(id), reqs)
 					if ourErr == nil {
 						t.Fatalf("seed %d step %d: request %v outside the set succeeded", seed, step, req)
 					}
@@ -157,7 +159,7 @@ func TestMatchesHostLocal(t *testing.T) {
 					hlConf = &ipc.Address
 					hlAddr = hlConf.String()
 				}
-				got, ourErr = allocator.Allocate(mem, []ranges.Set{set}, owner(id), reqs)
+				got, ourErr = allocator.Allocate(mem, pool(set), owner(id), reqs)
 				if ourErr == nil {
 					ourAddr = got[0].Prefix.String()
 					live = append(live, id)
@@ -184,7 +186,7 @@ func TestGatewayAndCursor(t *testing.T) {
 	mem := memory.New()
 	var got []string
 	for i := 0; i < 5; i++ {
-		a, err := allocator.Allocate(mem, []ranges.Set{set}, owner(fmt.Sprint(i)), nil)
+		a, err := allocator.Allocate(mem, pool(set), owner(fmt.Sprint(i)), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,13 +195,13 @@ func TestGatewayAndCursor(t *testing.T) {
 	if fmt.Sprint(got) != "[10.0.0.2 10.0.0.3 10.0.0.4 10.0.0.5 10.0.0.6]" {
 		t.Fatalf("sequence %v", got)
 	}
-	_, err := allocator.Allocate(mem, []ranges.Set{set}, owner("x"), nil)
+	_, err := allocator.Allocate(mem, pool(set), owner("x"), nil)
 	if cnierr.Code(err) != cnierr.NoFreeAddress {
 		t.Fatalf("full range: %v", err)
 	}
 	// Release .3: it is the next one given, after the walk wraps.
 	allocator.Release(mem, owner("1"))
-	a, err := allocator.Allocate(mem, []ranges.Set{set}, owner("y"), nil)
+	a, err := allocator.Allocate(mem, pool(set), owner("y"), nil)
 	if err != nil || a[0].Addr.String() != "10.0.0.3" || a[0].Gateway.String() != "10.0.0.1" || a[0].Prefix.String() != "10.0.0.3/29" {
 		t.Fatalf("after release: %v %v", a, err)
 	}
@@ -211,7 +213,7 @@ func TestRollback(t *testing.T) {
 	mem := memory.New()
 	mem.Reserve(netip.MustParseAddr("fd00::2"), owner("a"))
 	mem.Reserve(netip.MustParseAddr("fd00::3"), owner("b"))
-	_, err := allocator.Allocate(mem, []ranges.Set{v4, v6full}, owner("c"), nil)
+	_, err := allocator.Allocate(mem, pool(v4, v6full), owner("c"), nil)
 	if cnierr.Code(err) != cnierr.NoFreeAddress {
 		t.Fatalf("want exhaustion of set 1, got %v", err)
 	}
@@ -226,10 +228,9 @@ func TestRollback(t *testing.T) {
 
 func TestRequested(t *testing.T) {
 	set := ranges.Set{mustRange(t, "10.0.0.0/24", "10.0.0.10", "10.0.0.20", "10.0.0.1")}
-	sets := []ranges.Set{set}
 	mem := memory.New()
 	req := func(id, a string) error {
-		_, err := allocator.Allocate(mem, sets, owner(id), []netip.Addr{netip.MustParseAddr(a)})
+		_, err := allocator.Allocate(mem, pool(set), owner(id), []netip.Addr{netip.MustParseAddr(a)})
 		return err
 	}
 	if err := req("a", "10.0.0.15"); err != nil {
@@ -241,14 +242,14 @@ func TestRequested(t *testing.T) {
 	if err := req("c", "10.0.0.30"); cnierr.Code(err) != cnierr.AddressNotAllowed {
 		t.Errorf("outside: %v", err)
 	}
-	gwset := []ranges.Set{{mustRange(t, "10.0.1.0/24", "", "", "10.0.1.7")}}
+	gwset := pool(ranges.Set{mustRange(t, "10.0.1.0/24", "", "", "10.0.1.7")})
 	if _, err := allocator.Allocate(mem, gwset, owner("d"), []netip.Addr{netip.MustParseAddr("10.0.1.7")}); cnierr.Code(err) != cnierr.AddressNotAllowed {
 		t.Errorf("gateway: %v", err)
 	}
 	// The cursor moved to .15 with the request; the refused request for .30 took .16
 	// before failing and giving it back, keeping the cursor there (host-local does the
 	// same): the next dynamic address is .17.
-	a, err := allocator.Allocate(mem, sets, owner("e"), nil)
+	a, err := allocator.Allocate(mem, pool(set), owner("e"), nil)
 	if err != nil || a[0].Addr.String() != "10.0.0.17" {
 		t.Errorf("after a requested address: %v %v", a, err)
 	}
@@ -262,24 +263,24 @@ func TestDuplicateAndLegacy(t *testing.T) {
 	set := ranges.Set{mustRange(t, "10.0.0.0/24", "", "", "")}
 	other := ranges.Set{mustRange(t, "10.0.1.0/24", "", "", "")}
 	mem := memory.New()
-	if _, err := allocator.Allocate(mem, []ranges.Set{set}, owner("a"), nil); err != nil {
+	if _, err := allocator.Allocate(mem, pool(set), owner("a"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := allocator.Allocate(mem, []ranges.Set{set}, owner("a"), nil); cnierr.Code(err) != cnierr.DuplicateAllocation {
+	if _, err := allocator.Allocate(mem, pool(set), owner("a"), nil); cnierr.Code(err) != cnierr.DuplicateAllocation {
 		t.Fatalf("duplicate ADD: %v", err)
 	}
 	// Another ifname of the same container is another attachment.
-	if _, err := allocator.Allocate(mem, []ranges.Set{set}, store.Owner{ID: "a", IfName: "net1"}, nil); err != nil {
+	if _, err := allocator.Allocate(mem, pool(set), store.Owner{ID: "a", IfName: "net1"}, nil); err != nil {
 		t.Fatalf("second interface: %v", err)
 	}
 	// Only addresses in this set count.
-	if _, err := allocator.Allocate(mem, []ranges.Set{other}, owner("a"), nil); err != nil {
+	if _, err := allocator.Allocate(mem, pool(other), owner("a"), nil); err != nil {
 		t.Fatalf("other network's set: %v", err)
 	}
 	// A legacy (ID-only) record blocks ADD of its container on any ifname, and is what DEL
 	// of that container releases when nothing else matches.
 	mem.Reserve(netip.MustParseAddr("10.0.0.99"), store.Owner{ID: "old"})
-	if _, err := allocator.Allocate(mem, []ranges.Set{set}, store.Owner{ID: "old", IfName: "eth5"}, nil); cnierr.Code(err) != cnierr.DuplicateAllocation {
+	if _, err := allocator.Allocate(mem, pool(set), store.Owner{ID: "old", IfName: "eth5"}, nil); cnierr.Code(err) != cnierr.DuplicateAllocation {
 		t.Fatalf("legacy record did not block: %v", err)
 	}
 	if held, _ := allocator.Held(mem, store.Owner{ID: "old", IfName: "eth0"}); fmt.Sprint(held) != "[10.0.0.99]" {
@@ -300,5 +301,41 @@ func TestDuplicateAndLegacy(t *testing.T) {
 	// DEL of nothing succeeds.
 	if freed, err := allocator.Release(mem, owner("nobody")); err != nil || len(freed) != 0 {
 		t.Fatalf("Release(nobody) = %v %v", freed, err)
+	}
+}
+
+func TestExclusions(t *testing.T) {
+	set := ranges.Set{mustRange(t, "10.0.0.0/28", "", "", "")} // gw .1, .2-.14
+	excl := ranges.NewExclusions([]netip.Prefix{
+		netip.MustParsePrefix("10.0.0.4/30"),  // .4-.7
+		netip.MustParsePrefix("10.0.0.9/32"),  // .9
+		netip.MustParsePrefix("10.0.0.12/30"), // .12-.15
+	})
+	p := ranges.Pool{Sets: []ranges.Set{set}, Exclude: excl}
+	mem := memory.New()
+	var got []string
+	for i := 0; ; i++ {
+		a, err := allocator.Allocate(mem, p, owner(fmt.Sprint(i)), nil)
+		if err != nil {
+			if cnierr.Code(err) != cnierr.NoFreeAddress {
+				t.Fatal(err)
+			}
+			break
+		}
+		got = append(got, a[0].Addr.String())
+	}
+	if fmt.Sprint(got) != "[10.0.0.2 10.0.0.3 10.0.0.8 10.0.0.10 10.0.0.11]" {
+		t.Fatalf("allocated %v", got)
+	}
+	if av, _ := allocator.Available(mem, p); av[0] {
+		t.Error("Available says yes on a pool that is full but for exclusions")
+	}
+	_, err := allocator.Allocate(mem, p, owner("req"), []netip.Addr{netip.MustParseAddr("10.0.0.5")})
+	if cnierr.Code(err) != cnierr.AddressNotAllowed {
+		t.Errorf("requested excluded address: %v", err)
+	}
+	allocator.Release(mem, owner("0"))
+	if av, _ := allocator.Available(mem, p); !av[0] {
+		t.Error("Available says no with .2 free")
 	}
 }

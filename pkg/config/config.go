@@ -25,9 +25,12 @@ type Config struct {
 	Name       string
 	CNIVersion string
 	DataDir    string
-	// Sets are the range sets in allocation order: runtimeConfig.ipRanges, then the
-	// legacy single range, then "ranges" (host-local's order).
-	Sets []ranges.Set
+	// Pool holds the range sets in allocation order (runtimeConfig.ipRanges, then the
+	// legacy single range, then "ranges": host-local's order) and the exclusions.
+	Pool ranges.Pool
+	// FreeOnReboot frees, at the first call after the machine rebooted, every address
+	// allocated during an earlier boot.
+	FreeOnReboot bool
 	// Requested are the addresses asked for, at most one per set, de-duplicated.
 	Requested  []netip.Addr
 	Routes     []*types.Route
@@ -56,6 +59,9 @@ type ipamJSON struct {
 	DataDir    string         `json:"dataDir"`
 	ResolvConf string         `json:"resolvConf"`
 	Ranges     [][]rangeJSON  `json:"ranges"`
+	// local-ipam's own fields.
+	Exclude      []string `json:"exclude"`
+	FreeOnReboot bool     `json:"freeOnReboot"`
 }
 
 type netJSON struct {
@@ -135,6 +141,7 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 		Routes:        n.IPAM.Routes,
 		ResolvConf:    n.IPAM.ResolvConf,
 		RawPrevResult: n.PrevResult,
+		FreeOnReboot:  n.IPAM.FreeOnReboot,
 	}
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
@@ -170,7 +177,7 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 		} else {
 			numV6++
 		}
-		c.Sets = append(c.Sets, set)
+		c.Pool.Sets = append(c.Pool.Sets, set)
 	}
 	if numV4 > 1 || numV6 > 1 {
 		if ok, _ := version.GreaterThanOrEqualTo(n.CNIVersion, "0.3.0"); !ok {
@@ -178,14 +185,42 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 				"CNI version %v does not support more than 1 address per family", n.CNIVersion)
 		}
 	}
-	for i := range c.Sets {
-		for j := i + 1; j < len(c.Sets); j++ {
-			if c.Sets[i].Overlaps(c.Sets[j]) {
+	for i := range c.Pool.Sets {
+		for j := i + 1; j < len(c.Pool.Sets); j++ {
+			if c.Pool.Sets[i].Overlaps(c.Pool.Sets[j]) {
 				return nil, invalid("range set %d overlaps with %d", i, j)
 			}
 		}
 	}
+	var excl []netip.Prefix
+	for _, e := range n.IPAM.Exclude {
+		p, err := parseExclude(e)
+		if err != nil {
+			return nil, invalid("invalid exclude entry %q: %v", e, err)
+		}
+		excl = append(excl, p)
+	}
+	c.Pool.Exclude = ranges.NewExclusions(excl)
 	return c, nil
+}
+
+// parseExclude accepts an address or a CIDR without host bits.
+func parseExclude(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := ranges.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := ranges.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set (did you mean %s?)", p.Masked())
+	}
+	return p, nil
 }
 
 // loadRequested gathers requested addresses. Unlike host-local, which merges CNI_ARGS with

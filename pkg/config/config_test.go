@@ -96,7 +96,7 @@ func TestAgreesWithHostLocal(t *testing.T) {
 				}
 				hs = append(hs, strings.Join(parts, ","))
 			}
-			for _, set := range got.Sets {
+			for _, set := range got.Pool.Sets {
 				var parts []string
 				for _, r := range set {
 					parts = append(parts, fmt.Sprintf("%s %s-%s gw %s", r.Subnet, r.Start, r.End, r.Gateway))

@@ -5,6 +5,7 @@ package ranges
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 )
 
@@ -280,4 +281,94 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("invalid CIDR address: %s (IPv4-mapped IPv6 subnets are not allowed)", s)
 	}
 	return p, nil
+}
+
+// Interval is an inclusive stretch of addresses of one family.
+type Interval struct{ From, To netip.Addr }
+
+// Exclusions is a sorted list of disjoint intervals never handed out.
+type Exclusions []Interval
+
+// NewExclusions sorts and merges the intervals of ps (prefixes; a single address is a /32
+// or /128).
+func NewExclusions(ps []netip.Prefix) Exclusions {
+	var out Exclusions
+	for _, p := range ps {
+		p = p.Masked()
+		out = append(out, Interval{p.Addr(), LastAddr(p)})
+	}
+	slicesSortIntervals(out)
+	merged := out[:0]
+	for _, iv := range out {
+		if n := len(merged); n > 0 && merged[n-1].To.BitLen() == iv.From.BitLen() &&
+			(merged[n-1].To.Compare(iv.From) >= 0 || merged[n-1].To.Next() == iv.From) {
+			if iv.To.Compare(merged[n-1].To) > 0 {
+				merged[n-1].To = iv.To
+			}
+			continue
+		}
+		merged = append(merged, iv)
+	}
+	return merged
+}
+
+// Covering returns the exclusion that holds a.
+func (e Exclusions) Covering(a netip.Addr) (Interval, bool) {
+	lo, hi := 0, len(e)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if e[m].To.Compare(a) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(e) && e[lo].From.BitLen() == a.BitLen() && e[lo].From.Compare(a) <= 0 && a.Compare(e[lo].To) <= 0 {
+		return e[lo], true
+	}
+	return Interval{}, false
+}
+
+// Count returns how many addresses of [from, to] are excluded.
+func (e Exclusions) Count(from, to netip.Addr) uint64 {
+	var n uint64
+	for _, iv := range e {
+		if iv.From.BitLen() != from.BitLen() {
+			continue
+		}
+		lo, hi := iv.From, iv.To
+		if lo.Compare(from) < 0 {
+			lo = from
+		}
+		if hi.Compare(to) > 0 {
+			hi = to
+		}
+		if s := Size(lo, hi); n+s < n {
+			n = ^uint64(0)
+		} else {
+			n += s
+		}
+	}
+	return n
+}
+
+func slicesSortIntervals(ivs []Interval) {
+	sort.Slice(ivs, func(i, j int) bool { return ivs[i].From.Compare(ivs[j].From) < 0 })
+}
+
+// Pool is what one network allocates from: its range sets (one address from each) and
+// the addresses never handed out.
+type Pool struct {
+	Sets    []Set
+	Exclude Exclusions
+}
+
+// Contains reports whether a lies in one of the pool's sets.
+func (p Pool) Contains(a netip.Addr) bool {
+	for _, s := range p.Sets {
+		if s.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -51,6 +51,8 @@ type Store interface {
 	FirstFree(from, to netip.Addr) (netip.Addr, bool, error)
 	// Reserve takes a for o. It returns false, nil when a is already reserved.
 	Reserve(a netip.Addr, o Owner) (bool, error)
+	// Holder returns who holds a, reading the reservation itself (for CHECK).
+	Holder(a netip.Addr) (Owner, bool, error)
 	// Release frees a if it is reserved for o, and reports whether it was.
 	Release(a netip.Addr, o Owner) (bool, error)
 	// LastReserved is the cursor of range set idx (the zero Addr when there is none).

@@ -58,12 +58,21 @@ type Store struct {
 
 	// Rebuilds counts index rebuilds done by this call (tests and `list` report it).
 	Rebuilds int
+	// FreedOnReboot counts records freed because the machine rebooted.
+	FreedOnReboot int
 }
 
 var _ store.Store = (*Store)(nil)
 
+// Options change how a network's store is opened.
+type Options struct {
+	// FreeOnReboot: at the first call after the machine rebooted, free every record
+	// (see freeOnReboot).
+	FreeOnReboot bool
+}
+
 // Open locks <dataDir>/<network> (creating it if needed) and makes its index current.
-func Open(dataDir, network string) (*Store, error) {
+func Open(dataDir, network string, opts Options) (*Store, error) {
 	if network == "" || network == "." || network == ".." || strings.ContainsAny(network, "/\x00") {
 		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid network name %q", network)
 	}
@@ -74,6 +83,17 @@ func Open(dataDir, network string) (*Store, error) {
 	if err := s.open(); err != nil {
 		s.release()
 		return nil, err
+	}
+	if opts.FreeOnReboot {
+		n, err := s.freeOnReboot()
+		s.FreedOnReboot = n
+		if err == nil && n > 0 {
+			err = s.Commit()
+		}
+		if err != nil {
+			s.release()
+			return nil, err
+		}
 	}
 	return s, nil
 }

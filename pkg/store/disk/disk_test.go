@@ -24,7 +24,7 @@ func TestConformance(t *testing.T) {
 
 func mustOpen(t *testing.T, dataDir, name string) *disk.Store {
 	t.Helper()
-	s, err := disk.Open(dataDir, name)
+	s, err := disk.Open(dataDir, name, disk.Options{})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -257,7 +257,7 @@ func TestRefusesSymlinkedNetworkDir(t *testing.T) {
 	dir := t.TempDir()
 	outside := t.TempDir()
 	os.Symlink(outside, filepath.Join(dir, "net"))
-	_, err := disk.Open(dir, "net")
+	_, err := disk.Open(dir, "net", disk.Options{})
 	if cnierr.Code(err) != cnierr.StoreCorrupt {
 		t.Fatalf("Open through a symlinked network directory: %v", err)
 	}
@@ -271,7 +271,7 @@ func TestRefusesSymlinkedLock(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "victim")
 	os.MkdirAll(filepath.Join(dir, "net"), 0o755)
 	os.Symlink(outside, filepath.Join(dir, "net", "lock"))
-	_, err := disk.Open(dir, "net")
+	_, err := disk.Open(dir, "net", disk.Options{})
 	if cnierr.Code(err) != cnierr.StoreCorrupt {
 		t.Fatalf("Open with a symlinked lock: %v", err)
 	}
@@ -283,7 +283,7 @@ func TestRefusesSymlinkedLock(t *testing.T) {
 func TestDataDirIsAFile(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "net"), []byte("x"), 0o600)
-	_, err := disk.Open(dir, "net")
+	_, err := disk.Open(dir, "net", disk.Options{})
 	if err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("Open on a file: %v", err)
 	}
@@ -291,7 +291,7 @@ func TestDataDirIsAFile(t *testing.T) {
 
 func TestBadNetworkNames(t *testing.T) {
 	for _, n := range []string{"", ".", "..", "a/b", "../x"} {
-		if _, err := disk.Open(t.TempDir(), n); cnierr.Code(err) != cnierr.InvalidConfig {
+		if _, err := disk.Open(t.TempDir(), n, disk.Options{}); cnierr.Code(err) != cnierr.InvalidConfig {
 			t.Errorf("Open(%q) = %v, want code 7", n, err)
 		}
 	}

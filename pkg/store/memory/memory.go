@@ -50,6 +50,11 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 	return true, nil
 }
 
+func (s *Store) Holder(a netip.Addr) (store.Owner, bool, error) {
+	k, ok := s.owners[a]
+	return store.ParseKey(k), ok, nil
+}
+
 func (s *Store) Release(a netip.Addr, o store.Owner) (bool, error) {
 	if s.owners[a] != o.Key() {
 		return false, nil

@@ -82,6 +82,12 @@ func testReleaseByOwner(t *testing.T, open Opener) {
 	if ok, err := s.Release(netip.MustParseAddr("10.0.0.9"), alice.Legacy()); err != nil || ok {
 		t.Fatalf("Release by the ID-only owner = %v, %v; want false", ok, err)
 	}
+	if o, ok, err := s.Holder(netip.MustParseAddr("10.0.0.9")); err != nil || !ok || o != alice {
+		t.Fatalf("Holder = %v, %v, %v; want alice", o, ok, err)
+	}
+	if _, ok, err := s.Holder(netip.MustParseAddr("10.0.0.10")); err != nil || ok {
+		t.Fatalf("Holder of a free address = %v, %v", ok, err)
+	}
 	if ok, err := s.Release(netip.MustParseAddr("10.0.0.9"), alice); err != nil || !ok {
 		t.Fatalf("Release by the owner = %v, %v; want true", ok, err)
 	}

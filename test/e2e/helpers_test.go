@@ -1,0 +1,525 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha512"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every namespace, link and network created by this package carries the test process id, so
+// parallel runs do not collide and leftovers of a killed run can be recognised and swept.
+var pid = os.Getpid()
+
+const (
+	nsPrefix       = "lipam-e2e-" // netns and network names: lipam-e2e-<pid>-<test>[-<role>]
+	linkPrefix     = "e2e"        // root-ns links: e2e<pid><tag>, at most 15 characters
+	netnsDir       = "/var/run/netns"
+	libcniCacheDir = "/var/lib/cni/results" // libcni's default result cache (cnitool uses it)
+	cmdTimeout     = 30 * time.Second
+)
+
+var (
+	staleNetnsRe = regexp.MustCompile(`^` + nsPrefix + `(\d+)-`)
+	staleLinkRe  = regexp.MustCompile(`^` + linkPrefix + `(\d+)[a-z][a-z0-9]*$`)
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		sweepStale()
+	}
+	os.Exit(m.Run())
+}
+
+// sweepStale removes namespaces, links and libcni cache entries left behind by an earlier run
+// of this package that was killed before its cleanups ran (SIGKILL, -timeout panic). Only
+// objects named by this package whose owning process no longer exists are touched.
+func sweepStale() {
+	dead := func(re *regexp.Regexp, name string) bool {
+		m := re.FindStringSubmatch(name)
+		if m == nil {
+			return false
+		}
+		p, err := strconv.Atoi(m[1])
+		if err != nil || p == pid {
+			return false
+		}
+		// Gone, or a zombie nobody has reaped yet ("<pid> (<comm>) Z ...").
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		return err == nil && i >= 0 && bytes.HasPrefix(stat[i+1:], []byte(" Z"))
+	}
+	if entries, err := os.ReadDir(netnsDir); err == nil {
+		for _, e := range entries {
+			if dead(staleNetnsRe, e.Name()) {
+				_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+			}
+		}
+	}
+	if out, err := exec.Command("ip", "-j", "link", "show").Output(); err == nil {
+		var links []struct {
+			Name string `json:"ifname"`
+		}
+		if json.Unmarshal(out, &links) == nil {
+			for _, l := range links {
+				if dead(staleLinkRe, l.Name) {
+					_ = exec.Command("ip", "link", "del", l.Name).Run()
+				}
+			}
+		}
+	}
+	if entries, err := os.ReadDir(libcniCacheDir); err == nil {
+		for _, e := range entries {
+			if dead(staleNetnsRe, e.Name()) {
+				_ = os.Remove(filepath.Join(libcniCacheDir, e.Name()))
+			}
+		}
+	}
+}
+
+// env is what every test needs: where the binaries are and which IPAM type is under test.
+type env struct {
+	binDir string
+	ipam   string
+}
+
+// setup skips when not root and fails when a tool or binary is missing.
+func setup(t *testing.T) *env {
+	t.Helper()
+	if uid := os.Geteuid(); uid != 0 {
+		t.Skipf("e2e tests need root to create network namespaces and links (running as uid %d)", uid)
+	}
+	for tool, pkg := range map[string]string{"ip": "iproute2", "ping": "iputils-ping"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%q not found in PATH: install the Debian package %s (.ci/run does)", tool, pkg)
+		}
+	}
+	e := &env{binDir: os.Getenv("LOCAL_IPAM_BIN_DIR"), ipam: os.Getenv("E2E_IPAM")}
+	if e.binDir == "" {
+		e.binDir = filepath.Join(repoRoot(t), "bin")
+	}
+	if e.ipam == "" {
+		e.ipam = "local-ipam"
+	}
+	for _, b := range []string{e.ipam, "bridge", "macvlan", "cnitool"} {
+		p := filepath.Join(e.binDir, b)
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			hint := "run `make peers`"
+			if b == "local-ipam" {
+				hint = "run `make build`"
+			}
+			t.Fatalf("binary %s is missing or not executable (%v): %s, or point LOCAL_IPAM_BIN_DIR at the binaries (E2E_IPAM=%s)", p, err, hint, e.ipam)
+		}
+	}
+	return e
+}
+
+// repoRoot walks up from the working directory to the directory holding go.mod.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the working directory; set LOCAL_IPAM_BIN_DIR")
+		}
+		dir = parent
+	}
+}
+
+// run executes a command with a timeout and returns its stdout; the error carries stderr.
+// A nil envv means the test process's environment.
+func run(envv []string, name string, args ...string) (string, error) {
+	return runStdin(envv, "", name, args...)
+}
+
+// runStdin is run with stdin.
+func runStdin(envv []string, stdin, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = envv
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %w\nstdout: %s\nstderr: %s",
+			name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// mustRun runs a command and fails the test on error.
+func mustRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := run(nil, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// uniqueName returns lipam-e2e-<pid>-<parts...>: a netns or network name for this run.
+func uniqueName(parts ...string) string {
+	return nsPrefix + strconv.Itoa(pid) + "-" + strings.Join(parts, "-")
+}
+
+// linkName returns e2e<pid><tag> for a root-namespace link, within the kernel's 15 characters.
+func linkName(t *testing.T, tag string) string {
+	t.Helper()
+	n := linkPrefix + strconv.Itoa(pid) + tag
+	if len(n) > 15 {
+		t.Fatalf("link name %q longer than 15 characters", n)
+	}
+	return n
+}
+
+// testOctet spreads the test subnets by process id so that concurrent runs do not share one.
+func testOctet() int { return pid % 256 }
+
+// addNetns creates a named network namespace, removed again when the test ends.
+func addNetns(t *testing.T, name string) string {
+	t.Helper()
+	t.Cleanup(func() { delNetns(name) })
+	mustRun(t, "ip", "netns", "add", name)
+	mustRun(t, "ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+	return filepath.Join(netnsDir, name)
+}
+
+func delNetns(name string) {
+	if _, err := os.Stat(filepath.Join(netnsDir, name)); err == nil {
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	}
+}
+
+// cleanupLink deletes a root-namespace link when the test ends, if it still exists.
+func cleanupLink(t *testing.T, name string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if _, err := os.Stat("/sys/class/net/" + name); err == nil {
+			_ = exec.Command("ip", "link", "del", name).Run()
+		}
+	})
+}
+
+// preserveSysctls restores the given /proc/sys files when the test ends: bridge with
+// isGateway turns on IPv4/IPv6 forwarding in the root namespace.
+func preserveSysctls(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		old, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		t.Cleanup(func() {
+			if cur, err := os.ReadFile(p); err == nil && !bytes.Equal(cur, old) {
+				_ = os.WriteFile(p, old, 0o644)
+			}
+		})
+	}
+}
+
+// cniNet is one network configuration list driven through cnitool.
+type cniNet struct {
+	t       *testing.T
+	e       *env
+	name    string
+	confDir string
+	dataDir string // the IPAM store root; records live in dataDir/name/<ip>
+}
+
+// newNet writes conflist (its "name" is set here) to a fresh NETCONFPATH directory.
+func newNet(t *testing.T, e *env, name string, conflist map[string]any) *cniNet {
+	t.Helper()
+	n := &cniNet{t: t, e: e, name: name, confDir: t.TempDir()}
+	conflist["name"] = name
+	for _, p := range conflist["plugins"].([]map[string]any) {
+		if ipam, ok := p["ipam"].(map[string]any); ok {
+			if d, ok := ipam["dataDir"].(string); ok {
+				n.dataDir = d
+			}
+		}
+	}
+	b, err := json.MarshalIndent(conflist, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.confDir, name+".conflist"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("network %s:\n%s", name, b)
+	// libcni caches every ADD result under /var/lib/cni/results; drop ours on the way out.
+	t.Cleanup(func() {
+		matches, _ := filepath.Glob(filepath.Join(libcniCacheDir, name+"-*"))
+		for _, m := range matches {
+			_ = os.Remove(m)
+		}
+	})
+	return n
+}
+
+// cnitool runs `cnitool <verb> <net> <netnsPath>` with a hermetic environment.
+func (n *cniNet) cnitool(verb, netnsPath string) (string, error) {
+	envv := []string{"CNI_PATH=" + n.e.binDir, "NETCONFPATH=" + n.confDir}
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "CNI_PATH", "NETCONFPATH", "CNI_IFNAME", "CNI_ARGS", "CAP_ARGS", "CNI_CONTAINERID":
+		default:
+			envv = append(envv, kv)
+		}
+	}
+	return run(envv, filepath.Join(n.e.binDir, "cnitool"), verb, n.name, netnsPath)
+}
+
+// containerID is the ID cnitool (v1.3) derives from the netns path; it ignores CNI_CONTAINERID.
+func containerID(netnsPath string) string {
+	abs, err := filepath.Abs(netnsPath)
+	if err != nil {
+		panic(err)
+	}
+	s := sha512.Sum512([]byte(abs))
+	return fmt.Sprintf("cnitool-%x", s[:10])
+}
+
+// attachment is one container (netns) attached to a network, with eth0 as ifname.
+type attachment struct {
+	net    *cniNet
+	ns     string // netns name
+	path   string // /var/run/netns/<ns>
+	id     string // container ID as cnitool computes it
+	ifname string
+	result cniResult
+}
+
+// cniResult is the subset of a CNI result (0.4.0 – 1.1.0) the tests look at.
+type cniResult struct {
+	CNIVersion string `json:"cniVersion"`
+	Interfaces []struct {
+		Name    string `json:"name"`
+		Sandbox string `json:"sandbox"`
+	} `json:"interfaces"`
+	IPs []struct {
+		Address string `json:"address"`
+		Gateway string `json:"gateway"`
+	} `json:"ips"`
+	Routes []cniRoute `json:"routes"`
+}
+
+type cniRoute struct {
+	Dst string `json:"dst"`
+	GW  string `json:"gw"`
+}
+
+// prefixes returns the result's addresses as prefixes (address plus subnet length).
+func (r cniResult) prefixes(t *testing.T) []netip.Prefix {
+	t.Helper()
+	var ps []netip.Prefix
+	for _, ip := range r.IPs {
+		p, err := netip.ParsePrefix(ip.Address)
+		if err != nil {
+			t.Fatalf("result address %q: %v", ip.Address, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// add runs cnitool add for the netns, registering a best-effort DEL for cleanup first so a
+// test that fails halfway still releases what it got.
+func (n *cniNet) add(ns string) *attachment {
+	t := n.t
+	t.Helper()
+	a := &attachment{net: n, ns: ns, path: filepath.Join(netnsDir, ns), ifname: "eth0"}
+	a.id = containerID(a.path)
+	t.Cleanup(func() { _, _ = n.cnitool("del", a.path) })
+	out, err := n.cnitool("add", a.path)
+	if err != nil {
+		t.Fatalf("ADD %s: %v", ns, err)
+	}
+	if err := json.Unmarshal([]byte(out), &a.result); err != nil {
+		t.Fatalf("ADD %s: result is not JSON: %v\n%s", ns, err, out)
+	}
+	t.Logf("ADD %s (container %s): %s", ns, a.id, strings.Join(strings.Fields(out), " "))
+	return a
+}
+
+func (a *attachment) check() error {
+	_, err := a.net.cnitool("check", a.path)
+	return err
+}
+
+func (a *attachment) del() error {
+	_, err := a.net.cnitool("del", a.path)
+	return err
+}
+
+// recordPath is the host-local store file for an address of this network.
+func (n *cniNet) recordPath(addr netip.Addr) string {
+	return filepath.Join(n.dataDir, n.name, addr.String())
+}
+
+// assertRecord checks the store file for addr exists and names this attachment.
+func (a *attachment) assertRecord(t *testing.T, addr netip.Addr) {
+	t.Helper()
+	b, err := os.ReadFile(a.net.recordPath(addr))
+	if err != nil {
+		t.Fatalf("store record for %s: %v", addr, err)
+	}
+	if want := a.id + "\r\n" + a.ifname; string(b) != want {
+		t.Fatalf("store record %s = %q, want %q", a.net.recordPath(addr), b, want)
+	}
+}
+
+// assertNoRecord checks the store file for addr is gone.
+func (n *cniNet) assertNoRecord(t *testing.T, addr netip.Addr) {
+	t.Helper()
+	if _, err := os.Stat(n.recordPath(addr)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("store record for %s still present after DEL (stat: %v)", addr, err)
+	}
+}
+
+// nsAddrs lists the global addresses configured on ifname inside the netns.
+func nsAddrs(t *testing.T, ns, ifname string) []netip.Prefix {
+	t.Helper()
+	out := mustRun(t, "ip", "netns", "exec", ns, "ip", "-j", "addr", "show", "dev", ifname)
+	var links []struct {
+		AddrInfo []struct {
+			Local     string `json:"local"`
+			PrefixLen int    `json:"prefixlen"`
+			Scope     string `json:"scope"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		t.Fatalf("ip -j addr in %s: %v\n%s", ns, err, out)
+	}
+	var ps []netip.Prefix
+	for _, l := range links {
+		for _, ai := range l.AddrInfo {
+			if ai.Scope != "global" {
+				continue
+			}
+			a, err := netip.ParseAddr(ai.Local)
+			if err != nil {
+				t.Fatalf("ip -j addr in %s: %v", ns, err)
+			}
+			ps = append(ps, netip.PrefixFrom(a, ai.PrefixLen))
+		}
+	}
+	return ps
+}
+
+// linkExists reports whether ifname exists inside the netns.
+func linkExists(ns, ifname string) bool {
+	return exec.Command("ip", "netns", "exec", ns, "ip", "link", "show", "dev", ifname).Run() == nil
+}
+
+// nsDefaultGateway returns the gateway of the default route of the given family in the netns.
+func nsDefaultGateway(t *testing.T, ns string, v6 bool) string {
+	t.Helper()
+	fam := "-4"
+	if v6 {
+		fam = "-6"
+	}
+	out := mustRun(t, "ip", "netns", "exec", ns, "ip", fam, "-j", "route", "show", "default")
+	var routes []struct {
+		Gateway string `json:"gateway"`
+	}
+	if err := json.Unmarshal([]byte(out), &routes); err != nil {
+		t.Fatalf("ip -j route in %s: %v\n%s", ns, err, out)
+	}
+	if len(routes) == 0 {
+		return ""
+	}
+	return routes[0].Gateway
+}
+
+// ping sends single echo requests from the netns to dst until one is answered or the
+// deadline passes (the first may wait for ARP/ND, an IPv6 gateway for the end of its DAD).
+func ping(t *testing.T, ns string, dst netip.Addr) {
+	t.Helper()
+	deadline := time.Now().Add(8 * time.Second)
+	args := []string{"netns", "exec", ns, "ping", "-n", "-c1", "-W2"}
+	if dst.Is6() {
+		args = append(args, "-6")
+	}
+	args = append(args, dst.String())
+	for {
+		out, err := run(nil, "ip", args...)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ping %s from %s failed: %v\n%s", dst, ns, err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// pickFamily returns the result prefix of the wanted family, failing if there is none.
+func pickFamily(t *testing.T, ps []netip.Prefix, v6 bool) netip.Prefix {
+	t.Helper()
+	for _, p := range ps {
+		if p.Addr().Is6() == v6 {
+			return p
+		}
+	}
+	t.Fatalf("no %s address in %v", map[bool]string{false: "IPv4", true: "IPv6"}[v6], ps)
+	return netip.Prefix{}
+}
+
+// waitDAD waits until addr on the root-namespace link has finished duplicate address
+// detection (is no longer tentative), so it answers pings.
+func waitDAD(t *testing.T, link string, addr netip.Addr) {
+	t.Helper()
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		out := mustRun(t, "ip", "-6", "-j", "addr", "show", "dev", link)
+		var links []struct {
+			AddrInfo []struct {
+				Local     string `json:"local"`
+				Tentative bool   `json:"tentative"`
+				DADFailed bool   `json:"dadfailed"`
+			} `json:"addr_info"`
+		}
+		if err := json.Unmarshal([]byte(out), &links); err != nil {
+			t.Fatalf("ip -j addr of %s: %v\n%s", link, err, out)
+		}
+		for _, l := range links {
+			for _, ai := range l.AddrInfo {
+				if a, err := netip.ParseAddr(ai.Local); err != nil || a != addr {
+					continue
+				}
+				if ai.DADFailed {
+					t.Fatalf("%s on %s: duplicate address detection failed", addr, link)
+				}
+				if !ai.Tentative {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s on %s still tentative or absent after 8s:\n%s", addr, link, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
