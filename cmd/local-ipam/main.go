@@ -117,6 +117,14 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if c.Chained() {
+		// The main plugin before us got its addresses from local-ipam already.
+		prev, err := parsePrev(c)
+		if err != nil {
+			return err
+		}
+		return types.PrintResult(prev, c.CNIVersion)
+	}
 	dns, err := c.DNS()
 	if err != nil {
 		return err
@@ -235,13 +243,9 @@ func prevIPs(c *config.Config) ([]netip.Addr, bool, error) {
 	if len(c.RawPrevResult) == 0 || string(c.RawPrevResult) == "null" {
 		return nil, false, nil
 	}
-	res, err := version.NewResult(c.CNIVersion, c.RawPrevResult)
+	cur, err := parsePrev(c)
 	if err != nil {
-		return nil, false, cnierr.New(cnierr.DecodingFailure, err.Error(), "cannot read prevResult")
-	}
-	cur, err := current.NewResultFromResult(res)
-	if err != nil {
-		return nil, false, cnierr.New(cnierr.DecodingFailure, err.Error(), "cannot convert prevResult")
+		return nil, false, err
 	}
 	var out []netip.Addr
 	for _, ipc := range cur.IPs {
@@ -250,6 +254,18 @@ func prevIPs(c *config.Config) ([]netip.Addr, bool, error) {
 		}
 	}
 	return out, true, nil
+}
+
+func parsePrev(c *config.Config) (*current.Result, error) {
+	res, err := version.NewResult(c.CNIVersion, c.RawPrevResult)
+	if err != nil {
+		return nil, cnierr.New(cnierr.DecodingFailure, err.Error(), "cannot read prevResult")
+	}
+	cur, err := current.NewResultFromResult(res)
+	if err != nil {
+		return nil, cnierr.New(cnierr.DecodingFailure, err.Error(), "cannot convert prevResult")
+	}
+	return cur, nil
 }
 
 // cmdGC releases every reservation of the network whose attachment is not in

@@ -24,6 +24,9 @@ const DefaultDataDir = "/var/lib/cni/networks"
 type Config struct {
 	Name       string
 	CNIVersion string
+	// PluginType is the top-level "type": "local-ipam" when local-ipam runs as a plugin of
+	// a list itself (see Chained), the main plugin's type when it runs as its IPAM.
+	PluginType string
 	DataDir    string
 	// Pool holds the range sets in allocation order (runtimeConfig.ipRanges, then the
 	// legacy single range, then "ranges": host-local's order) and the exclusions.
@@ -41,6 +44,14 @@ type Config struct {
 	HasValidAttachments bool
 	// RawPrevResult is the prevResult of CHECK (and DEL), as sent.
 	RawPrevResult json.RawMessage
+}
+
+// Chained reports whether local-ipam runs as a plugin of a list after a main plugin that
+// already called it as IPAM (top-level type local-ipam, with a prevResult). There it only
+// passes ADD's result on, and serves GC and STATUS, which main plugins such as bridge do
+// not forward to their IPAM.
+func (c *Config) Chained() bool {
+	return c.PluginType == "local-ipam" && len(c.RawPrevResult) > 0 && string(c.RawPrevResult) != "null"
 }
 
 // rangeJSON mirrors host-local's Range; strings so that we parse with netip and give each
@@ -66,6 +77,7 @@ type ipamJSON struct {
 
 type netJSON struct {
 	Name          string    `json:"name"`
+	Type          string    `json:"type"`
 	CNIVersion    string    `json:"cniVersion"`
 	IPAM          *ipamJSON `json:"ipam"`
 	RuntimeConfig struct {
@@ -137,6 +149,7 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 	c := &Config{
 		Name:          n.Name,
 		CNIVersion:    n.CNIVersion,
+		PluginType:    n.Type,
 		DataDir:       n.IPAM.DataDir,
 		Routes:        n.IPAM.Routes,
 		ResolvConf:    n.IPAM.ResolvConf,
