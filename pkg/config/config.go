@@ -57,41 +57,34 @@ func (c *Config) Chained() bool {
 // rangeJSON mirrors host-local's Range; strings so that we parse with netip and give each
 // bad value a message naming it.
 type rangeJSON struct {
-	Subnet     string `json:"subnet"`
-	RangeStart string `json:"rangeStart,omitempty"`
-	RangeEnd   string `json:"rangeEnd,omitempty"`
-	Gateway    string `json:"gateway,omitempty"`
+	Subnet, RangeStart, RangeEnd, Gateway string
 }
 
+// ipamJSON is the ipam section (decode.go reads it).
 type ipamJSON struct {
 	rangeJSON
-	Type       string         `json:"type"`
-	Routes     []*types.Route `json:"routes"`
-	DataDir    string         `json:"dataDir"`
-	ResolvConf string         `json:"resolvConf"`
-	Ranges     [][]rangeJSON  `json:"ranges"`
+	Type       string
+	Routes     []*types.Route
+	DataDir    string
+	ResolvConf string
+	Ranges     [][]rangeJSON
 	// local-ipam's own fields.
-	Exclude      []string `json:"exclude"`
-	FreeOnReboot bool     `json:"freeOnReboot"`
+	Exclude      []string
+	FreeOnReboot bool
 }
 
+// netJSON is the part of the network config local-ipam reads.
 type netJSON struct {
-	Name          string    `json:"name"`
-	Type          string    `json:"type"`
-	CNIVersion    string    `json:"cniVersion"`
-	IPAM          *ipamJSON `json:"ipam"`
-	RuntimeConfig struct {
-		IPRanges [][]rangeJSON `json:"ipRanges,omitempty"`
-		IPs      []string      `json:"ips,omitempty"`
-	} `json:"runtimeConfig,omitempty"`
-	Args *struct {
-		CNI *struct {
-			IPs []string `json:"ips"`
-		} `json:"cni"`
-	} `json:"args"`
-	ValidAttachments  *[]types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
-	LegacyAttachments *[]types.GCAttachment `json:"cni.dev/attachments,omitempty"`
-	PrevResult        json.RawMessage       `json:"prevResult,omitempty"`
+	Name, Type, CNIVersion string
+	IPAM                   *ipamJSON
+	RuntimeConfig          struct {
+		IPRanges [][]rangeJSON
+		IPs      []string
+	}
+	ArgsIPs           []string // args.cni.ips
+	ValidAttachments  *[]types.GCAttachment
+	LegacyAttachments *[]types.GCAttachment
+	PrevResult        json.RawMessage
 }
 
 // envArgs is CNI_ARGS as host-local reads it: IP=, plus IgnoreUnknown.
@@ -135,8 +128,8 @@ func invalid(format string, a ...any) error {
 
 // Load parses and validates stdin and CNI_ARGS.
 func Load(stdin []byte, cniArgs string) (*Config, error) {
-	var n netJSON
-	if err := json.Unmarshal(stdin, &n); err != nil {
+	n, err := decodeNet(stdin)
+	if err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			return nil, cnierr.New(cnierr.DecodingFailure, err.Error(), "failed to decode network config")
@@ -166,7 +159,7 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 		c.ValidAttachments, c.HasValidAttachments = *n.LegacyAttachments, true
 	}
 
-	if err := c.loadRequested(&n, cniArgs); err != nil {
+	if err := c.loadRequested(n, cniArgs); err != nil {
 		return nil, err
 	}
 
@@ -246,10 +239,7 @@ func (c *Config) loadRequested(n *netJSON, cniArgs string) error {
 			return cnierr.New(cnierr.InvalidEnvironment, "", "invalid CNI_ARGS: %v", err)
 		}
 	}
-	var fromConf []string
-	if n.Args != nil && n.Args.CNI != nil {
-		fromConf = append(fromConf, n.Args.CNI.IPs...)
-	}
+	fromConf := append([]string(nil), n.ArgsIPs...)
 	fromConf = append(fromConf, n.RuntimeConfig.IPs...)
 	seen := map[netip.Addr]bool{}
 	add := func(a netip.Addr) {

@@ -246,6 +246,7 @@ type cniNet struct {
 	name    string
 	confDir string
 	dataDir string // the IPAM store root; records live in dataDir/name/<ip>
+	conf    []byte // the conflist as written
 }
 
 // newNet writes conflist (its "name" is set here) to a fresh NETCONFPATH directory.
@@ -267,6 +268,7 @@ func newNet(t *testing.T, e *env, name string, conflist map[string]any) *cniNet 
 	if err := os.WriteFile(filepath.Join(n.confDir, name+".conflist"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	n.conf = b
 	t.Logf("network %s:\n%s", name, b)
 	// libcni caches every ADD result under /var/lib/cni/results; drop ours on the way out.
 	t.Cleanup(func() {
@@ -522,4 +524,109 @@ func waitDAD(t *testing.T, link string, addr netip.Addr) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// pluginConf returns plugin i of the conflist as libcni hands it to that plugin: with the
+// list's name and cniVersion (and nothing else injected).
+func (n *cniNet) pluginConf(i int) []byte {
+	n.t.Helper()
+	var list struct {
+		Name       string                       `json:"name"`
+		CNIVersion string                       `json:"cniVersion"`
+		Plugins    []map[string]json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(n.conf, &list); err != nil || i >= len(list.Plugins) {
+		n.t.Fatalf("conflist of %s: plugin %d: %v", n.name, i, err)
+	}
+	p := list.Plugins[i]
+	p["name"], _ = json.Marshal(list.Name)
+	p["cniVersion"], _ = json.Marshal(list.CNIVersion)
+	b, err := json.Marshal(p)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return b
+}
+
+// execPlugin runs binary (from the bin dir) with verb, the given container ID (ifname eth0) and
+// stdin, as libcni or a delegating main plugin would; stdout is returned on failure too, since
+// it carries the CNI error object.
+func (n *cniNet) execPlugin(binary, verb, containerID string, stdin []byte) (string, error) {
+	envv := []string{
+		"CNI_COMMAND=" + verb,
+		"CNI_CONTAINERID=" + containerID,
+		// Needed by skel for ADD; an IPAM plugin never enters it.
+		"CNI_NETNS=" + filepath.Join(netnsDir, uniqueName("no-such-netns")),
+		"CNI_IFNAME=eth0",
+		"CNI_PATH=" + n.e.binDir,
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+	}
+	return runStdin(envv, string(stdin), filepath.Join(n.e.binDir, binary))
+}
+
+// ipamExec runs the IPAM plugin under test directly with the first plugin's config, exactly
+// as that main plugin (bridge) delegates to it: same config, store and network name, but a
+// container no runtime cache knows about.
+func (n *cniNet) ipamExec(verb, containerID string) (string, error) {
+	return n.execPlugin(n.e.ipam, verb, containerID, n.pluginConf(0))
+}
+
+// ipamAdd is ipamExec ADD that must succeed; it returns the one address allocated and
+// registers a DEL for cleanup.
+func (n *cniNet) ipamAdd(containerID string) netip.Addr {
+	t := n.t
+	t.Helper()
+	t.Cleanup(func() { _, _ = n.ipamExec("DEL", containerID) })
+	out, err := n.ipamExec("ADD", containerID)
+	if err != nil {
+		t.Fatalf("IPAM ADD %s: %v", containerID, err)
+	}
+	var r cniResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("IPAM ADD %s: result is not JSON: %v\n%s", containerID, err, out)
+	}
+	ps := r.prefixes(t)
+	if len(ps) != 1 {
+		t.Fatalf("IPAM ADD %s: %d addresses %v, want 1", containerID, len(ps), ps)
+	}
+	return ps[0].Addr()
+}
+
+// records returns the network's store records: address → owner line ("<id>\r\n<ifname>").
+func (n *cniNet) records() map[netip.Addr]string {
+	n.t.Helper()
+	dir := filepath.Join(n.dataDir, n.name)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		n.t.Fatalf("store of %s: %v", n.name, err)
+	}
+	recs := map[netip.Addr]string{}
+	for _, e := range ents {
+		a, err := netip.ParseAddr(e.Name())
+		if err != nil || !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			n.t.Fatalf("store record %s: %v", e.Name(), err)
+		}
+		recs[a] = string(b)
+	}
+	return recs
+}
+
+// owner is the content of a store record for a container's eth0.
+func owner(containerID string) string { return containerID + "\r\n" + "eth0" }
+
+// cniErrorObject parses the spec's error object a failing plugin prints on stdout.
+func cniErrorObject(t *testing.T, stdout string) (code uint, msg string) {
+	t.Helper()
+	var e struct {
+		Code uint   `json:"code"`
+		Msg  string `json:"msg"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &e); err != nil {
+		t.Fatalf("plugin stdout is not a CNI error object: %v\n%s", err, stdout)
+	}
+	return e.Code, e.Msg
 }

@@ -64,9 +64,15 @@ func readSmall(dirfd int, name string, max int) (data []byte, ok, regular bool, 
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, true, false, nil
 	}
-	buf := make([]byte, max)
+	// Size the buffer by the file (plus one byte, to see a file that grew meanwhile):
+	// a 1 MiB buffer for a 30-byte file is most of what a call would cost.
+	size := int(st.Size) + 1
+	if size > max || st.Size < 0 {
+		size = max
+	}
+	buf := make([]byte, size)
 	n := 0
-	for n < max {
+	for n < size {
 		m, err := unix.Read(fd, buf[n:])
 		if err != nil {
 			return nil, true, true, err

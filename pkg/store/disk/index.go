@@ -67,24 +67,26 @@ func (k pageKey) name() string {
 	return fmt.Sprintf("p6-%016x%016x", k.hi, k.lo)
 }
 
+// page is one bitmap block, kept as the bytes of its file: read and written as is, bit i
+// of the block is bit i%8 of byte i/8, scanned eight bytes at a time.
 type page struct {
-	bits   [pageBytes / 8]uint64
+	b      []byte
 	fd     int // -1 when the file does not exist yet
 	exists bool
 	dirty  bool
-	any    bool // some bit set (a page that never had one is not written)
 }
 
-func (p *page) get(i uint32) bool { return p.bits[i/64]&(1<<(i%64)) != 0 }
+func newPage() *page { return &page{b: make([]byte, pageBytes), fd: -1} }
+
+func (p *page) get(i uint32) bool { return p.b[i/8]&(1<<(i%8)) != 0 }
 func (p *page) set(i uint32, v bool) {
 	if p.get(i) == v {
 		return
 	}
 	if v {
-		p.bits[i/64] |= 1 << (i % 64)
-		p.any = true
+		p.b[i/8] |= 1 << (i % 8)
 	} else {
-		p.bits[i/64] &^= 1 << (i % 64)
+		p.b[i/8] &^= 1 << (i % 8)
 	}
 	p.dirty = true
 }
@@ -92,7 +94,7 @@ func (p *page) set(i uint32, v bool) {
 // firstClear returns the lowest clear bit in [from, to].
 func (p *page) firstClear(from, to uint32) (uint32, bool) {
 	for w := from / 64; w <= to/64; w++ {
-		word := ^p.bits[w]
+		word := ^binary.LittleEndian.Uint64(p.b[w*8:])
 		if w == from/64 {
 			word &= ^uint64(0) << (from % 64)
 		}
@@ -105,24 +107,6 @@ func (p *page) firstClear(from, to uint32) (uint32, bool) {
 		}
 	}
 	return 0, false
-}
-
-func (p *page) bytes() []byte {
-	b := make([]byte, pageBytes)
-	for i, w := range p.bits {
-		binary.LittleEndian.PutUint64(b[i*8:], w)
-	}
-	return b
-}
-
-func (p *page) load(b []byte) {
-	for i := range p.bits {
-		w := binary.LittleEndian.Uint64(b[i*8:])
-		p.bits[i] = w
-		if w != 0 {
-			p.any = true
-		}
-	}
 }
 
 // ownerFile names an owner's index file: readable when the key is a valid CNI container
@@ -198,7 +182,7 @@ func decodeOwner(key string, b []byte) ([]netip.Addr, error) {
 
 // loadPage reads a page file; a missing one is an empty page.
 func loadPage(idxfd int, k pageKey) (*page, error) {
-	p := &page{fd: -1}
+	p := newPage()
 	fd, err := unix.Openat(idxfd, k.name(), unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return p, nil
@@ -206,8 +190,7 @@ func loadPage(idxfd int, k pageKey) (*page, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, pageBytes)
-	n, err := unix.Pread(fd, b, 0)
+	n, err := unix.Pread(fd, p.b, 0)
 	if err != nil || n != pageBytes {
 		unix.Close(fd)
 		if err == nil {
@@ -216,7 +199,6 @@ func loadPage(idxfd int, k pageKey) (*page, error) {
 		return nil, err
 	}
 	p.fd, p.exists = fd, true
-	p.load(b)
 	return p, nil
 }
 
@@ -233,7 +215,7 @@ func (p *page) flush(idxfd int, k pageKey) error {
 		}
 		p.fd = fd
 	}
-	if err := pwriteAll(p.fd, p.bytes(), 0); err != nil {
+	if err := pwriteAll(p.fd, p.b, 0); err != nil {
 		return err
 	}
 	p.dirty = false

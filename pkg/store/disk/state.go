@@ -2,7 +2,6 @@ package disk
 
 import (
 	"encoding/binary"
-	"hash/crc32"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,7 +38,7 @@ func (s state) encode() []byte {
 	le.PutUint64(b[32:], uint64(s.mtime.Nsec))
 	le.PutUint64(b[40:], uint64(s.ctime.Sec))
 	le.PutUint64(b[48:], uint64(s.ctime.Nsec))
-	le.PutUint32(b[stateLen-4:], crc32.ChecksumIEEE(b[:stateLen-4]))
+	le.PutUint32(b[stateLen-4:], checksum(b[:stateLen-4]))
 	return b
 }
 
@@ -48,7 +47,7 @@ func decodeState(b []byte) (state, bool) {
 		return state{}, false
 	}
 	le := binary.LittleEndian
-	if crc32.ChecksumIEEE(b[:stateLen-4]) != le.Uint32(b[stateLen-4:]) {
+	if checksum(b[:stateLen-4]) != le.Uint32(b[stateLen-4:]) {
 		return state{}, false
 	}
 	return state{
@@ -66,4 +65,14 @@ func (s state) matches(st *unix.Stat_t) bool {
 
 func (s *state) observe(st *unix.Stat_t) {
 	s.ino, s.mtime, s.ctime = st.Ino, st.Mtim, st.Ctim
+}
+
+// checksum is FNV-1a: enough to tell a torn or foreign state file, and free of the table
+// set-up crc32 pays on first use in every (short-lived) process.
+func checksum(b []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return h
 }

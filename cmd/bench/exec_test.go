@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/local-ipam/local-ipam/cmd/bench/internal/rss"
+)
+
+// TestMain lets the test binary act as the rss middleman, as the benchmark binary does.
+func TestMain(m *testing.M) {
+	if os.Getenv(rss.Marker) == "1" {
+		os.Exit(rss.Main(os.Args))
+	}
+	os.Exit(m.Run())
+}
+
+func TestRunRSS(t *testing.T) {
+	hl := hostLocal(t)
+	helper := []string{os.Args[0], rss.Marker + "=1"}
+	r := req{cmd: "VERSION", stdin: versionStdin}
+	o, floor, err := hl.runRSS(context.Background(), helper, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := expectVersion(hl, r, o); err != nil {
+		t.Fatal(err)
+	}
+	if o.maxrss < 1000 || o.maxrss > 100_000 || floor <= 0 {
+		t.Fatalf("maxrss %d KiB, floor %d KiB", o.maxrss, floor)
+	}
+	// A failing call's status comes through.
+	r = req{cmd: "ADD", id: "x", stdin: []byte("not json")}
+	o, _, err = hl.runRSS(context.Background(), helper, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := expectFailure(hl, r, o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunRejectsMissingBinary(t *testing.T) {
+	if _, err := newTool("local-ipam", "/nonexistent/local-ipam", 0); err == nil {
+		t.Fatal("missing binary accepted")
+	}
+}

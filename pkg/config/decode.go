@@ -1,0 +1,193 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// The config is decoded through maps of raw messages rather than by encoding/json into
+// structs: a CNI call is a process that lives for one call, and encoding/json's first
+// decode into a struct type computes and sorts its field table by reflection, which cost
+// a third of all the instructions of an ADD. Keys are matched as encoding/json matches
+// struct fields: exactly, else case-insensitively, so every config host-local accepts
+// reads the same here.
+
+type object map[string]json.RawMessage
+
+var null = []byte("null")
+
+func isNull(raw json.RawMessage) bool { return len(raw) == 0 || bytes.Equal(raw, null) }
+
+// decodeObject reads a JSON object; absent or null gives nil.
+func decodeObject(raw json.RawMessage, where string) (object, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var o object
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return nil, fmt.Errorf("%s: want an object: %w", where, err)
+	}
+	return o, nil
+}
+
+func (o object) get(key string) json.RawMessage {
+	if v, ok := o[key]; ok {
+		return v
+	}
+	var folded []string
+	for k := range o {
+		if strings.EqualFold(k, key) {
+			folded = append(folded, k)
+		}
+	}
+	if len(folded) == 0 {
+		return nil
+	}
+	sort.Strings(folded)
+	return o[folded[0]]
+}
+
+func (o object) decode(key, where string, dst any) error {
+	raw := o.get(key)
+	if isNull(raw) {
+		return nil
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return fmt.Errorf("%s%s: %w", where, key, err)
+	}
+	return nil
+}
+
+func (o object) rangeJSON(where string) (rangeJSON, error) {
+	var r rangeJSON
+	for _, f := range []struct {
+		key string
+		dst *string
+	}{{"subnet", &r.Subnet}, {"rangeStart", &r.RangeStart}, {"rangeEnd", &r.RangeEnd}, {"gateway", &r.Gateway}} {
+		if err := o.decode(f.key, where, f.dst); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// rangeSets reads a list of range sets (the shape of "ranges" and "ipRanges").
+func rangeSets(raw json.RawMessage, where string) ([][]rangeJSON, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var sets [][]json.RawMessage
+	if err := json.Unmarshal(raw, &sets); err != nil {
+		return nil, fmt.Errorf("%s: want a list of lists of ranges: %w", where, err)
+	}
+	out := make([][]rangeJSON, 0, len(sets))
+	for i, set := range sets {
+		rs := make([]rangeJSON, 0, len(set))
+		for j, rraw := range set {
+			w := fmt.Sprintf("%s[%d][%d]", where, i, j)
+			o, err := decodeObject(rraw, w)
+			if err != nil {
+				return nil, err
+			}
+			r, err := o.rangeJSON(w + ".")
+			if err != nil {
+				return nil, err
+			}
+			rs = append(rs, r)
+		}
+		out = append(out, rs)
+	}
+	return out, nil
+}
+
+// decodeNet reads the network config into netJSON.
+func decodeNet(stdin []byte) (*netJSON, error) {
+	var top object
+	if err := json.Unmarshal(stdin, &top); err != nil {
+		return nil, err
+	}
+	n := &netJSON{}
+	for _, f := range []struct {
+		key string
+		dst any
+	}{{"name", &n.Name}, {"type", &n.Type}, {"cniVersion", &n.CNIVersion}} {
+		if err := top.decode(f.key, "", f.dst); err != nil {
+			return nil, err
+		}
+	}
+	if raw := top.get("prevResult"); !isNull(raw) {
+		n.PrevResult = raw
+	}
+	for _, f := range []struct {
+		key string
+		dst **[]types.GCAttachment
+	}{{"cni.dev/valid-attachments", &n.ValidAttachments}, {"cni.dev/attachments", &n.LegacyAttachments}} {
+		if raw := top.get(f.key); !isNull(raw) {
+			var list []types.GCAttachment
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return nil, fmt.Errorf("%s: %w", f.key, err)
+			}
+			*f.dst = &list
+		}
+	}
+
+	ipam, err := decodeObject(top.get("ipam"), "ipam")
+	if err != nil {
+		return nil, err
+	}
+	if ipam != nil {
+		n.IPAM = &ipamJSON{}
+		if n.IPAM.rangeJSON, err = ipam.rangeJSON("ipam."); err != nil {
+			return nil, err
+		}
+		for _, f := range []struct {
+			key string
+			dst any
+		}{
+			{"type", &n.IPAM.Type}, {"dataDir", &n.IPAM.DataDir}, {"resolvConf", &n.IPAM.ResolvConf},
+			{"routes", &n.IPAM.Routes}, {"exclude", &n.IPAM.Exclude}, {"freeOnReboot", &n.IPAM.FreeOnReboot},
+		} {
+			if err := ipam.decode(f.key, "ipam.", f.dst); err != nil {
+				return nil, err
+			}
+		}
+		if n.IPAM.Ranges, err = rangeSets(ipam.get("ranges"), "ipam.ranges"); err != nil {
+			return nil, err
+		}
+	}
+
+	rc, err := decodeObject(top.get("runtimeConfig"), "runtimeConfig")
+	if err != nil {
+		return nil, err
+	}
+	if rc != nil {
+		if n.RuntimeConfig.IPRanges, err = rangeSets(rc.get("ipRanges"), "runtimeConfig.ipRanges"); err != nil {
+			return nil, err
+		}
+		if err := rc.decode("ips", "runtimeConfig.", &n.RuntimeConfig.IPs); err != nil {
+			return nil, err
+		}
+	}
+
+	args, err := decodeObject(top.get("args"), "args")
+	if err != nil {
+		return nil, err
+	}
+	if args != nil {
+		cni, err := decodeObject(args.get("cni"), "args.cni")
+		if err != nil {
+			return nil, err
+		}
+		if cni != nil {
+			if err := cni.decode("ips", "args.cni.", &n.ArgsIPs); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return n, nil
+}
