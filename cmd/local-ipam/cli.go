@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -171,6 +172,8 @@ type setUsage struct {
 	Excluded uint64  `json:"excluded"`
 	Free     uint64  `json:"free"`
 	Percent  float64 `json:"percentUsed"`
+	// Saturated: the set holds 2^64 addresses or more; size and free are then 2^64-1.
+	Saturated bool `json:"saturated,omitempty"`
 }
 
 type netUsage struct {
@@ -215,7 +218,9 @@ func cmdUsage(args []string, stdout io.Writer) error {
 	for i, set := range c.Pool.Sets {
 		su := setUsage{Set: i, Ranges: set.String()}
 		for _, r := range set {
-			su.Size = addSat(su.Size, ranges.Size(r.Start, r.End))
+			n, exact := ranges.Size(r.Start, r.End)
+			su.Size = addSat(su.Size, n)
+			su.Saturated = su.Saturated || !exact || su.Size == math.MaxUint64
 			ex := c.Pool.Exclude.Count(r.Start, r.End)
 			if r.Contains(r.Gateway) {
 				su.Size--
@@ -246,7 +251,11 @@ func cmdUsage(args []string, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "SET\tSIZE\tIN USE\tEXCLUDED\tFREE\tUSED\t  RANGES")
 	for _, s := range u.Sets {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%.1f%%\t  %s\n", s.Set, count(s.Size), s.InUse, count(s.Excluded), count(s.Free), s.Percent, s.Ranges)
+		size, free := fmt.Sprint(s.Size), fmt.Sprint(s.Free)
+		if s.Saturated {
+			size, free = ">=2^64", "~2^64"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%.1f%%\t  %s\n", s.Set, size, s.InUse, s.Excluded, free, s.Percent, s.Ranges)
 	}
 	return tw.Flush()
 }
@@ -256,13 +265,6 @@ func addSat(a, b uint64) uint64 {
 		return math.MaxUint64
 	}
 	return a + b
-}
-
-func count(n uint64) string {
-	if n >= math.MaxUint64-1 {
-		return ">=2^64"
-	}
-	return fmt.Sprint(n)
 }
 
 // pluginConf turns a network config or a conflist into what a runtime would send the IPAM
@@ -305,6 +307,12 @@ func cmdRelease(args []string, stdout io.Writer) error {
 	if *network == "" || *container == "" {
 		return errUsage{"release: --network and --container are required"}
 	}
+	// Never create a network (or a data dir) by mistyping its name.
+	if fi, err := os.Lstat(filepath.Join(*dataDir, *network)); err != nil || !fi.IsDir() {
+		fmt.Fprintf(stdout, "nothing reserved for container %s in network %s (no directory %s)\n",
+			*container, *network, filepath.Join(*dataDir, *network))
+		return nil
+	}
 	st, err := disk.Open(*dataDir, *network, disk.Options{})
 	if err != nil {
 		return err
@@ -316,13 +324,12 @@ func cmdRelease(args []string, stdout io.Writer) error {
 	}
 	var done []freed
 	if *ifname != "" {
-		o := store.Owner{ID: *container, IfName: *ifname}
-		addrs, err := allocator.Release(st, o)
+		addrs, by, err := allocator.Release(st, store.Owner{ID: *container, IfName: *ifname})
 		if err != nil {
 			return err
 		}
 		for _, a := range addrs {
-			done = append(done, freed{a, o})
+			done = append(done, freed{a, by})
 		}
 	} else {
 		var all []freed

@@ -188,7 +188,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	// host-local releases once per range set; from the second pass on, the attachment's
 	// own records are gone and its container's ID-only records go too. Same outcome here.
 	for range c.Pool.Sets {
-		if _, err := allocator.Release(st, owner(args)); err != nil {
+		if _, _, err := allocator.Release(st, owner(args)); err != nil {
 			return err
 		}
 	}

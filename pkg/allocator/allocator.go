@@ -200,37 +200,40 @@ func Available(st store.Store, pool ranges.Pool) ([]bool, error) {
 
 // Release frees everything reserved for o. Like host-local, when o holds nothing, records
 // naming only o's container ID (written by old host-local versions) are released instead.
-// It returns the addresses freed.
-func Release(st store.Store, o store.Owner) ([]netip.Addr, error) {
+// It returns the addresses freed and the owner they were held by (o or its ID-only form).
+func Release(st store.Store, o store.Owner) ([]netip.Addr, store.Owner, error) {
 	for _, owner := range []store.Owner{o, o.Legacy()} {
 		held, err := st.Owned(owner)
 		if err != nil {
-			return nil, err
+			return nil, owner, err
 		}
 		var freed []netip.Addr
 		for _, a := range held {
 			ok, err := st.Release(a, owner)
 			if err != nil {
-				return freed, err
+				return freed, owner, err
 			}
 			if ok {
 				freed = append(freed, a)
 			}
 		}
 		if len(freed) > 0 {
-			return freed, nil
+			return freed, owner, nil
 		}
 	}
-	return nil, nil
+	return nil, o, nil
 }
 
-// Held returns what o holds: its own reservations, or else ID-only ones of its container.
+// Held returns what o holds: its own reservations and those of ID-only records of its
+// container (host-local counts both as the container's).
 func Held(st store.Store, o store.Owner) ([]netip.Addr, error) {
-	for _, owner := range []store.Owner{o, o.Legacy()} {
-		held, err := st.Owned(owner)
-		if err != nil || len(held) > 0 {
-			return held, err
-		}
+	own, err := st.Owned(o)
+	if err != nil {
+		return nil, err
 	}
-	return nil, nil
+	legacy, err := st.Owned(o.Legacy())
+	if err != nil {
+		return nil, err
+	}
+	return append(own, legacy...), nil
 }

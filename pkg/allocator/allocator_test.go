@@ -173,7 +173,7 @@ func TestMatchesHostLocal(t *testing.T) {
 				id := live[i]
 				live = append(live[:i], live[i+1:]...)
 				_ = fake.ReleaseByID(id, "eth0")
-				if _, err := allocator.Release(mem, owner(id)); err != nil {
+				if _, _, err := allocator.Release(mem, owner(id)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -286,12 +286,12 @@ func TestDuplicateAndLegacy(t *testing.T) {
 	if held, _ := allocator.Held(mem, store.Owner{ID: "old", IfName: "eth0"}); fmt.Sprint(held) != "[10.0.0.99]" {
 		t.Fatalf("Held = %v", held)
 	}
-	freed, err := allocator.Release(mem, store.Owner{ID: "old", IfName: "eth0"})
-	if err != nil || fmt.Sprint(freed) != "[10.0.0.99]" {
-		t.Fatalf("Release legacy = %v %v", freed, err)
+	freed, by, err := allocator.Release(mem, store.Owner{ID: "old", IfName: "eth0"})
+	if err != nil || fmt.Sprint(freed) != "[10.0.0.99]" || by != (store.Owner{ID: "old"}) {
+		t.Fatalf("Release legacy = %v by %q, %v", freed, by.Key(), err)
 	}
 	// Exact records win: DEL of a/eth0 does not touch a/net1.
-	freed, _ = allocator.Release(mem, owner("a"))
+	freed, _, _ = allocator.Release(mem, owner("a"))
 	if len(freed) != 2 {
 		t.Fatalf("Release(a/eth0) freed %v", freed)
 	}
@@ -299,7 +299,7 @@ func TestDuplicateAndLegacy(t *testing.T) {
 		t.Fatalf("a/net1 lost its address")
 	}
 	// DEL of nothing succeeds.
-	if freed, err := allocator.Release(mem, owner("nobody")); err != nil || len(freed) != 0 {
+	if freed, _, err := allocator.Release(mem, owner("nobody")); err != nil || len(freed) != 0 {
 		t.Fatalf("Release(nobody) = %v %v", freed, err)
 	}
 }

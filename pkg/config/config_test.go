@@ -56,6 +56,13 @@ var corpus = []struct {
 	{"runtime ips", `{"ipam":{"subnet":"10.1.2.0/24"},"runtimeConfig":{"ips":["10.1.2.6"]}}`, ""},
 	{"bad args ip", `{"ipam":{"subnet":"10.1.2.0/24"},"args":{"cni":{"ips":["x"]}}}`, ""},
 	{"mapped v4 start", `{"ipam":{"subnet":"10.1.2.0/24","rangeStart":"::ffff:10.1.2.9"}}`, ""},
+	{"key case folded", `{"ipam":{"Subnet":"10.1.2.0/24","RANGESTART":"10.1.2.9"}}`, ""},
+	{"same key twice, two cases", `{"ipam":{"subnet":"10.1.2.0/24","SUBNET":"10.1.3.0/24"}}`, ""},
+	{"same key twice, other order", `{"ipam":{"SUBNET":"10.1.3.0/24","subnet":"10.1.2.0/24"}}`, ""},
+	{"wrong type", `{"ipam":{"subnet":["10.1.2.0/24"]}}`, ""},
+	{"ipam not an object", `{"ipam":"host-local"}`, ""},
+	{"null ipam", `{"ipam":null}`, ""},
+	{"ranges not a list", `{"ipam":{"ranges":{"subnet":"10.1.2.0/24"}}}`, ""},
 	{"routes and dataDir", `{"ipam":{"subnet":"10.1.2.0/24","dataDir":"/tmp/x","routes":[{"dst":"0.0.0.0/0"},{"dst":"192.168.0.0/16","gw":"10.1.2.1"}]}}`, ""},
 }
 

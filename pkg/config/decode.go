@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -17,42 +16,74 @@ import (
 // struct fields: exactly, else case-insensitively, so every config host-local accepts
 // reads the same here.
 
-type object map[string]json.RawMessage
+// object is a decoded JSON object: its members, and its bytes for the rare lookups that
+// need the members' order.
+type object struct {
+	m   map[string]json.RawMessage
+	raw []byte
+}
 
 var null = []byte("null")
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || bytes.Equal(raw, null) }
 
 // decodeObject reads a JSON object; absent or null gives nil.
-func decodeObject(raw json.RawMessage, where string) (object, error) {
+func decodeObject(raw json.RawMessage, where string) (*object, error) {
 	if isNull(raw) {
 		return nil, nil
 	}
-	var o object
-	if err := json.Unmarshal(raw, &o); err != nil {
+	o := &object{raw: raw}
+	if err := json.Unmarshal(raw, &o.m); err != nil {
 		return nil, fmt.Errorf("%s: want an object: %w", where, err)
 	}
 	return o, nil
 }
 
-func (o object) get(key string) json.RawMessage {
-	if v, ok := o[key]; ok {
-		return v
-	}
-	var folded []string
-	for k := range o {
-		if strings.EqualFold(k, key) {
-			folded = append(folded, k)
-		}
-	}
-	if len(folded) == 0 {
+// get finds key as encoding/json finds a struct field: matched exactly or
+// case-insensitively, the last matching member winning.
+func (o *object) get(key string) json.RawMessage {
+	if o == nil {
 		return nil
 	}
-	sort.Strings(folded)
-	return o[folded[0]]
+	matches := 0
+	var last json.RawMessage
+	for k, v := range o.m {
+		if k == key || strings.EqualFold(k, key) {
+			matches++
+			last = v
+		}
+	}
+	if matches <= 1 {
+		return last
+	}
+	return lastMember(o.raw, key)
 }
 
-func (o object) decode(key, where string, dst any) error {
+// lastMember walks the object's members in order: for the rare object holding both
+// "subnet" and "Subnet", say.
+func lastMember(raw []byte, key string) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil { // {
+		return nil
+	}
+	var last json.RawMessage
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return last
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return last
+		}
+		if k, _ := t.(string); strings.EqualFold(k, key) {
+			last = v
+		}
+	}
+	return last
+}
+
+func (o *object) decode(key, where string, dst any) error {
 	raw := o.get(key)
 	if isNull(raw) {
 		return nil
@@ -63,7 +94,7 @@ func (o object) decode(key, where string, dst any) error {
 	return nil
 }
 
-func (o object) rangeJSON(where string) (rangeJSON, error) {
+func (o *object) rangeJSON(where string) (rangeJSON, error) {
 	var r rangeJSON
 	for _, f := range []struct {
 		key string
@@ -107,8 +138,8 @@ func rangeSets(raw json.RawMessage, where string) ([][]rangeJSON, error) {
 
 // decodeNet reads the network config into netJSON.
 func decodeNet(stdin []byte) (*netJSON, error) {
-	var top object
-	if err := json.Unmarshal(stdin, &top); err != nil {
+	top := &object{raw: stdin}
+	if err := json.Unmarshal(stdin, &top.m); err != nil {
 		return nil, err
 	}
 	n := &netJSON{}

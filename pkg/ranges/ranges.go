@@ -4,6 +4,7 @@ package ranges
 
 import (
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"sort"
 	"strings"
@@ -209,23 +210,20 @@ func LastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// Size returns the number of addresses in [from, to] (saturating at 2^64-1 for huge IPv6
-// stretches, which is plenty for reporting).
-func Size(from, to netip.Addr) uint64 {
+// Size returns the number of addresses in [from, to]; ok is false when it is 2^64 or
+// more (then n is math.MaxUint64): plenty for reporting huge IPv6 stretches.
+func Size(from, to netip.Addr) (n uint64, ok bool) {
 	if from.Compare(to) > 0 {
-		return 0
+		return 0, true
 	}
 	fh, fl := U128(from)
 	th, tl := U128(to)
-	hi := th - fh
-	lo := tl - fl
-	if tl < fl {
-		hi--
-	}
+	lo, borrow := bits.Sub64(tl, fl, 0)
+	hi, _ := bits.Sub64(th, fh, borrow)
 	if hi > 0 || lo == ^uint64(0) {
-		return ^uint64(0)
+		return ^uint64(0), false
 	}
-	return lo + 1
+	return lo + 1, true
 }
 
 // U128 returns a as a 128-bit number (IPv4 in the low 32 bits).
@@ -343,7 +341,7 @@ func (e Exclusions) Count(from, to netip.Addr) uint64 {
 		if hi.Compare(to) > 0 {
 			hi = to
 		}
-		if s := Size(lo, hi); n+s < n {
+		if s, ok := Size(lo, hi); !ok || n+s < n {
 			n = ^uint64(0)
 		} else {
 			n += s

@@ -45,16 +45,20 @@ func TestSize(t *testing.T) {
 	for _, c := range []struct {
 		from, to string
 		want     uint64
+		exact    bool
 	}{
-		{"10.0.0.1", "10.0.0.1", 1},
-		{"10.0.0.1", "10.0.0.254", 254},
-		{"10.0.0.5", "10.0.0.1", 0},
-		{"0.0.0.0", "255.255.255.255", 1 << 32},
-		{"2001:db8::", "2001:db8::ffff:ffff:ffff:ffff", ^uint64(0)},
-		{"2001:db8::", "2001:db8::ffff", 65536},
+		{"10.0.0.1", "10.0.0.1", 1, true},
+		{"10.0.0.1", "10.0.0.254", 254, true},
+		{"10.0.0.5", "10.0.0.1", 0, true},
+		{"0.0.0.0", "255.255.255.255", 1 << 32, true},
+		{"2001:db8::1", "2001:db8::ffff:ffff:ffff:ffff", ^uint64(0), true}, // 2^64-1
+		{"2001:db8::", "2001:db8::ffff:ffff:ffff:ffff", ^uint64(0), false}, // 2^64
+		{"2001:db8::", "2001:db8:1::", ^uint64(0), false},
+		{"2001:db8::ffff:ffff:ffff:fff0", "2001:db8:0:1::f", 32, true}, // across the 64-bit boundary
+		{"2001:db8::", "2001:db8::ffff", 65536, true},
 	} {
-		if got := Size(m(c.from), m(c.to)); got != c.want {
-			t.Errorf("Size(%s, %s) = %d, want %d", c.from, c.to, got, c.want)
+		if got, exact := Size(m(c.from), m(c.to)); got != c.want || exact != c.exact {
+			t.Errorf("Size(%s, %s) = %d, %v; want %d, %v", c.from, c.to, got, exact, c.want, c.exact)
 		}
 	}
 }

@@ -47,11 +47,20 @@ type Store struct {
 	stfd   int
 	st     state
 
-	pages  map[pageKey]*page
-	owners map[string][]netip.Addr // loaded owner files, by key
-	dirty  map[string]bool         // owner files to rewrite
+	pages    map[pageKey]*page
+	table    *ownerTable             // opened on first use
+	owners   map[string][]netip.Addr // owners looked up or changed, by key
+	dirty    map[string]bool         // owners to write back
+	overflow map[string]bool         // owners whose addresses are in an overflow file
 
 	lastLen map[int]int // length of last_reserved_ip.<set> as read, -1 when absent
+
+	// memOnly: the index lives in this process only (being rebuilt, or it could not be
+	// written): owners and pages are complete in memory and nothing of the index is
+	// read or written; the state stays stale, so the next call rebuilds.
+	memOnly bool
+	// IndexErr is why the index could not be written, when memOnly.
+	IndexErr error
 
 	changed bool // the records changed: the state must be renewed at Close
 	stale   bool // the index disagreed with a record: rebuild at the next call
@@ -78,7 +87,8 @@ func Open(dataDir, network string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		dir: filepath.Join(dataDir, network), netfd: -1, metafd: -1, idxfd: -1, stfd: -1,
-		pages: map[pageKey]*page{}, owners: map[string][]netip.Addr{}, dirty: map[string]bool{}, lastLen: map[int]int{},
+		pages: map[pageKey]*page{}, owners: map[string][]netip.Addr{}, dirty: map[string]bool{},
+		overflow: map[string]bool{}, lastLen: map[int]int{},
 	}
 	if err := s.open(); err != nil {
 		s.release()
@@ -192,26 +202,49 @@ func (s *Store) Owned(o store.Owner) ([]netip.Addr, error) {
 }
 
 func (s *Store) owned(key string) ([]netip.Addr, error) {
-	if addrs, ok := s.owners[key]; ok {
+	if addrs, ok := s.owners[key]; ok || s.memOnly {
 		return addrs, nil
 	}
-	b, ok, regular, err := readSmall(s.idxfd, ownerFile(key), 1<<20)
+	addrs, err := s.lookup(key)
+	if errors.Is(err, errBadTable) || errors.Is(err, errBadOwner) {
+		// A damaged index: rebuild from the records, which are the truth (also mid-call:
+		// what this call already changed is in the records too).
+		if err := s.rebuild(); err != nil {
+			return nil, err
+		}
+		return s.owners[key], nil
+	}
 	if err != nil {
 		return nil, cnierr.IO(err, "cannot read index of %s", s.dir)
 	}
-	var addrs []netip.Addr
-	if ok {
-		if addrs, err = decodeOwner(key, b); err != nil || !regular {
-			// A damaged index file: rebuild from the records, which are the truth (also
-			// mid-call: what this call already changed is in the records too).
-			if err := s.rebuild(); err != nil {
-				return nil, err
-			}
-			return s.owners[key], nil
-		}
-	}
 	s.owners[key] = addrs
 	return addrs, nil
+}
+
+func (s *Store) lookup(key string) ([]netip.Addr, error) {
+	if s.table == nil {
+		t, err := openOwnerTable(s.idxfd)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				err = errBadTable
+			}
+			return nil, err
+		}
+		s.table = t
+	}
+	addrs, overflow, err := s.table.get(key)
+	if err != nil || !overflow {
+		return addrs, err
+	}
+	s.overflow[key] = true
+	b, ok, regular, err := readSmall(s.idxfd, overflowName(key), 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || !regular {
+		return nil, errBadOwner
+	}
+	return decodeOwner(key, b)
 }
 
 func (s *Store) setOwned(key string, addrs []netip.Addr) {
@@ -221,6 +254,11 @@ func (s *Store) setOwned(key string, addrs []netip.Addr) {
 
 func (s *Store) page(k pageKey) (*page, error) {
 	if p, ok := s.pages[k]; ok {
+		return p, nil
+	}
+	if s.memOnly {
+		p := newPage()
+		s.pages[k] = p
 		return p, nil
 	}
 	p, err := loadPage(s.idxfd, k)
@@ -438,8 +476,59 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Commit implements store.Store: index pages and owner files first, the state last.
+// writeOwners writes the changed owners to the owner table (and overflow files), growing
+// the table when it is half full.
+func (s *Store) writeOwners() error {
+	if len(s.dirty) == 0 {
+		return nil
+	}
+	if s.table == nil {
+		if _, err := s.lookup(""); err != nil {
+			return err
+		}
+	}
+	for key := range s.dirty {
+		addrs := s.owners[key]
+		ov, err := s.table.put(key, addrs)
+		if err != nil {
+			return err
+		}
+		switch {
+		case ov:
+			err = writeOverflow(s.idxfd, key, addrs)
+			s.overflow[key] = true
+		case s.overflow[key]:
+			if err = unix.Unlinkat(s.idxfd, overflowName(key), 0); errors.Is(err, unix.ENOENT) {
+				err = nil
+			}
+			delete(s.overflow, key)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := s.table.flush(); err != nil {
+		return err
+	}
+	if s.table.full() {
+		t, err := s.table.grow(s.idxfd)
+		if err != nil {
+			return err
+		}
+		s.table = t
+	}
+	return nil
+}
+
+// Commit implements store.Store: index pages and owner table first, the state last.
 func (s *Store) Commit() error {
+	if s.memOnly {
+		if s.changed {
+			_ = unix.Ftruncate(s.stfd, 0) // the next call rebuilds
+		}
+		s.changed = false
+		return nil
+	}
 	if s.idxfd < 0 {
 		return nil
 	}
@@ -448,19 +537,8 @@ func (s *Store) Commit() error {
 			return cnierr.IO(err, "cannot write index of %s", s.dir)
 		}
 	}
-	for key := range s.dirty {
-		name := ownerFile(key)
-		var err error
-		if addrs := s.owners[key]; len(addrs) == 0 {
-			if err = unix.Unlinkat(s.idxfd, name, 0); errors.Is(err, unix.ENOENT) {
-				err = nil
-			}
-		} else {
-			err = putFile(s.idxfd, name, encodeOwner(key, addrs))
-		}
-		if err != nil {
-			return cnierr.IO(err, "cannot write index of %s", s.dir)
-		}
+	if err := s.writeOwners(); err != nil {
+		return cnierr.IO(err, "cannot write index of %s", s.dir)
 	}
 	clear(s.dirty)
 	switch {
@@ -491,6 +569,8 @@ func (s *Store) saveState() error {
 }
 
 func (s *Store) release() {
+	s.table.close()
+	s.table = nil
 	for _, p := range s.pages {
 		if p.fd >= 0 {
 			unix.Close(p.fd)

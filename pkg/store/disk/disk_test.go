@@ -219,10 +219,17 @@ func TestIndexDamage(t *testing.T) {
 				os.Truncate(e, 10)
 			}
 		},
-		"owner garbage": func(meta string) {
-			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "o.*"))
+		"owner table garbage": func(meta string) {
+			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "owners"))
+			if len(ents) != 1 {
+				panic("no owner table")
+			}
+			os.WriteFile(ents[0], []byte("\x00\x01junk"), 0o600)
+		},
+		"owner table gone": func(meta string) {
+			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "owners"))
 			for _, e := range ents {
-				os.WriteFile(e, []byte("\x00\x01junk"), 0o600)
+				os.Remove(e)
 			}
 		},
 	} {
@@ -321,5 +328,80 @@ func TestReleaseChecksTheRecord(t *testing.T) {
 	defer closeIt(t, s)
 	if got, _ := s.Owned(store.Owner{ID: "other", IfName: "eth0"}); fmt.Sprint(got) != "[10.0.0.2]" {
 		t.Errorf("index not repaired: other owns %v", got)
+	}
+}
+
+// The owner table grows past its first size, keeps working through many deletions
+// (tombstones), and owners with more addresses than a slot holds use an overflow file.
+func TestOwnerTableGrowthAndOverflow(t *testing.T) {
+	dir := t.TempDir()
+	owner := func(i int) store.Owner { return store.Owner{ID: fmt.Sprintf("c%05d", i), IfName: "eth0"} }
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}) }
+	const n = 3000
+	for batch := 0; batch < n; batch += 500 {
+		s := mustOpen(t, dir, "net")
+		for i := batch; i < batch+500; i++ {
+			if ok, err := s.Reserve(addr(i), owner(i)); !ok || err != nil {
+				t.Fatalf("Reserve %d: %v %v", i, ok, err)
+			}
+		}
+		closeIt(t, s)
+	}
+	// Release every other owner, in several calls: tombstones, then re-adds.
+	for batch := 0; batch < n; batch += 1000 {
+		s := mustOpen(t, dir, "net")
+		for i := batch; i < batch+1000; i += 2 {
+			if ok, err := s.Release(addr(i), owner(i)); !ok || err != nil {
+				t.Fatalf("Release %d: %v %v", i, ok, err)
+			}
+		}
+		closeIt(t, s)
+	}
+	big := store.Owner{ID: "multi", IfName: "eth0"}
+	s := mustOpen(t, dir, "net")
+	for j := 0; j < 5; j++ {
+		if ok, err := s.Reserve(netip.AddrFrom4([4]byte{10, 9, 0, byte(j)}), big); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	closeIt(t, s)
+	s = mustOpen(t, dir, "net")
+	defer closeIt(t, s)
+	if s.Rebuilds != 0 {
+		t.Fatalf("the index was rebuilt (%d): it should have kept up", s.Rebuilds)
+	}
+	for i := 0; i < n; i++ {
+		got, err := s.Owned(owner(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "[]"
+		if i%2 == 1 {
+			want = fmt.Sprint([]netip.Addr{addr(i)})
+		}
+		if fmt.Sprint(got) != want {
+			t.Fatalf("owner %d holds %v, want %v", i, got, want)
+		}
+	}
+	tables, _ := filepath.Glob(filepath.Join(dir, "net", ".local-ipam", "idx.*", "owners"))
+	if fi, err := os.Stat(tables[0]); err != nil || fi.Size() < 4096+8192*64 {
+		t.Fatalf("owner table did not grow with 3000 owners: %v", fi.Size())
+	}
+	if got, _ := s.Owned(big); len(got) != 5 {
+		t.Fatalf("multi holds %v", got)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, "net", ".local-ipam", "idx.*", "x.*")); len(ents) != 1 {
+		t.Fatalf("overflow files: %v", ents)
+	}
+	for j := 0; j < 5; j++ {
+		if ok, err := s.Release(netip.AddrFrom4([4]byte{10, 9, 0, byte(j)}), big); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, "net", ".local-ipam", "idx.*", "x.*")); len(ents) != 0 {
+		t.Fatalf("overflow file left behind: %v", ents)
 	}
 }

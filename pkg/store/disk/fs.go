@@ -165,7 +165,8 @@ func linkRecord(dir int, name string, b []byte) (exists bool, err error) {
 	// An anonymous O_TMPFILE inode, linked in once written, leaves nothing behind if we
 	// die before the link.
 	fd, err := unix.Openat(dir, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-	if err == nil {
+	switch {
+	case err == nil:
 		werr := writeAll(fd, b)
 		if werr == nil {
 			werr = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dir, name, unix.AT_SYMLINK_FOLLOW)
@@ -176,8 +177,14 @@ func linkRecord(dir int, name string, b []byte) (exists bool, err error) {
 			return false, nil
 		case errors.Is(werr, unix.EEXIST):
 			return true, nil
+		case !errors.Is(werr, unix.ENOENT):
+			return false, werr // ENOSPC, EIO, EROFS...: no second try that writes more
 		}
-		// No /proc, or a file system without O_TMPFILE linking: use a named temp file.
+		// ENOENT: no /proc to link through; use a named temporary file.
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EISDIR), errors.Is(err, unix.EINVAL):
+		// A file system without O_TMPFILE: use a named temporary file.
+	default:
+		return false, err
 	}
 	// A crash between link and unlink below leaves tmpName as a second link of a record:
 	// remove it, never truncate it.

@@ -2,10 +2,8 @@ package disk
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math/bits"
 	"net/netip"
 	"strconv"
@@ -109,48 +107,8 @@ func (p *page) firstClear(from, to uint32) (uint32, bool) {
 	return 0, false
 }
 
-// ownerFile names an owner's index file: readable when the key is a valid CNI container
-// ID (plus an ifname), hashed otherwise (keys read from damaged or foreign records).
-func ownerFile(key string) string {
-	id, ifname, hasIf := strings.Cut(key, "\r\n")
-	if len(key) <= 200 && validID(id) && (!hasIf || validIfName(ifname)) {
-		if hasIf {
-			return "o." + id + ":" + ifname
-		}
-		return "o." + id
-	}
-	h := fnv.New128a()
-	h.Write([]byte(key))
-	return "h." + hex.EncodeToString(h.Sum(nil))
-}
-
-func validID(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func validIfName(s string) bool {
-	if s == "" || len(s) > 15 || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c == '/' || c == ':' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// encodeOwner is the owner file: the quoted key, then one address a line.
+// encodeOwner is an overflow file (owner table, owners.go): the quoted key, then one
+// address a line.
 func encodeOwner(key string, addrs []netip.Addr) []byte {
 	var b strings.Builder
 	b.WriteString(strconv.Quote(key))

@@ -84,26 +84,13 @@ func (s *Store) scan(fn func(Record) error) error {
 
 // rebuild makes a new index generation from the records, then points the state at it
 // and removes the old generations. A crash part-way leaves the old state, which does not
-// match, so the next call simply rebuilds again.
+// match, so the next call simply rebuilds again. When the index cannot be written (a full
+// disk), this call goes on with the index in memory (memOnly): a DEL still releases.
 func (s *Store) rebuild() error {
 	s.Rebuilds++
 	var before unix.Stat_t
 	if err := unix.Fstat(s.netfd, &before); err != nil {
 		return cnierr.IO(err, "cannot stat %s", s.dir)
-	}
-	old, gen, err := s.generations()
-	if err != nil {
-		return cnierr.IO(err, "cannot list index directory of %s", s.dir)
-	}
-	name := idxPrefix + strconv.FormatUint(gen, 10)
-	if err := unix.Mkdirat(s.metafd, name, 0o700); err != nil {
-		return cnierr.IO(err, "cannot create index in %s", s.dir)
-	}
-	if s.idxfd >= 0 {
-		unix.Close(s.idxfd)
-	}
-	if s.idxfd, err = openDir(s.metafd, name); err != nil {
-		return cnierr.IO(err, "cannot open index in %s", s.dir)
 	}
 	for _, p := range s.pages {
 		if p.fd >= 0 {
@@ -113,7 +100,11 @@ func (s *Store) rebuild() error {
 	clear(s.pages)
 	clear(s.owners)
 	clear(s.dirty)
-	err = s.scan(func(r Record) error {
+	clear(s.overflow)
+	s.table.close()
+	s.table = nil
+	s.memOnly = true // pages start empty, not read from any index
+	err := s.scan(func(r Record) error {
 		if !r.Regular {
 			return s.setTaken(r.Addr, true)
 		}
@@ -132,23 +123,52 @@ func (s *Store) rebuild() error {
 	}
 	for key, addrs := range s.owners {
 		slices.SortFunc(addrs, netip.Addr.Compare)
-		if err := createFile(s.idxfd, ownerFile(key), encodeOwner(key, addrs)); err != nil {
-			return cnierr.IO(err, "cannot write index of %s", s.dir)
+		if len(addrs) > slotAddrs {
+			s.overflow[key] = true
 		}
 	}
+	if err := s.writeIndex(&before); err != nil {
+		s.IndexErr = err
+		_ = unix.Ftruncate(s.stfd, 0)
+		return nil
+	}
+	s.memOnly = false
+	return nil
+}
+
+// writeIndex writes the in-memory index as a new generation and the state naming it.
+func (s *Store) writeIndex(before *unix.Stat_t) error {
+	old, gen, err := s.generations()
+	if err != nil {
+		return err
+	}
+	name := idxPrefix + strconv.FormatUint(gen, 10)
+	if err := unix.Mkdirat(s.metafd, name, 0o700); err != nil {
+		return err
+	}
+	if s.idxfd >= 0 {
+		unix.Close(s.idxfd)
+	}
+	if s.idxfd, err = openDir(s.metafd, name); err != nil {
+		return err
+	}
+	if s.table, err = writeOwnerTable(s.idxfd, ownersName, s.owners); err != nil {
+		return err
+	}
 	for k, p := range s.pages {
+		p.dirty = true
 		if err := p.flush(s.idxfd, k); err != nil {
-			return cnierr.IO(err, "cannot write index of %s", s.dir)
+			return err
 		}
 	}
 	s.stale = false
 	s.st = state{gen: gen}
-	s.st.observe(&before)
+	s.st.observe(before)
 	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
-		return cnierr.IO(err, "cannot write index state of %s", s.dir)
+		return err
 	}
 	if err := unix.Ftruncate(s.stfd, stateLen); err != nil {
-		return cnierr.IO(err, "cannot write index state of %s", s.dir)
+		return err
 	}
 	for _, o := range old {
 		removeTree(s.metafd, o)
