@@ -93,21 +93,35 @@ func captureStdin() []byte {
 	return data
 }
 
-// printError writes the spec's error object: cniVersion, code, msg and details.
+// printError writes the spec's error object: cniVersion, code, msg and details. By hand,
+// like the result (result.go): encoding/json's reflection would cost a failing ADD more
+// than the allocation it reports on.
 func printError(e *types.Error, stdin []byte) {
+	v := configVersion(stdin)
+	w := &jsonWriter{}
+	w.open('{')
+	w.key("cniVersion")
+	w.str(v)
+	w.key("code")
+	w.num(int(e.Code))
+	w.key("msg")
+	w.str(e.Msg)
+	w.key("details")
+	w.str(e.Details)
+	w.close('}')
+	_, _ = os.Stdout.Write(append(w.b, '\n'))
+}
+
+// configVersion finds the config's cniVersion for an error report (the latest when the
+// config cannot be read).
+func configVersion(stdin []byte) string {
 	var conf struct {
 		CNIVersion string `json:"cniVersion"`
 	}
 	if json.Unmarshal(stdin, &conf) != nil || conf.CNIVersion == "" {
-		conf.CNIVersion = version.Current()
+		return version.Current()
 	}
-	out, _ := json.MarshalIndent(struct {
-		CNIVersion string `json:"cniVersion"`
-		Code       uint   `json:"code"`
-		Msg        string `json:"msg"`
-		Details    string `json:"details"`
-	}{conf.CNIVersion, e.Code, e.Msg, e.Details}, "", "    ")
-	_, _ = os.Stdout.Write(append(out, '\n'))
+	return conf.CNIVersion
 }
 
 func owner(args *skel.CmdArgs) store.Owner {
