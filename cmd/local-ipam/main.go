@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -146,7 +147,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if c.Chained() {
+	if c.Chained(filepath.Base(os.Args[0])) {
 		// The main plugin before us got its addresses from local-ipam already.
 		prev, err := parsePrev(c)
 		if err != nil {

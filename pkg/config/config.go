@@ -47,11 +47,13 @@ type Config struct {
 }
 
 // Chained reports whether local-ipam runs as a plugin of a list after a main plugin that
-// already called it as IPAM (top-level type local-ipam, with a prevResult). There it only
-// passes ADD's result on, and serves GC and STATUS, which main plugins such as bridge do
-// not forward to their IPAM.
-func (c *Config) Chained() bool {
-	return c.PluginType == "local-ipam" && len(c.RawPrevResult) > 0 && string(c.RawPrevResult) != "null"
+// already called it as IPAM (the top-level type names local-ipam itself, self being the
+// name it is installed under, and there is a prevResult). There it only passes ADD's
+// result on, and serves GC and STATUS, which main plugins such as bridge do not forward
+// to their IPAM.
+func (c *Config) Chained(self string) bool {
+	return (c.PluginType == "local-ipam" || c.PluginType == self) &&
+		len(c.RawPrevResult) > 0 && string(c.RawPrevResult) != "null"
 }
 
 // rangeJSON mirrors host-local's Range; strings so that we parse with netip and give each

@@ -256,19 +256,44 @@ func (t *ownerTable) flush() error {
 	return nil
 }
 
-// writeOwnerTable writes a whole new table for the given owners to name in idxfd, sized
-// for them with room to grow (at most half full), and returns it opened.
-func writeOwnerTable(idxfd int, name string, owners map[string][]netip.Addr) (*ownerTable, error) {
+// newTable is an empty in-memory table with room for n owners (at most a quarter full).
+func newTable(n uint64) *ownerTable {
 	slots := uint64(minSlots)
-	for uint64(len(owners))*4 > slots {
+	for n*4 > slots {
 		slots *= 2
 	}
 	t := &ownerTable{fd: -1, slots: slots, blocks: map[uint64][]byte{}, dirtyBlocks: map[uint64]bool{}}
-	nblk := slots / slotsPerBlk
-	all := make([]byte, nblk*blockSize)
-	for b := uint64(0); b < nblk; b++ {
+	all := make([]byte, slots*slotSize)
+	for b := uint64(0); b < slots/slotsPerBlk; b++ {
 		t.blocks[1+b] = all[b*blockSize : (b+1)*blockSize]
 	}
+	return t
+}
+
+// save writes the whole in-memory table to name in idxfd and keeps it open there.
+func (t *ownerTable) save(idxfd int, name string) error {
+	fd, err := unix.Openat(idxfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	t.fd = fd
+	buf := t.header()
+	for b := uint64(1); b <= t.slots/slotsPerBlk; b++ {
+		buf = append(buf, t.blocks[b]...)
+	}
+	if err := pwriteAll(fd, buf, 0); err != nil {
+		t.close()
+		return err
+	}
+	clear(t.dirtyBlocks)
+	t.dirtyHeader = false
+	return nil
+}
+
+// writeOwnerTable writes a whole new table for the given owners to name in idxfd, and
+// returns it opened.
+func writeOwnerTable(idxfd int, name string, owners map[string][]netip.Addr) (*ownerTable, error) {
+	t := newTable(uint64(len(owners)))
 	var overflow []string
 	for key, addrs := range owners {
 		ov, err := t.put(key, addrs)
@@ -279,17 +304,9 @@ func writeOwnerTable(idxfd int, name string, owners map[string][]netip.Addr) (*o
 			overflow = append(overflow, key)
 		}
 	}
-	fd, err := unix.Openat(idxfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
+	if err := t.save(idxfd, name); err != nil {
 		return nil, err
 	}
-	t.fd = fd
-	if err := pwriteAll(fd, append(t.header(), all...), 0); err != nil {
-		t.close()
-		return nil, err
-	}
-	clear(t.dirtyBlocks)
-	t.dirtyHeader = false
 	for _, key := range overflow {
 		if err := writeOverflow(idxfd, key, owners[key]); err != nil {
 			t.close()
@@ -318,13 +335,8 @@ func writeOverflow(idxfd int, key string, addrs []netip.Addr) error {
 // full of them, the same when tombstones filled it), and renames it into place. Slots move
 // by their hash alone: keys are not needed.
 func (t *ownerTable) grow(idxfd int) (*ownerTable, error) {
-	slots := uint64(minSlots)
-	for t.used*4 > slots {
-		slots *= 2
-	}
-	nt := &ownerTable{fd: -1, slots: slots, used: t.used, blocks: map[uint64][]byte{}, dirtyBlocks: map[uint64]bool{}}
-	nblk := slots / slotsPerBlk
-	all := make([]byte, nblk*blockSize)
+	nt := newTable(t.used)
+	nt.used = t.used
 	for i := uint64(0); i < t.slots; i++ {
 		s, _, err := t.slot(i)
 		if err != nil {
@@ -334,28 +346,23 @@ func (t *ownerTable) grow(idxfd int) (*ownerTable, error) {
 		if h <= hashDead {
 			continue
 		}
-		j := h & (slots - 1)
-		for binary.LittleEndian.Uint64(all[j*slotSize:]) != hashEmpty {
-			j = (j + 1) & (slots - 1)
+		j := h & (nt.slots - 1)
+		for {
+			d, _, _ := nt.slot(j)
+			if binary.LittleEndian.Uint64(d) == hashEmpty {
+				copy(d, s)
+				break
+			}
+			j = (j + 1) & (nt.slots - 1)
 		}
-		copy(all[j*slotSize:(j+1)*slotSize], s)
 	}
 	const tmp = ownersName + ".new"
-	fd, err := unix.Openat(idxfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	nt.fd = fd
-	if err := pwriteAll(fd, append(nt.header(), all...), 0); err != nil {
-		nt.close()
+	if err := nt.save(idxfd, tmp); err != nil {
 		return nil, err
 	}
 	if err := unix.Renameat(idxfd, tmp, idxfd, ownersName); err != nil {
 		nt.close()
 		return nil, err
-	}
-	for b := uint64(0); b < nblk; b++ {
-		nt.blocks[1+b] = all[b*blockSize : (b+1)*blockSize]
 	}
 	t.close()
 	return nt, nil
