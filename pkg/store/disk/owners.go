@@ -32,6 +32,7 @@ const (
 	slotAddrs   = 3
 	slotsPerBlk = blockSize / slotSize
 	minSlots    = 1024
+	maxSlots    = 1 << 32
 	hashEmpty   = 0
 	hashDead    = 1
 )
@@ -69,7 +70,9 @@ func openOwnerTable(idxfd int) (*ownerTable, error) {
 	}
 	le := binary.LittleEndian
 	t.slots, t.used, t.dead = le.Uint64(h[8:]), le.Uint64(h[16:]), le.Uint64(h[24:])
-	if t.slots < minSlots || t.slots&(t.slots-1) != 0 || t.used+t.dead > t.slots {
+	// maxSlots bounds the arithmetic below (and any table we would write: 2^32 slots is
+	// 256 GiB); the counts only time growth, so a wrong one costs a rebuild, never a hang.
+	if t.slots < minSlots || t.slots > maxSlots || t.slots&(t.slots-1) != 0 || t.used > t.slots || t.dead > t.slots || t.used+t.dead > t.slots {
 		unix.Close(fd)
 		return nil, errBadTable
 	}
@@ -198,13 +201,15 @@ func (t *ownerTable) put(key string, addrs []netip.Addr) (overflow bool, err err
 	switch {
 	case len(addrs) == 0:
 		binary.LittleEndian.PutUint64(s, hashDead)
-		t.used--
+		if t.used > 0 {
+			t.used--
+		}
 		t.dead++
 	default:
 		binary.LittleEndian.PutUint64(s, h)
 		if !found {
 			t.used++
-			if wasDead {
+			if wasDead && t.dead > 0 {
 				t.dead--
 			}
 		}
@@ -335,13 +340,22 @@ func writeOverflow(idxfd int, key string, addrs []netip.Addr) error {
 // full of them, the same when tombstones filled it), and renames it into place. Slots move
 // by their hash alone: keys are not needed.
 func (t *ownerTable) grow(idxfd int) (*ownerTable, error) {
-	nt := newTable(t.used)
-	nt.used = t.used
+	// Count the live slots rather than trust the header's count (a damaged header must
+	// not size the new table too small).
+	var live uint64
 	for i := uint64(0); i < t.slots; i++ {
 		s, _, err := t.slot(i)
 		if err != nil {
 			return nil, err
 		}
+		if binary.LittleEndian.Uint64(s) > hashDead {
+			live++
+		}
+	}
+	nt := newTable(live)
+	nt.used = live
+	for i := uint64(0); i < t.slots; i++ {
+		s, _, _ := t.slot(i)
 		h := binary.LittleEndian.Uint64(s)
 		if h <= hashDead {
 			continue
