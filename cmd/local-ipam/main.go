@@ -306,6 +306,9 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if c.AttachmentsErr != nil {
+		return cnierr.New(cnierr.InvalidConfig, c.AttachmentsErr.Error(), "GC: cannot read the valid attachments")
+	}
 	if !c.HasValidAttachments {
 		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
 	}

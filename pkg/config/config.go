@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -42,6 +43,8 @@ type Config struct {
 	// ValidAttachments is the GC list; HasValidAttachments tells an absent key from [].
 	ValidAttachments    []types.GCAttachment
 	HasValidAttachments bool
+	// AttachmentsErr: a GC list that could not be read (GC refuses the config with it).
+	AttachmentsErr error
 	// RawPrevResult is the prevResult of CHECK (and DEL), as sent.
 	RawPrevResult json.RawMessage
 }
@@ -86,6 +89,7 @@ type netJSON struct {
 	ArgsIPs           []string // args.cni.ips
 	ValidAttachments  *[]types.GCAttachment
 	LegacyAttachments *[]types.GCAttachment
+	AttachmentsErr    error
 	PrevResult        json.RawMessage
 }
 
@@ -99,6 +103,7 @@ type argIP struct{ addr netip.Addr }
 
 func (a *argIP) UnmarshalText(b []byte) error {
 	if len(b) == 0 {
+		a.addr = netip.Addr{} // "IP=" clears an earlier IP=, as in host-local
 		return nil
 	}
 	addr, err := parseRequested(string(b))
@@ -109,13 +114,16 @@ func (a *argIP) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// parseRequested accepts "ip" or "ip/prefix" (the prefix is ignored), like host-local.
+// parseRequested accepts "ip" or "ip/prefix" (the prefix is ignored), like host-local's
+// ip.ParseIP.
 func parseRequested(s string) (netip.Addr, error) {
-	if i := strings.IndexByte(s, '/'); i >= 0 {
-		if _, err := ranges.ParsePrefix(s); err != nil {
+	if strings.Contains(s, "/") {
+		ip, _, err := net.ParseCIDR(s)
+		if err != nil {
 			return netip.Addr{}, fmt.Errorf("invalid IP address %s", s)
 		}
-		s = s[:i]
+		a, _ := netip.AddrFromSlice(ip)
+		return a.Unmap(), nil
 	}
 	a, err := ranges.ParseAddr(s)
 	if err != nil {
@@ -154,6 +162,7 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
 	}
+	c.AttachmentsErr = n.AttachmentsErr
 	switch {
 	case n.ValidAttachments != nil:
 		c.ValidAttachments, c.HasValidAttachments = *n.ValidAttachments, true
@@ -208,7 +217,8 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 		}
 		excl = append(excl, p)
 	}
-	c.Pool.Exclude = ranges.NewExclusions(excl)
+	// Never hand out IPv4-mapped addresses from an IPv6 range (::/80, say).
+	c.Pool.Exclude = ranges.NewExclusions(append(excl, ranges.Mapped))
 	return c, nil
 }
 

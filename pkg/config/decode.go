@@ -154,6 +154,8 @@ func decodeNet(stdin []byte) (*netJSON, error) {
 	if raw := top.get("prevResult"); !isNull(raw) {
 		n.PrevResult = raw
 	}
+	// The GC lists matter to GC only: a malformed one fails GC (code 7), not ADD or DEL,
+	// which host-local does not read them for either.
 	for _, f := range []struct {
 		key string
 		dst **[]types.GCAttachment
@@ -161,12 +163,12 @@ func decodeNet(stdin []byte) (*netJSON, error) {
 		if raw := top.get(f.key); !isNull(raw) {
 			var list []types.GCAttachment
 			if err := json.Unmarshal(raw, &list); err != nil {
-				return nil, fmt.Errorf("%s: %w", f.key, err)
+				n.AttachmentsErr = fmt.Errorf("%s: %w", f.key, err)
+				continue
 			}
 			*f.dst = &list
 		}
 	}
-
 	ipam, err := decodeObject(top.get("ipam"), "ipam")
 	if err != nil {
 		return nil, err

@@ -2,13 +2,18 @@ package config
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 )
+
+// maxResolvConf bounds what is read of a resolv.conf (real ones are a few hundred bytes).
+const maxResolvConf = 1 << 20
 
 // DNS reads c.ResolvConf (resolv.conf format) into the result's dns section, exactly as
 // host-local does: nameserver, domain, search, options; comments and short lines skipped.
@@ -17,12 +22,17 @@ func (c *Config) DNS() (types.DNS, error) {
 	if c.ResolvConf == "" {
 		return dns, nil
 	}
-	f, err := os.Open(c.ResolvConf)
+	// Non-blocking, a regular file, and a bounded read: a FIFO or /dev/urandom named by
+	// mistake must not hang the runtime's call.
+	f, err := os.OpenFile(c.ResolvConf, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return dns, cnierr.IO(err, "cannot read resolvConf %s", c.ResolvConf)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return dns, cnierr.New(cnierr.InvalidConfig, "", "resolvConf %s is not a regular file", c.ResolvConf)
+	}
+	sc := bufio.NewScanner(io.LimitReader(f, maxResolvConf))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' || line[0] == ';' {

@@ -5,6 +5,7 @@ package ranges
 import (
 	"fmt"
 	"math/bits"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -18,6 +19,10 @@ type Range struct {
 	End     netip.Addr
 	Gateway netip.Addr
 }
+
+// Mapped is the block of IPv4-mapped IPv6 addresses: they name IPv4 hosts (and a record
+// for one would be named by its IPv4 form), so no IPv6 range hands them out.
+var Mapped = netip.MustParsePrefix("::ffff:0:0/96")
 
 // New validates a range and fills host-local's defaults: Start = subnet+1, End = the
 // broadcast address - 1 for IPv4 and the last address for IPv6, Gateway = subnet+1.
@@ -256,29 +261,33 @@ func FromU128(like netip.Addr, hi, lo uint64) netip.Addr {
 }
 
 // ParseAddr parses an address as host-local does (net.ParseIP), with IPv4-mapped IPv6
-// addresses turned into IPv4 and zones refused.
+// addresses turned into IPv4.
 func ParseAddr(s string) (netip.Addr, error) {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
+	ip := net.ParseIP(s)
+	if ip == nil {
 		return netip.Addr{}, fmt.Errorf("invalid IP address: %q", s)
 	}
-	if a.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("invalid IP address: %q (zones are not allowed)", s)
-	}
+	a, _ := netip.AddrFromSlice(ip)
 	return a.Unmap(), nil
 }
 
-// ParsePrefix parses a subnet in CIDR form keeping host bits, so that callers can refuse
-// them with a clear message.
+// ParsePrefix parses a subnet in CIDR form as host-local does (net.ParseCIDR), keeping
+// host bits so that callers can refuse them with a clear message. An IPv4-mapped IPv6
+// subnet is refused (host-local: "IPNet IP and Mask version mismatch").
 func ParsePrefix(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil || p.Addr().Zone() != "" {
+	ip, ipnet, err := net.ParseCIDR(s)
+	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("invalid CIDR address: %s", s)
 	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("invalid CIDR address: %s (IPv4-mapped IPv6 subnets are not allowed)", s)
+	ones, bits := ipnet.Mask.Size()
+	a, _ := netip.AddrFromSlice(ip)
+	if a.Is4In6() {
+		if bits != 32 {
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR address: %s (IPv4-mapped IPv6 subnets are not allowed)", s)
+		}
+		a = a.Unmap()
 	}
-	return p, nil
+	return netip.PrefixFrom(a, ones), nil
 }
 
 // Interval is an inclusive stretch of addresses of one family.

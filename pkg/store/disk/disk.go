@@ -29,8 +29,11 @@ const (
 	lastPrefix = "last_reserved_ip."
 	metaName   = ".local-ipam"
 	idxPrefix  = "idx."
-	// maxRecord bounds what we read of one record; real ones are under 300 bytes.
-	maxRecord = 4096
+	// maxRecord bounds what we read of one record. Real ones are under 300 bytes, but
+	// skel puts no limit on a container ID short of the environment's (128 KiB a string),
+	// and a record we cannot read whole never matches its owner. Buffers are sized by the
+	// file, so the bound costs nothing.
+	maxRecord = 1 << 20
 )
 
 // LockTimeout bounds the wait for the network's lock; past it the call fails with code
@@ -63,7 +66,9 @@ type Store struct {
 	IndexErr error
 
 	changed bool // the records changed: the state must be renewed at Close
-	stale   bool // the index disagreed with a record: rebuild at the next call
+	// marked: the state file says "a call is changing the records" (see beginChange).
+	marked bool
+	stale  bool // the index disagreed with a record: rebuild at the next call
 
 	// Rebuilds counts index rebuilds done by this call (tests and `list` report it).
 	Rebuilds int
@@ -322,6 +327,9 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 	key := o.Key()
 	name := a.String()
+	if err := s.beginChange(); err != nil {
+		return false, err
+	}
 	exists, err := linkRecord(s.netfd, name, []byte(key))
 	if err != nil {
 		return false, cnierr.IO(err, "cannot write reservation %s", filepath.Join(s.dir, name))
@@ -386,6 +394,9 @@ func (s *Store) Release(a netip.Addr, o store.Owner) (bool, error) {
 	}
 	mine := ok && regular && strings.TrimSpace(string(data)) == key
 	if mine {
+		if err := s.beginChange(); err != nil {
+			return false, err
+		}
 		if err := unix.Unlinkat(s.netfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return false, cnierr.IO(err, "cannot remove reservation %s", filepath.Join(s.dir, name))
 		}
@@ -445,6 +456,9 @@ func (s *Store) SetLastReserved(set int, a netip.Addr) error {
 			return err
 		}
 		old = s.lastLen[set]
+	}
+	if err := s.beginChange(); err != nil {
+		return err
 	}
 	var err error
 	done := false
@@ -524,7 +538,7 @@ func (s *Store) writeOwners() error {
 func (s *Store) Commit() error {
 	if s.memOnly {
 		if s.changed {
-			_ = unix.Ftruncate(s.stfd, 0) // the next call rebuilds
+			_ = s.invalidateState() // the next call rebuilds
 		}
 		s.changed = false
 		return nil
@@ -544,16 +558,38 @@ func (s *Store) Commit() error {
 	switch {
 	case s.stale:
 		// Forget the state: the next call rebuilds from the records.
-		if err := unix.Ftruncate(s.stfd, 0); err != nil {
+		if err := s.invalidateState(); err != nil {
 			return cnierr.IO(err, "cannot write index state of %s", s.dir)
 		}
-	case s.changed:
+	case s.changed || s.marked:
 		if err := s.saveState(); err != nil {
 			return err
 		}
 	}
 	s.changed = false
 	return nil
+}
+
+// beginChange marks the state "changing" before this call's first change to the
+// records, so that a call killed anywhere until its commit always leaves a state the next
+// call cannot trust, whatever the directory's timestamps say (on kernels before 6.13 a
+// change in the same timestamp tick as the last commit would not move them). One byte,
+// one pwrite, once per call.
+func (s *Store) beginChange() error {
+	if s.marked || s.memOnly {
+		return nil
+	}
+	if err := s.invalidateState(); err != nil {
+		return cnierr.IO(err, "cannot write index state of %s", s.dir)
+	}
+	s.marked = true
+	return nil
+}
+
+// invalidateState spoils the state's magic in place (never a truncate: on ext4 a
+// truncate to zero forces a flush).
+func (s *Store) invalidateState() error {
+	return pwriteAll(s.stfd, []byte{'x'}, 0)
 }
 
 func (s *Store) saveState() error {
@@ -565,6 +601,7 @@ func (s *Store) saveState() error {
 	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
 		return cnierr.IO(err, "cannot write index state of %s", s.dir)
 	}
+	s.marked = false
 	return nil
 }
 

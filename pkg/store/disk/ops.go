@@ -84,6 +84,9 @@ func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error)
 		if keep[key] || (!strings.Contains(key, store.LineBreak) && keepLegacy[key]) {
 			continue
 		}
+		if err := s.beginChange(); err != nil {
+			return removed, err
+		}
 		if uerr := unix.Unlinkat(s.netfd, name, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
 			failed = append(failed, fmt.Sprintf("%s: %v", name, uerr))
 			continue
@@ -177,6 +180,9 @@ func (s *Store) freeOnReboot() (int, error) {
 		})
 		if err != nil {
 			return 0, cnierr.IO(err, "cannot read the records of %s", s.dir)
+		}
+		if err := s.beginChange(); err != nil {
+			return 0, err
 		}
 		for _, n := range names {
 			if err := unix.Unlinkat(s.netfd, n, 0); err != nil && !errors.Is(err, unix.ENOENT) {

@@ -129,7 +129,7 @@ func (s *Store) rebuild() error {
 	}
 	if err := s.writeIndex(&before); err != nil {
 		s.IndexErr = err
-		_ = unix.Ftruncate(s.stfd, 0)
+		_ = s.invalidateState()
 		return nil
 	}
 	s.memOnly = false
@@ -170,6 +170,7 @@ func (s *Store) writeIndex(before *unix.Stat_t) error {
 	if err := unix.Ftruncate(s.stfd, stateLen); err != nil {
 		return err
 	}
+	s.marked = false
 	for _, o := range old {
 		removeTree(s.metafd, o)
 	}
