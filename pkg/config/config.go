@@ -202,12 +202,17 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 				"CNI version %v does not support more than 1 address per family", n.CNIVersion)
 		}
 	}
-	for i := range c.Pool.Sets {
-		for j := i + 1; j < len(c.Pool.Sets); j++ {
-			if c.Pool.Sets[i].Overlaps(c.Pool.Sets[j]) {
-				return nil, invalid("range set %d overlaps with %d", i, j)
-			}
+	// Sets must not overlap: one sorted pass over all their ranges.
+	var all []ranges.Range
+	var setOf []int
+	for i, set := range c.Pool.Sets {
+		for _, r := range set {
+			all = append(all, r)
+			setOf = append(setOf, i)
 		}
+	}
+	if a, b, ok := ranges.FirstOverlap(len(all), func(k int) ranges.Range { return all[k] }); ok {
+		return nil, invalid("range set %d overlaps with %d", min(setOf[a], setOf[b]), max(setOf[a], setOf[b]))
 	}
 	var excl []netip.Prefix
 	for _, e := range n.IPAM.Exclude {

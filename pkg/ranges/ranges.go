@@ -107,14 +107,32 @@ func NewSet(rs []Range) (Set, error) {
 			return nil, fmt.Errorf("mixed address families")
 		}
 	}
-	for i := range rs {
-		for j := i + 1; j < len(rs); j++ {
-			if rs[i].Overlaps(rs[j]) {
-				return nil, fmt.Errorf("subnets %s and %s overlap", rs[i], rs[j])
-			}
-		}
+	if i, j, ok := FirstOverlap(len(rs), func(k int) Range { return rs[k] }); ok {
+		return nil, fmt.Errorf("subnets %s and %s overlap", rs[i], rs[j])
 	}
 	return Set(rs), nil
+}
+
+// FirstOverlap finds two of n ranges that overlap, in O(n log n): sorted by start, a
+// range overlaps an earlier one exactly when it starts before the furthest end so far.
+// (A config may hold a great many ranges: comparing every pair would take minutes.)
+func FirstOverlap(n int, at func(int) Range) (i, j int, ok bool) {
+	idx := make([]int, n)
+	for k := range idx {
+		idx[k] = k
+	}
+	sort.Slice(idx, func(a, b int) bool { return at(idx[a]).Start.Compare(at(idx[b]).Start) < 0 })
+	far := -1 // the range with the furthest end among those seen, of the current family
+	for _, k := range idx {
+		r := at(k)
+		if far >= 0 && at(far).Start.BitLen() == r.Start.BitLen() && r.Start.Compare(at(far).End) <= 0 {
+			return min(far, k), max(far, k), true
+		}
+		if far < 0 || at(far).Start.BitLen() != r.Start.BitLen() || r.End.Compare(at(far).End) > 0 {
+			far = k
+		}
+	}
+	return 0, 0, false
 }
 
 // RangeFor returns the index of the range holding a, or -1.
