@@ -16,7 +16,7 @@ PEER_PKGS := github.com/containernetworking/plugins/plugins/ipam/host-local \
 	github.com/containernetworking/plugins/plugins/main/macvlan \
 	github.com/containernetworking/cni/cnitool
 
-.PHONY: all build peers test test-short bench demo install fmt vet clean
+.PHONY: all build peers test test-short bench stress fuzz demo install fmt vet clean
 
 all: build
 
@@ -42,6 +42,21 @@ test-short: build peers
 
 bench: build peers
 	$(GO) run ./cmd/bench -bin-dir $(BIN)
+
+# The reliability suite (docs/RELIABILITY.md): load, SIGKILL at random instants, full and
+# read-only disks, damaged stores, hostile input; local-ipam and host-local side by side.
+# Its short version runs in `make test`. Root for the mounts.
+stress: build peers
+	$(GO) run ./cmd/stress -bin-dir $(BIN)
+
+# Each fuzz target for FUZZTIME (the committed corpora replay in `make test`).
+FUZZTIME ?= 10m
+fuzz:
+	@for t in pkg/config:FuzzLoad pkg/config:FuzzAgreesWithHostLocal pkg/ranges:FuzzWalk \
+		pkg/ranges:FuzzExclusions pkg/ranges:FuzzParse pkg/store:FuzzParseKey \
+		pkg/store/disk:FuzzRecordName pkg/store/disk:FuzzState pkg/store/disk:FuzzOwnerCodec \
+		pkg/store/disk:FuzzOwnerTable pkg/store/disk:FuzzOwnerTableFile pkg/store/disk:FuzzPage; do \
+		echo "== $$t"; $(GO) test -run XXX -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -parallel 1 ./$${t%%:*} || exit 1; done
 
 demo: build
 	@./scripts/demo.sh $(BIN)/local-ipam
