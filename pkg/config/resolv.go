@@ -30,7 +30,7 @@ func (c *Config) DNS() (types.DNS, error) {
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return dns, cnierr.New(cnierr.InvalidConfig, "", "resolvConf %s is not a regular file", c.ResolvConf)
+		return dns, cnierr.New(cnierr.IOFailure, "", "cannot read resolvConf %s: not a regular file", c.ResolvConf)
 	}
 	sc := bufio.NewScanner(io.LimitReader(f, maxResolvConf))
 	for sc.Scan() {

@@ -178,6 +178,13 @@ func (s *Store) lockWithTimeout() error {
 // rebuilds it otherwise.
 func (s *Store) loadState() error {
 	fd, err := unix.Openat(s.metafd, stateName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.ELOOP) {
+		// Not ours: a symlink where our state file belongs. Remove the link (never its
+		// target) and start afresh: the index will be rebuilt.
+		if err = unix.Unlinkat(s.metafd, stateName, 0); err == nil {
+			fd, err = unix.Openat(s.metafd, stateName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		}
+	}
 	if err != nil {
 		return cnierr.IO(err, "cannot open index state in %s", s.dir)
 	}
@@ -230,8 +237,8 @@ func (s *Store) lookup(key string) ([]netip.Addr, error) {
 	if s.table == nil {
 		t, err := openOwnerTable(s.idxfd)
 		if err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				err = errBadTable
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) {
+				err = errBadTable // missing, or not our file: rebuild
 			}
 			return nil, err
 		}
