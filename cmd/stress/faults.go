@@ -1,0 +1,718 @@
+package main
+
+// Faults of the file system under the store: full (no space, no inodes) at every point of
+// an ADD, read-only, not a directory, forbidden. Invariants, for every fault:
+//   - every call answers: success, or a CNI error object with a code and a non-zero exit
+//     (local-ipam: code 5, "I/O failure on the store", as its README documents);
+//   - the records that existed before are intact, byte for byte (unless a DEL of theirs
+//     succeeded, which must then really have removed them);
+//   - a failed ADD leaves no record once the runtime has DELeted the attachment (local-ipam
+//     leaves none even before);
+//   - once the fault is gone, ADD, CHECK and DEL work, and the range is whole.
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// faultNet is a /28 (13 addresses) network in dataDir.
+func faultNet(name, dataDir string) (network, []rangeSet) {
+	return network{name: name, dataDir: dataDir, ipam: map[string]any{"subnet": "10.40.0.0/28"}},
+		[]rangeSet{subnetSet(netip.MustParsePrefix("10.40.0.0/28"))}
+}
+
+// fixture is a network with a few live attachments, driven one call at a time.
+type fixture struct {
+	x    *job
+	n    network
+	sets []rangeSet
+	t    *tracker
+	atts []*att
+}
+
+func (x *job) newFixture(n network, sets []rangeSet, prefix string, live int) *fixture {
+	f := &fixture{x: x, n: n, sets: sets, t: newTracker(x, sets)}
+	for i := 0; i < live; i++ {
+		a := f.att(fmt.Sprintf("%s-%d", prefix, i))
+		if x.doAdd(f.t, n, a, killSpec{}); !a.live {
+			x.violate("setting up %s: ADD of %s failed", n.dir(), a)
+		}
+	}
+	return f
+}
+
+func (f *fixture) att(id string) *att {
+	a := &att{id: id, ifname: "eth0", lastDel: "never ADDed"}
+	f.atts = append(f.atts, a)
+	return a
+}
+
+func (f *fixture) live() []*att {
+	var out []*att
+	for _, a := range f.atts {
+		if a.live {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// snapshot is the records of the network: name -> content ("<kind>" for non-files).
+func (f *fixture) snapshot() map[string]string {
+	m := map[string]string{}
+	for _, r := range f.x.readRecords(f.n.dir()) {
+		if r.regular() {
+			m[r.name] = string(r.content)
+		} else {
+			m[r.name] = "<" + r.kind() + ">"
+		}
+	}
+	return m
+}
+
+// intact checks that every record of before is still there with the same bytes, except
+// those of attachments in gone (whose DEL succeeded).
+func (f *fixture) intact(before map[string]string, when string, gone ...*att) {
+	now := f.snapshot()
+	freed := map[string]bool{}
+	for _, a := range gone {
+		freed[a.key()] = true
+	}
+	for name, content := range before {
+		if freed[content] {
+			if _, still := now[name]; still {
+				f.x.violate("%s: DEL of %s succeeded but its record %s is still there", when, content, filepath.Join(f.n.dir(), name))
+			}
+			continue
+		}
+		switch c, ok := now[name]; {
+		case !ok:
+			f.x.violate("%s: record %s (%q) is gone", when, filepath.Join(f.n.dir(), name), content)
+		case c != content:
+			f.x.violate("%s: record %s changed from %q to %q", when, filepath.Join(f.n.dir(), name), content, c)
+		}
+	}
+}
+
+// expectClean: o is a success or a clean CNI error; for local-ipam a failure must carry
+// one of the codes wantLocal. It returns whether the call succeeded.
+func (f *fixture) expectClean(o outcome, what string, wantLocal ...uint) bool {
+	if o.ok() {
+		return true
+	}
+	e, bad := parseError(o)
+	switch {
+	case bad != "":
+		f.x.violate("%s: %s", what, bad)
+	case f.x.isLocal() && len(wantLocal) > 0 && !containsAddr(wantLocal, e.Code):
+		f.x.violate("%s: want code %v, got %s", what, wantLocal, errSummary(o))
+	}
+	return false
+}
+
+// failedAddLeavesNothing: a failed ADD of a leaves no record naming it (local-ipam: at
+// once; both plugins: after the runtime's DEL, which must succeed even while the fault
+// lasts for local-ipam, whose README says a DEL works on a full disk).
+func (f *fixture) failedAdd(a *att, when string, delMustWork bool) {
+	x := f.x
+	if x.isLocal() {
+		for _, r := range x.readRecords(f.n.dir()) {
+			if string(r.content) == a.key() {
+				x.violate("%s: the failed ADD of %s left record %s", when, a, filepath.Join(f.n.dir(), r.name))
+			}
+		}
+	}
+	o := x.doDelNoViolation(f.t, f.n, a)
+	if !o.ok() {
+		if delMustWork && x.isLocal() {
+			x.violate("%s: the runtime's DEL of %s (after its failed ADD) failed: %s", when, a, describe(o))
+		} else {
+			f.expectClean(o, when+": DEL of "+a.String())
+		}
+	}
+	if o.ok() {
+		for _, r := range x.readRecords(f.n.dir()) {
+			if string(r.content) == a.key() {
+				x.violate("%s: DEL of %s succeeded but record %s naming it remains", when, a, filepath.Join(f.n.dir(), r.name))
+			}
+		}
+	}
+}
+
+// lyingDel reports a DEL that answered success although its record could not be removed:
+// the runtime forgets the attachment, the address is lost (counted once with the leak the
+// later record check finds).
+func (f *fixture) lyingDel(a *att, when string) {
+	for _, r := range f.x.readRecords(f.n.dir()) {
+		if string(r.content) == a.key() {
+			path := filepath.Join(f.n.dir(), r.name)
+			f.x.violateOnce("leak "+path+string(r.content), "%s: DEL of %s answered success but could not remove its record %s: the runtime forgets it, the address is lost", when, a, path)
+		}
+	}
+}
+
+// doDelNoViolation is doDel for calls expected to fail under a fault: the caller judges.
+func (x *job) doDelNoViolation(t *tracker, n network, a *att) outcome {
+	t.delStart(a)
+	a.live = false
+	o := x.call(call{cmd: "DEL", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil)})
+	t.delDone(a, o.ok())
+	if o.ok() {
+		a.addrs, a.prev, a.dirty = nil, nil, false
+		a.lastDel = "its DEL succeeded"
+	} else {
+		a.dirty = true
+	}
+	return o
+}
+
+// recovered: with the fault gone, every live attachment passes CHECK, a new ADD works, and
+// the records agree with the harness.
+func (f *fixture) recovered(when string) {
+	x := f.x
+	x.settle(f.t, f.n, f.atts)
+	for _, a := range f.live() {
+		x.doCheck(f.t, f.n, a, killSpec{})
+	}
+	a := f.att(fmt.Sprintf("%s-after%d", f.n.name, len(f.atts)))
+	if x.doAdd(f.t, f.n, a, killSpec{}); !a.live {
+		x.violate("%s: with the fault gone, ADD of %s still fails", when, a)
+	} else {
+		x.doCheck(f.t, f.n, a, killSpec{})
+	}
+	x.checkRecords(f.n.dir(), f.sets, f.atts, when)
+}
+
+// finish DELs everything, expects no record, and fills the range.
+func (f *fixture) finish(when string) {
+	f.x.delAll(f.n, f.atts, 4)
+	f.x.expectNoRecords(f.n.dir(), when)
+	f.x.fillCheck(f.n, f.sets, int(f.sets[0].size), f.n.name+"-fill", when, 4)
+}
+
+// --- fault-enospc ----------------------------------------------------------------------
+
+// space controls the free space of a tmpfs with a filler file.
+type space struct {
+	mnt    string
+	filler string
+	inodes string // directory of inode fillers
+}
+
+func (s space) statfs() (unix.Statfs_t, error) {
+	var st unix.Statfs_t
+	err := unix.Statfs(s.mnt, &st)
+	return st, err
+}
+
+// leavePages leaves exactly n free pages (blocks).
+func (s space) leavePages(n int) error {
+	if err := os.Remove(s.filler); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	st, err := s.statfs()
+	if err != nil {
+		return err
+	}
+	fill := int64(st.Bavail) - int64(n)
+	if fill < 0 {
+		return fmt.Errorf("tmpfs too small: %d pages free, want %d", st.Bavail, n)
+	}
+	f, err := os.Create(s.filler)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fill > 0 {
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, fill*st.Bsize); err != nil {
+			return fmt.Errorf("fallocate: %w", err)
+		}
+	}
+	st, err = s.statfs()
+	if err != nil {
+		return err
+	}
+	if int(st.Bavail) != n {
+		return fmt.Errorf("wanted %d free pages, have %d", n, st.Bavail)
+	}
+	return nil
+}
+
+// leaveInodes leaves exactly n free inodes (the filler file itself counts).
+func (s space) leaveInodes(n int) error {
+	if err := mkdirAll(s.inodes); err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		st, err := s.statfs()
+		if err != nil {
+			return err
+		}
+		if int(st.Ffree) <= n {
+			return nil
+		}
+		f, err := os.Create(filepath.Join(s.inodes, fmt.Sprint(i)))
+		if err != nil {
+			return err
+		}
+		f.Close()
+	}
+}
+
+func (s space) free() {
+	_ = os.Remove(s.filler)
+	_ = os.RemoveAll(s.inodes)
+}
+
+func faultENOSPC(x *job) error {
+	mnt := x.dir + "/mnt"
+	if err := mountTmpfs(mnt, "size=16m,nr_inodes=4096,mode=0755"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", mnt, err)
+	}
+	defer unmount(mnt)
+	sp := space{mnt: mnt, filler: mnt + "/filler", inodes: mnt + "/inode-fillers"}
+	data := mnt + "/data"
+	// local-ipam's first ADD of a network writes its index too (about 20 pages).
+	maxPages := 48
+	var outcomes []string
+
+	// A: the first ADD of a new network, with 0, 1, 2, ... pages free.
+	okInARow := 0
+	for k := 0; k <= maxPages && okInARow < 3 && x.Err() == nil; k++ {
+		n, sets := faultNet(fmt.Sprintf("new-%d", k), data)
+		f := &fixture{x: x, n: n, sets: sets, t: newTracker(x, sets)}
+		a := f.att(fmt.Sprintf("new%d", k))
+		if err := sp.leavePages(k); err != nil {
+			return err
+		}
+		x.fault(1)
+		when := fmt.Sprintf("first ADD of a network with %d pages free", k)
+		x.doAddQuiet(f.t, n, a)
+		if a.live {
+			okInARow++
+		} else {
+			okInARow = 0
+			f.expectClean(x.lastOutcome(a), when, 5)
+			f.failedAdd(a, when, true)
+		}
+		outcomes = append(outcomes, fmt.Sprintf("%d:%s", k, x.outcomeWord(a)))
+		sp.free()
+		f.recovered(when + ", space freed")
+		x.delAll(n, f.atts, 2)
+		x.expectNoRecords(n.dir(), when+", all DELeted")
+		if err := os.RemoveAll(n.dir()); err != nil {
+			return err
+		}
+	}
+	x.detail("first ADD of a new network with k pages free (k:outcome): %s", strings.Join(outcomes, " "))
+
+	// B: an ADD into a network of 5 attachments, with 0, 1, 2, ... pages free; its index
+	// current, or stale (changed behind it: the ADD must rebuild it).
+	n, sets := faultNet("existing", data)
+	f := x.newFixture(n, sets, "ex", 5)
+	for _, stale := range []bool{false, true} {
+		outcomes = nil
+		okInARow = 0
+		for k := 0; k <= maxPages && okInARow < 3 && x.Err() == nil; k++ {
+			if stale {
+				if err := touchDir(n.dir()); err != nil {
+					return err
+				}
+			}
+			before := f.snapshot()
+			if err := sp.leavePages(k); err != nil {
+				return err
+			}
+			x.fault(1)
+			when := fmt.Sprintf("ADD into a network of %d attachments (index stale: %v) with %d pages free", len(f.live()), stale, k)
+			a := f.att(fmt.Sprintf("ex-add%d-%v", k, stale))
+			x.doAddQuiet(f.t, n, a)
+			if a.live {
+				okInARow++
+			} else {
+				okInARow = 0
+				f.expectClean(x.lastOutcome(a), when, 5)
+				f.failedAdd(a, when, true)
+			}
+			f.intact(before, when)
+			outcomes = append(outcomes, fmt.Sprintf("%d:%s", k, x.outcomeWord(a)))
+			sp.free()
+			f.recovered(when + ", space freed")
+			if live := f.live(); len(live) > 5 {
+				x.doDel(f.t, n, live[len(live)-1], killSpec{}) // keep the store small
+			}
+		}
+		x.detail("ADD into a network of 5 attachments, index stale: %v, k pages free (k:outcome): %s", stale, strings.Join(outcomes, " "))
+	}
+
+	// C: DEL on a full disk, index stale: must release (README).
+	for _, stale := range []bool{false, true} {
+		live := f.live()
+		if len(live) < 2 {
+			break
+		}
+		if stale {
+			if err := touchDir(n.dir()); err != nil {
+				return err
+			}
+		}
+		before := f.snapshot()
+		if err := sp.leavePages(0); err != nil {
+			return err
+		}
+		x.fault(1)
+		when := fmt.Sprintf("DEL on a full disk (index stale: %v)", stale)
+		o := x.doDelNoViolation(f.t, n, live[0])
+		if !o.ok() {
+			if x.isLocal() {
+				x.violate("%s: DEL of %s failed: %s (README: a DEL still releases on a full disk)", when, live[0], describe(o))
+			} else {
+				f.expectClean(o, when)
+			}
+			f.intact(before, when)
+		} else {
+			f.intact(before, when, live[0])
+		}
+		x.detail("%s: %s", when, errSummary(o))
+		sp.free()
+		f.recovered(when + ", space freed")
+	}
+
+	// D: no inode left.
+	before := f.snapshot()
+	if err := sp.leaveInodes(0); err != nil {
+		return err
+	}
+	x.fault(1)
+	when := "ADD with no free inode"
+	a := f.att("st-noinode")
+	x.doAddQuiet(f.t, n, a)
+	if !a.live {
+		f.expectClean(x.lastOutcome(a), when, 5)
+		f.failedAdd(a, when, true)
+	}
+	x.detail("%s: %s", when, x.outcomeWord(a))
+	if live := f.live(); len(live) > 0 {
+		o := x.doDelNoViolation(f.t, n, live[0])
+		if !o.ok() && x.isLocal() {
+			x.violate("DEL with no free inode: DEL of %s failed: %s", live[0], describe(o))
+		}
+		x.detail("DEL with no free inode: %s", errSummary(o))
+		if o.ok() {
+			f.intact(before, when, live[0])
+		} else {
+			f.intact(before, when)
+		}
+	}
+	sp.free()
+	f.recovered(when + ", inodes freed")
+	f.finish("after the full-disk faults")
+	x.note("tmpfs of 16 MiB: the first ADD of a network and an ADD that must rebuild the index, each with 0, 1, 2, ... pages free, DEL on a full disk, no free inode")
+	return nil
+}
+
+// doAddQuiet runs an ADD expected to fail under a fault: the caller judges the outcome
+// (doAdd would call a clean I/O error an unexpected failure).
+func (x *job) doAddQuiet(t *tracker, n network, a *att) {
+	op := t.addStart(a)
+	o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil)})
+	a.last = o
+	if o.ok() {
+		addrs, err := parseAdd(o)
+		if err != nil {
+			x.violate("ADD of %s: %v", a, err)
+			t.addDone(op, nil, -1)
+			a.dirty = true
+			return
+		}
+		a.live, a.addrs, a.prev, a.dirty = true, addrs, o.stdout, false
+		t.addDone(op, addrs, -1)
+		return
+	}
+	a.dirty = true
+	t.addDone(op, nil, -1)
+}
+
+func (x *job) lastOutcome(a *att) outcome { return a.last }
+
+func (x *job) outcomeWord(a *att) string {
+	if a.live {
+		return "ok"
+	}
+	e, bad := parseError(a.last)
+	if bad != "" {
+		return "BAD(" + bad + ")"
+	}
+	return fmt.Sprintf("code-%d", e.Code)
+}
+
+// touchDir changes a directory behind the plugins' backs (an entry created and removed), so
+// that local-ipam's index is stale and the next call must rebuild it.
+func touchDir(dir string) error {
+	p := filepath.Join(dir, "touch")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		return err
+	}
+	return os.Remove(p)
+}
+
+// --- fault-readonly ----------------------------------------------------------------------
+
+func faultReadOnly(x *job) error {
+	mnt := x.dir + "/mnt"
+	if err := mountTmpfs(mnt, "size=4m,mode=0755"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", mnt, err)
+	}
+	defer unmount(mnt)
+	n, sets := faultNet("stress-ro", mnt+"/data")
+	f := x.newFixture(n, sets, "ro", 5)
+	for _, stale := range []bool{false, true} {
+		if stale {
+			if err := touchDir(n.dir()); err != nil {
+				return err
+			}
+		}
+		before := f.snapshot()
+		if err := remount(mnt, true); err != nil {
+			return fmt.Errorf("remount %s read-only: %w", mnt, err)
+		}
+		x.fault(1)
+		when := fmt.Sprintf("read-only data dir (index stale: %v)", stale)
+		a := f.att(fmt.Sprintf("ro-new-%v", stale))
+		x.doAddQuiet(f.t, n, a)
+		if a.live {
+			x.violate("%s: ADD of %s succeeded on a read-only file system", when, a)
+		} else {
+			f.expectClean(a.last, when+": ADD", 5)
+		}
+		live := f.live()
+		oc := x.call(call{cmd: "CHECK", id: live[1].id, ifname: live[1].ifname, stdin: x.conf(n, live[1].prev)})
+		f.expectClean(oc, when+": CHECK of "+live[1].String(), 5)
+		od := x.doDelNoViolation(f.t, n, live[0])
+		if od.ok() {
+			f.lyingDel(live[0], when)
+		} else {
+			f.expectClean(od, when+": DEL", 5)
+		}
+		var status string
+		if x.isLocal() {
+			st := x.call(call{cmd: "STATUS", stdin: x.conf(n, nil)})
+			if e, bad := parseError(st); bad != "" || e.Code != 50 {
+				x.violate("%s: STATUS: want code 50, got %s", when, errSummary(st))
+			}
+			status = ", STATUS " + errSummary(st)
+		}
+		f.intact(before, when)
+		x.detail("%s: ADD %s, CHECK %s, DEL %s%s", when, errSummary(a.last), errSummary(oc), errSummary(od), status)
+		if err := remount(mnt, false); err != nil {
+			return fmt.Errorf("remount %s read-write: %w", mnt, err)
+		}
+		f.recovered(when + ", read-write again")
+	}
+	f.finish("after the read-only faults")
+	x.note("ADD, CHECK, DEL (and local-ipam's STATUS) on a read-only tmpfs, with the index current and stale; then read-write again")
+	return nil
+}
+
+// --- fault-notdir ----------------------------------------------------------------------
+
+func faultNotDir(x *job) error {
+	cases := []struct {
+		name  string
+		setup func(root string) (dataDir string, undo func() error, err error)
+	}{
+		{"the data dir is a regular file", func(root string) (string, func() error, error) {
+			p := root + "/data"
+			err := os.WriteFile(p, []byte("not a directory\n"), 0o644)
+			return p, func() error { return os.Remove(p) }, err
+		}},
+		{"a parent of the data dir is a regular file", func(root string) (string, func() error, error) {
+			p := root + "/parent"
+			err := os.WriteFile(p, []byte("not a directory\n"), 0o644)
+			return p + "/data", func() error { return os.Remove(p) }, err
+		}},
+		{"the data dir is a symlink to a regular file", func(root string) (string, func() error, error) {
+			p, target := root+"/data", root+"/target"
+			if err := os.WriteFile(target, []byte("not a directory\n"), 0o644); err != nil {
+				return "", nil, err
+			}
+			err := os.Symlink("target", p)
+			return p, func() error { return os.Remove(p) }, err
+		}},
+	}
+	for i, c := range cases {
+		root := filepath.Join(x.dir, fmt.Sprint(i))
+		if err := mkdirAll(root); err != nil {
+			return err
+		}
+		dataDir, undo, err := c.setup(root)
+		if err != nil {
+			return err
+		}
+		before, err := treeSnapshot(root, "")
+		if err != nil {
+			return err
+		}
+		x.fault(1)
+		n, sets := faultNet("stress-nd", dataDir)
+		f := &fixture{x: x, n: n, sets: sets, t: newTracker(x, sets)}
+		a := f.att(fmt.Sprintf("nd%d", i))
+		x.doAddQuiet(f.t, n, a)
+		if a.live {
+			x.violate("%s: ADD succeeded", c.name)
+		} else {
+			f.expectClean(a.last, c.name+": ADD", 5, 104)
+		}
+		od := x.doDelNoViolation(f.t, n, a)
+		f.expectClean(od, c.name+": DEL", 5, 104)
+		after, err := treeSnapshot(root, "")
+		if err != nil {
+			return err
+		}
+		for _, d := range diffTrees(before, after) {
+			x.violate("%s: %s", c.name, d)
+		}
+		x.detail("%s: ADD %s, DEL %s", c.name, errSummary(a.last), errSummary(od))
+		if err := undo(); err != nil {
+			return err
+		}
+		f.recovered(c.name + ", fixed")
+		x.delAll(n, f.atts, 2)
+		x.expectNoRecords(n.dir(), c.name+", fixed, all DELeted")
+	}
+	x.note("ADD and DEL with a data dir that is a file, under a file, or a symlink to a file; then fixed")
+	return nil
+}
+
+// --- fault-perm ------------------------------------------------------------------------
+
+const nobody = 65534
+
+func faultPerm(x *job) error {
+	data := x.dir + "/data"
+	if err := mkdirAll(data); err != nil {
+		return err
+	}
+	n, sets := faultNet("stress-perm", data)
+	f := x.newFixture(n, sets, "pm", 6)
+
+	// The plugin as an unprivileged uid on root's 0755 store.
+	before := f.snapshot()
+	x.fault(1)
+	when := "the plugin as uid 65534 on root's 0755 store"
+	live := f.live()
+	oa := x.call(call{cmd: "ADD", id: "pm-nobody", stdin: x.conf(n, nil), uid: nobody})
+	if oa.ok() {
+		x.violate("%s: ADD succeeded", when)
+	} else {
+		f.expectClean(oa, when+": ADD", 5)
+	}
+	oc := x.call(call{cmd: "CHECK", id: live[0].id, ifname: live[0].ifname, stdin: x.conf(n, live[0].prev), uid: nobody})
+	f.expectClean(oc, when+": CHECK", 5)
+	od := x.call(call{cmd: "DEL", id: live[0].id, ifname: live[0].ifname, stdin: x.conf(n, nil), uid: nobody})
+	if od.ok() {
+		x.violate("%s: DEL of %s reported success but cannot have removed its record", when, live[0])
+	} else {
+		f.expectClean(od, when+": DEL", 5)
+	}
+	n2 := n
+	n2.name = "stress-perm-new"
+	on := x.call(call{cmd: "ADD", id: "pm-nobody", stdin: x.conf(n2, nil), uid: nobody})
+	if on.ok() {
+		x.violate("%s: ADD into a new network succeeded", when)
+	} else {
+		f.expectClean(on, when+": ADD into a new network", 5)
+	}
+	f.intact(before, when)
+	x.detail("%s: ADD %s; CHECK %s; DEL %s; ADD into a new network %s", when, errSummary(oa), errSummary(oc), errSummary(od), errSummary(on))
+	f.recovered(when + ", as root again")
+
+	// chattr +i on the network directory.
+	before = f.snapshot()
+	if err := setFlag(n.dir(), flagImmutable, true); err != nil {
+		return fmt.Errorf("chattr +i %s: %w", n.dir(), err)
+	}
+	x.fault(1)
+	when = "chattr +i on the network directory"
+	a := f.att("pm-immutable")
+	x.doAddQuiet(f.t, n, a)
+	if a.live {
+		x.violate("%s: ADD of %s succeeded", when, a)
+	} else {
+		f.expectClean(a.last, when+": ADD", 5)
+	}
+	live = f.live()
+	od = x.doDelNoViolation(f.t, n, live[0])
+	if od.ok() {
+		f.lyingDel(live[0], when)
+	} else {
+		f.expectClean(od, when+": DEL", 5)
+	}
+	oc = x.call(call{cmd: "CHECK", id: live[1].id, ifname: live[1].ifname, stdin: x.conf(n, live[1].prev)})
+	f.expectClean(oc, when+": CHECK", 5)
+	f.intact(before, when)
+	x.detail("%s: ADD %s; DEL %s; CHECK %s", when, errSummary(a.last), errSummary(od), errSummary(oc))
+	if err := setFlag(n.dir(), flagImmutable, false); err != nil {
+		return err
+	}
+	f.recovered(when + ", cleared")
+
+	// chattr +i on one record: its DEL cannot remove it, the others' can.
+	live = f.live()
+	rec := filepath.Join(n.dir(), live[0].addrs[0].String())
+	before = f.snapshot()
+	if err := setFlag(rec, flagImmutable, true); err != nil {
+		return fmt.Errorf("chattr +i %s: %w", rec, err)
+	}
+	x.fault(1)
+	when = "chattr +i on the record " + live[0].addrs[0].String()
+	od = x.doDelNoViolation(f.t, n, live[0])
+	if od.ok() {
+		f.lyingDel(live[0], when)
+	} else {
+		f.expectClean(od, when+": DEL of its attachment", 5)
+	}
+	od2 := x.doDelNoViolation(f.t, n, live[1])
+	if !od2.ok() {
+		x.violate("%s: DEL of %s (another record) failed: %s", when, live[1], describe(od2))
+		f.intact(before, when)
+	} else {
+		f.intact(before, when, live[1])
+	}
+	x.detail("%s: DEL of its attachment %s; DEL of another %s", when, errSummary(od), errSummary(od2))
+	if err := setFlag(rec, flagImmutable, false); err != nil {
+		return err
+	}
+	f.recovered(when + ", cleared")
+
+	// chattr +a on the cursor: it can no longer be rewritten.
+	cursor := filepath.Join(n.dir(), "last_reserved_ip.0")
+	before = f.snapshot()
+	if err := setFlag(cursor, flagAppend, true); err != nil {
+		return fmt.Errorf("chattr +a %s: %w", cursor, err)
+	}
+	x.fault(1)
+	when = "chattr +a on last_reserved_ip.0"
+	a = f.att("pm-append")
+	x.doAddQuiet(f.t, n, a)
+	if !a.live {
+		f.expectClean(a.last, when+": ADD", 5)
+		f.failedAdd(a, when, false)
+	}
+	f.intact(before, when)
+	x.detail("%s: ADD %s", when, x.outcomeWord(a))
+	if err := setFlag(cursor, flagAppend, false); err != nil {
+		return err
+	}
+	f.recovered(when + ", cleared")
+	f.finish("after the permission faults")
+	x.note("the plugin as uid 65534 on root's store (existing and new network); chattr +i on the network directory and on one record; chattr +a on the cursor")
+	return nil
+}

@@ -1,0 +1,149 @@
+package main
+
+// What a container runtime does with one attachment, and what the harness learns from it.
+// Shared by the load and crash scenarios.
+
+import (
+	"fmt"
+	"time"
+)
+
+// killSpec says whether and when to SIGKILL a call.
+type killSpec struct {
+	kill  bool
+	after time.Duration
+}
+
+// doAdd runs an ADD for a. A success makes a live; a kill or a failure leaves it dirty (the
+// runtime will DEL it). Unexpected failures are violations.
+func (x *job) doAdd(t *tracker, n network, a *att, k killSpec) outcome {
+	op := t.addStart(a)
+	o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil), kill: k.kill, killAfter: k.after})
+	t.took("ADD", a, o)
+	switch {
+	case o.ok():
+		addrs, err := parseAdd(o)
+		if err != nil {
+			x.violate("t=%v: ADD of %s: %v", t.now(), a, err)
+			t.addDone(op, nil, -1)
+			a.dirty = true
+			return o
+		}
+		a.live, a.addrs, a.prev, a.dirty = true, addrs, o.stdout, false
+		t.addDone(op, addrs, -1)
+	case o.killedByUs():
+		a.dirty = true
+		t.addDone(op, nil, -1)
+	default:
+		a.dirty = true
+		e, bad := parseError(o)
+		if bad != "" {
+			x.violate("t=%v: ADD of %s: %s", t.now(), a, bad)
+			t.addDone(op, nil, -1)
+			return o
+		}
+		if s, ex := exhaustedSet(x.p, e); ex {
+			t.addDone(op, nil, s)
+			return o
+		}
+		t.addDone(op, nil, -1)
+		if tryAgain(x.p, e) {
+			t.countTryAgain()
+			return o
+		}
+		x.violate("t=%v: ADD of %s failed: %s", t.now(), a, errSummary(o))
+	}
+	return o
+}
+
+// doDupAdd runs a second ADD for a live attachment: it must be refused as a duplicate
+// allocation, and leave what a holds alone.
+func (x *job) doDupAdd(t *tracker, n network, a *att) outcome {
+	t.countDup()
+	op := t.addStart(a)
+	o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil)})
+	if o.ok() {
+		addrs, _ := parseAdd(o)
+		x.violate("t=%v: a second ADD of %s (which holds %v) succeeded with %v instead of being refused as a duplicate", t.now(), a, a.addrs, addrs)
+		t.addDone(op, addrs, -1)
+		for _, ad := range addrs {
+			if setOf(t.sets, ad) >= 0 && !containsAddr(a.addrs, ad) {
+				a.addrs = append(a.addrs, ad)
+			}
+		}
+		return o
+	}
+	t.addDone(op, nil, -1)
+	e, bad := parseError(o)
+	switch {
+	case bad != "":
+		x.violate("t=%v: second ADD of %s: %s", t.now(), a, bad)
+	case !isDuplicate(x.p, e):
+		x.violate("t=%v: second ADD of %s: expected a duplicate-allocation refusal, got %s", t.now(), a, errSummary(o))
+	}
+	return o
+}
+
+// doDel runs a DEL for a. A success frees it; a kill leaves it dirty; a failure is a
+// violation (and leaves it dirty).
+func (x *job) doDel(t *tracker, n network, a *att, k killSpec) outcome {
+	t.delStart(a)
+	a.live = false
+	o := x.call(call{cmd: "DEL", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil), kill: k.kill, killAfter: k.after})
+	t.took("DEL", a, o)
+	switch {
+	case o.ok():
+		t.delDone(a, true)
+		a.addrs, a.prev, a.dirty = nil, nil, false
+		a.lastDel = fmt.Sprintf("its DEL returned at t=%v", t.now())
+	case o.killedByUs():
+		t.delDone(a, false)
+		a.dirty = true
+	default:
+		t.delDone(a, false)
+		a.dirty = true
+		if e, bad := parseError(o); bad == "" && tryAgain(x.p, e) {
+			t.countTryAgain() // the runtime retries the DEL later
+			return o
+		}
+		x.violate("t=%v: DEL of %s failed: %s", t.now(), a, describe(o))
+	}
+	return o
+}
+
+// tryAgain: local-ipam's code 11, the network's lock was not free within its 60 s: the
+// documented answer to a store too busy, which the runtime retries.
+func tryAgain(p *plugin, e cniError) bool { return p.isLocal() && e.Code == 11 }
+
+// doCheck runs a CHECK of a live attachment with its ADD result as prevResult: it must pass.
+func (x *job) doCheck(t *tracker, n network, a *att, k killSpec) outcome {
+	t.countCheck()
+	o := x.call(call{cmd: "CHECK", id: a.id, ifname: a.ifname, stdin: x.conf(n, a.prev), kill: k.kill, killAfter: k.after})
+	t.took("CHECK", a, o)
+	if e, bad := parseError(o); !o.ok() && bad == "" && tryAgain(x.p, e) {
+		t.countTryAgain()
+		return o
+	}
+	if !o.ok() && !o.killedByUs() {
+		x.violate("t=%v: CHECK of %s (holding %v) failed: %s", t.now(), a, a.addrs, describe(o))
+	}
+	return o
+}
+
+// settle DELs every dirty attachment, as the runtime retries a DEL until it succeeds.
+func (x *job) settle(t *tracker, n network, atts []*att) {
+	for _, a := range atts {
+		for try := 0; a.dirty && try < 5; try++ {
+			x.doDel(t, n, a, killSpec{})
+		}
+	}
+}
+
+func containsAddr[T comparable](s []T, v T) bool {
+	for _, e := range s {
+		if e == v {
+			return true
+		}
+	}
+	return false
+}
