@@ -33,7 +33,8 @@ var (
 // dmg is one damage case being run against one plugin.
 type dmg struct {
 	*fixture
-	informational bool   // the damage cannot happen on this machine: outcomes are details
+	informational bool   // a known limitation, or the damage cannot happen here: outcomes are details
+	unmet         bool   // an informational case whose documented outcome did not hold
 	why           string // why not
 	name          string
 	root          string // the case's tree: data/ and canary/
@@ -116,7 +117,8 @@ func (d *dmg) want(ok bool, format string, a ...any) {
 	switch {
 	case ok || !d.x.isLocal():
 	case d.informational:
-		d.x.detail("%s: (cannot happen here: %s) "+format, append([]any{d.name, d.why}, a...)...)
+		d.unmet = true
+		d.x.detail("%s: (not judged: %s) "+format, append([]any{d.name, d.why}, a...)...)
 	default:
 		d.x.violate("%s: "+format, append([]any{d.name}, a...)...)
 	}
@@ -635,7 +637,7 @@ func multigrain(dir string) string {
 		return ""
 	}
 	if major > 6 || major == 6 && minor >= 13 {
-		return fmt.Sprintf("Linux %d.%d and %s have multigrain timestamps", major, minor, fsName(st.Type))
+		return fmt.Sprintf("cannot happen here, Linux %d.%d and %s have multigrain timestamps", major, minor, fsName(st.Type))
 	}
 	return ""
 }
@@ -716,7 +718,7 @@ func fillFile(path string, b byte) error {
 }
 
 func damageScenario(x *job) error {
-	var failed []string
+	var failed, unjudged []string
 	for i, c := range damageCases {
 		if x.Err() != nil {
 			return x.Err()
@@ -725,15 +727,22 @@ func damageScenario(x *job) error {
 			continue
 		}
 		before := x.res.violationCount()
-		if err := x.damageCase(i, c); err != nil {
+		unmet, err := x.damageCase(i, c)
+		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
 		if n := x.res.violationCount() - before; n > 0 {
 			failed = append(failed, fmt.Sprintf("%s (%d)", c.name, n))
 		}
+		if unmet {
+			unjudged = append(unjudged, c.name)
+		}
 	}
 	if len(failed) > 0 {
 		x.note("violations in %d cases: %s", len(failed), strings.Join(failed, "; "))
+	}
+	if len(unjudged) > 0 {
+		x.note("documented outcome not met but not judged (a known limitation, or a damage that cannot happen on this machine) in %d cases: %s", len(unjudged), strings.Join(unjudged, "; "))
 	}
 	local := 0
 	for _, c := range damageCases {
@@ -749,7 +758,7 @@ func damageScenario(x *job) error {
 	return nil
 }
 
-func (x *job) damageCase(i int, c damageCase) error {
+func (x *job) damageCase(i int, c damageCase) (unmet bool, err error) {
 	root := filepath.Join(x.dir, fmt.Sprintf("case%02d", i))
 	d := &dmg{name: c.name, root: root, canary: filepath.Join(root, "canary")}
 	if c.needsCoarseTime {
@@ -760,10 +769,10 @@ func (x *job) damageCase(i int, c damageCase) error {
 		d.why, d.informational = c.limitation, true
 	}
 	if err := mkdirAll(d.canary); err != nil {
-		return err
+		return false, err
 	}
 	if err := writeFile(filepath.Join(d.canary, "file"), []byte("canary\n")); err != nil {
-		return err
+		return false, err
 	}
 	n := network{name: "dmg", dataDir: filepath.Join(root, "data"), ipam: map[string]any{"subnet": dmgSubnet.String()}}
 	sets := []rangeSet{subnetSet(dmgSubnet)}
@@ -771,16 +780,16 @@ func (x *job) damageCase(i int, c damageCase) error {
 	d.fixture = x.newFixture(n, sets, "d", 4)
 	for j, a := range d.atts {
 		if want := netip.MustParseAddr(fmt.Sprintf("10.50.0.%d", j+2)); len(a.addrs) != 1 || a.addrs[0] != want {
-			return fmt.Errorf("set-up: %s got %v, want %s", a, a.addrs, want)
+			return false, fmt.Errorf("set-up: %s got %v, want %s", a, a.addrs, want)
 		}
 	}
 	if err := c.damage(d); err != nil {
-		return fmt.Errorf("damaging the store: %w", err)
+		return false, fmt.Errorf("damaging the store: %w", err)
 	}
 	x.fault(1)
 	before, err := treeSnapshot(root, d.net)
 	if err != nil {
-		return err
+		return false, err
 	}
 	left := map[string][]byte{}
 	for _, name := range c.left {
@@ -789,7 +798,7 @@ func (x *job) damageCase(i int, c damageCase) error {
 	c.run(d)
 	after, err := treeSnapshot(root, d.net)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, diff := range diffTrees(before, after) {
 		x.violate("%s: outside the network directory, %s", c.name, diff)
@@ -800,22 +809,22 @@ func (x *job) damageCase(i int, c damageCase) error {
 	}
 	if undo != nil {
 		if err := undo(d); err != nil {
-			return fmt.Errorf("repairing the store: %w", err)
+			return false, fmt.Errorf("repairing the store: %w", err)
 		}
 	}
 	mid, err := treeSnapshot(root, d.net)
 	if err != nil {
-		return err
+		return false, err
 	}
 	d.finish(c, left, undo != nil)
 	final, err := treeSnapshot(root, d.net)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, diff := range diffTrees(mid, final) {
 		x.violate("%s: outside the network directory (during the clean-up calls), %s", c.name, diff)
 	}
-	return nil
+	return d.unmet, nil
 }
 
 // finish DELs every attachment, checks what is left (only the damage itself, unchanged, for

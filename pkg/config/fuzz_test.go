@@ -8,7 +8,6 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -190,7 +189,10 @@ func checkConfig(t *testing.T, c *config.Config) {
 //   - a bad "exclude" (and, likewise, a bad "freeOnReboot": local-ipam's own fields,
 //     which host-local ignores) is refused;
 //   - CNI_ARGS IP= is not used when the config's args or runtimeConfig request addresses;
-//   - requested addresses are de-duplicated (host-local's allocator does the same).
+//   - requested addresses are de-duplicated (host-local's allocator does the same);
+//   - a key repeated with object or array values: encoding/json merges the values
+//     (decoding the second into the first's struct or slice elements), local-ipam takes
+//     the last whole.
 //
 // Configs that host-local refuses and local-ipam accepts are not failures here.
 func FuzzAgreesWithHostLocal(f *testing.F) {
@@ -206,9 +208,6 @@ func FuzzAgreesWithHostLocal(f *testing.F) {
 		got, err := config.Load(stdin, cniArgs)
 		if hasDuplicateObjectKeys(stdin) {
 			return // README, deliberate differences: a repeated key's last value is taken whole
-		}
-		if skipKnown() && knownDisagreement(stdin) {
-			return
 		}
 		if err != nil {
 			msg := err.Error()
@@ -298,21 +297,6 @@ func localSets(c *config.Config) []string {
 		out = append(out, strings.Join(parts, ","))
 	}
 	return out
-}
-
-// skipKnown (LOCAL_IPAM_FUZZ_SKIP_KNOWN=1) lets a fuzzing session look past the
-// disagreements already reported, which the crashers in testdata/fuzz reproduce in a plain
-// `go test`. Not set, every disagreement fails.
-func skipKnown() bool { return os.Getenv("LOCAL_IPAM_FUZZ_SKIP_KNOWN") == "1" }
-
-// knownDisagreement recognises the reported disagreement with host-local that is still
-// open: duplicate keys (exact or case-folded) whose values are objects or arrays, which
-// encoding/json merges (the second is decoded into the first's struct or slice
-// elements) and local-ipam's decoder reads as the last value whole. (Fixed since, and
-// kept as crashers: leading zeros in a prefix length, an IPv4-mapped requested address
-// with a prefix, CNI_ARGS "IP=" after an IP=, a malformed GC list failing every verb.)
-func knownDisagreement(stdin []byte) bool {
-	return hasDuplicateObjectKeys(stdin)
 }
 
 // hasDuplicateObjectKeys reports whether some object of the JSON text has two members
