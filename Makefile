@@ -56,7 +56,7 @@ fuzz:
 		pkg/ranges:FuzzExclusions pkg/ranges:FuzzParse pkg/store:FuzzParseKey \
 		pkg/store/disk:FuzzRecordName pkg/store/disk:FuzzState pkg/store/disk:FuzzOwnerCodec \
 		pkg/store/disk:FuzzOwnerTable pkg/store/disk:FuzzOwnerTableFile pkg/store/disk:FuzzPage; do \
-		echo "== $$t"; $(GO) test -run XXX -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -parallel 1 ./$${t%%:*} || exit 1; done
+		echo "== $$t"; $(GO) test -run XXX -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 20x -parallel 1 ./$${t%%:*} || exit 1; done
 
 demo: build
 	@./scripts/demo.sh $(BIN)/local-ipam
