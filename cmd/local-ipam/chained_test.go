@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // TestChainedMode: local-ipam appended to a plugin list after a main plugin that already
@@ -42,19 +44,19 @@ func TestChainedMode(t *testing.T) {
 			t.Parallel()
 			n := newNet(t, c.version, "chain", map[string]any{"subnet": "10.80.0.0/24"})
 			conf := n.conf(t, map[string]any{"type": "local-ipam", "prevResult": rawJSON(c.prev)})
-			o := plugin(t, cniCall{cmd: "ADD", id: "ctr", ifname: "eth0", conf: conf})
-			if o.exit != 0 {
+			o := plugin(t, testexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Conf: conf})
+			if o.Exit != 0 {
 				t.Fatalf("chained ADD: %s", o)
 			}
 			var got, want any
-			if err := json.Unmarshal([]byte(o.stdout), &got); err != nil {
+			if err := json.Unmarshal([]byte(o.Stdout), &got); err != nil {
 				t.Fatalf("chained ADD output is not JSON: %s", o)
 			}
 			if err := json.Unmarshal([]byte(c.want), &want); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got, want) {
-				t.Errorf("chained ADD printed\n%s\nwant\n%s", o.stdout, c.want)
+				t.Errorf("chained ADD printed\n%s\nwant\n%s", o.Stdout, c.want)
 			}
 			if pathExists(n.dir()) && len(recordFiles(t, n.dir())) != 0 {
 				t.Errorf("chained ADD allocated: %v", recordFiles(t, n.dir()))
@@ -69,8 +71,8 @@ func TestChainedMode(t *testing.T) {
 		t.Parallel()
 		n := newNet(t, "1.1.0", "notchained", map[string]any{"subnet": "10.80.0.0/24"})
 		conf := n.conf(t, map[string]any{"prevResult": rawJSON(`{"cniVersion":"1.1.0","ips":[{"address":"10.80.0.99/24"}]}`)})
-		o := plugin(t, cniCall{cmd: "ADD", id: "ctr", ifname: "eth0", conf: conf})
-		if r := parseResult(t, o); o.exit != 0 || len(r.IPs) != 1 || r.IPs[0].Address != "10.80.0.2/24" {
+		o := plugin(t, testexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Conf: conf})
+		if r := o.Result(t); o.Exit != 0 || len(r.IPs) != 1 || r.IPs[0].Address != "10.80.0.2/24" {
 			t.Errorf("ADD with a prevResult as bridge's IPAM: %s", o)
 		}
 	})

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // TestCheck: CHECK compares the config's prevResult (the ADD's result) with the store.
@@ -14,9 +16,9 @@ func TestCheck(t *testing.T) {
 		[]any{map[string]any{"subnet": "10.30.0.0/24"}},
 		[]any{map[string]any{"subnet": "fd00:30::/120"}},
 	}}
-	check := func(t *testing.T, n *netw, id, ifname string, prev any) execOut {
+	check := func(t *testing.T, n *netw, id, ifname string, prev any) testexec.Out {
 		t.Helper()
-		return plugin(t, cniCall{cmd: "CHECK", id: id, ifname: ifname, conf: n.conf(t, map[string]any{"prevResult": prev})})
+		return plugin(t, testexec.Call{Cmd: "CHECK", ID: id, IfName: ifname, Conf: n.conf(t, map[string]any{"prevResult": prev})})
 	}
 
 	for _, v := range []string{"1.0.0", "1.1.0"} {
@@ -26,7 +28,7 @@ func TestCheck(t *testing.T) {
 			r := n.add(t, "a", "eth0")
 			n.add(t, "a", "eth1")
 			n.add(t, "b", "eth0")
-			wantOK(t, check(t, n, "a", "eth0", r.raw), "CHECK a/eth0")
+			wantOK(t, check(t, n, "a", "eth0", r.Raw), "CHECK a/eth0")
 		})
 	}
 
@@ -35,7 +37,7 @@ func TestCheck(t *testing.T) {
 		n := newNet(t, "1.0.0", "ckother", dual)
 		n.add(t, "a", "eth0")          // 10.30.0.2, fd00:30::2
 		other := n.add(t, "b", "eth0") // 10.30.0.3, fd00:30::3
-		e := wantError(t, check(t, n, "a", "eth0", other.raw), 105)
+		e := wantError(t, check(t, n, "a", "eth0", other.Raw), 105)
 		if !strings.Contains(e.Msg, "10.30.0.3") {
 			t.Errorf("message %q does not name 10.30.0.3", e.Msg)
 		}
@@ -51,11 +53,11 @@ func TestCheck(t *testing.T) {
 		t.Parallel()
 		n := newNet(t, "1.0.0", "ckrm", dual)
 		r := n.add(t, "a", "eth0")
-		wantOK(t, check(t, n, "a", "eth0", r.raw), "CHECK before the removal")
+		wantOK(t, check(t, n, "a", "eth0", r.Raw), "CHECK before the removal")
 		if err := os.Remove(filepath.Join(n.dir(), "fd00:30::2")); err != nil {
 			t.Fatal(err)
 		}
-		e := wantError(t, check(t, n, "a", "eth0", r.raw), 105)
+		e := wantError(t, check(t, n, "a", "eth0", r.Raw), 105)
 		if !strings.Contains(e.Msg, "fd00:30::2") {
 			t.Errorf("message %q does not name fd00:30::2", e.Msg)
 		}
@@ -65,11 +67,11 @@ func TestCheck(t *testing.T) {
 		t.Parallel()
 		v4 := newNet(t, "1.0.0", "ckset", map[string]any{"subnet": "10.30.0.0/24"})
 		r := v4.add(t, "a", "eth0")
-		wantOK(t, check(t, v4, "a", "eth0", r.raw), "CHECK with the ADD's config")
+		wantOK(t, check(t, v4, "a", "eth0", r.Raw), "CHECK with the ADD's config")
 		// The operator added an IPv6 range set to the config since the ADD.
 		both := v4.with(map[string]any{"ranges": dual["ranges"]})
 		delete(both.ipam, "subnet")
-		e := wantError(t, check(t, both, "a", "eth0", r.raw), 105)
+		e := wantError(t, check(t, both, "a", "eth0", r.Raw), 105)
 		if !strings.Contains(e.Msg, "range set 1") || !strings.Contains(e.Msg, "fd00:30::") {
 			t.Errorf("message %q does not name range set 1 (fd00:30::/120)", e.Msg)
 		}
@@ -111,5 +113,13 @@ func TestCheck(t *testing.T) {
 		writeIn(t, n.dir(), "fd00:30::77", recKey("ctr", "eth0"))
 		prev := rawJSON(`{"cniVersion":"1.0.0","ips":[{"address":"10.30.0.77/24"},{"address":"fd00:30::77/120"}]}`)
 		wantOK(t, check(t, n, "ctr", "eth0", prev), "CHECK of a container with a legacy and an own record")
+		// The same store and prevResult for another container, or a prevResult without the
+		// IPv6 record, must not pass: the CHECK above passed on the records, not regardless.
+		wantError(t, check(t, n, "other", "eth0", prev), 105)
+		v4only := rawJSON(`{"cniVersion":"1.0.0","ips":[{"address":"10.30.0.77/24"}]}`)
+		e := wantError(t, check(t, n, "ctr", "eth0", v4only), 105)
+		if !strings.Contains(e.Msg, "fd00:30::77") {
+			t.Errorf("message %q does not name fd00:30::77", e.Msg)
+		}
 	})
 }

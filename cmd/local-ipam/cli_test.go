@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	ipam "github.com/local-ipam/local-ipam/internal/plugin"
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // TestOperatorCLI: local-ipam run by a person, with a subcommand and no CNI_COMMAND.
@@ -31,10 +34,10 @@ func TestOperatorCLI(t *testing.T) {
 		writeIn(t, a.dir(), "notes.txt", "x")
 
 		o := operator(t, "list", "--data-dir", a.dataDir)
-		if o.exit != 0 || o.stderr != "" {
+		if o.Exit != 0 || o.Stderr != "" {
 			t.Fatalf("list: %s", o)
 		}
-		lines := strings.Split(strings.TrimRight(o.stdout, "\n"), "\n")
+		lines := strings.Split(strings.TrimRight(o.Stdout, "\n"), "\n")
 		header := regexp.MustCompile(`\s+`).Split(strings.TrimSpace(lines[0]), -1)
 		if strings.Join(header, " ") != "NETWORK ADDRESS CONTAINER IFNAME CREATED" {
 			t.Fatalf("list header = %q", lines[0])
@@ -79,7 +82,7 @@ func TestOperatorCLI(t *testing.T) {
 
 		// --network filters.
 		o = operator(t, "list", "--data-dir", a.dataDir, "--network", "beta-network")
-		if o.exit != 0 || strings.Count(o.stdout, "\n") != 2 || !strings.Contains(o.stdout, "fd00:70::2") || strings.Contains(o.stdout, "alpha") {
+		if o.Exit != 0 || strings.Count(o.Stdout, "\n") != 2 || !strings.Contains(o.Stdout, "fd00:70::2") || strings.Contains(o.Stdout, "alpha") {
 			t.Errorf("list --network beta-network: %s", o)
 		}
 
@@ -105,7 +108,7 @@ func TestOperatorCLI(t *testing.T) {
 		}
 		var raw []map[string]any
 		o = operator(t, "list", "--json", "--data-dir", a.dataDir, "--network", "alpha")
-		if err := json.Unmarshal([]byte(o.stdout), &raw); err != nil || len(raw) != 11 {
+		if err := json.Unmarshal([]byte(o.Stdout), &raw); err != nil || len(raw) != 11 {
 			t.Fatalf("list --json --network alpha: %v %s", err, o)
 		}
 		for _, k := range []string{"network", "address", "containerID", "ifname", "created"} {
@@ -116,10 +119,10 @@ func TestOperatorCLI(t *testing.T) {
 
 		// An empty data dir: a header alone, and [] in JSON.
 		empty := t.TempDir()
-		if o := operator(t, "list", "--data-dir", empty); o.exit != 0 || strings.Join(strings.Fields(o.stdout), " ") != "NETWORK ADDRESS CONTAINER IFNAME CREATED" {
+		if o := operator(t, "list", "--data-dir", empty); o.Exit != 0 || strings.Join(strings.Fields(o.Stdout), " ") != "NETWORK ADDRESS CONTAINER IFNAME CREATED" {
 			t.Errorf("list of an empty data dir: %s", o)
 		}
-		if o := operator(t, "list", "--json", "--data-dir", empty); o.exit != 0 || strings.TrimSpace(o.stdout) != "[]" {
+		if o := operator(t, "list", "--json", "--data-dir", empty); o.Exit != 0 || strings.TrimSpace(o.Stdout) != "[]" {
 			t.Errorf("list --json of an empty data dir: %s", o)
 		}
 	})
@@ -158,35 +161,35 @@ func TestOperatorCLI(t *testing.T) {
 		for _, f := range []string{single, conflist} {
 			o := operator(t, "usage", "--conf", f, "--json")
 			var u usageJSON
-			if o.exit != 0 || json.Unmarshal([]byte(o.stdout), &u) != nil || len(u.RangeSets) != 1 {
+			if o.Exit != 0 || json.Unmarshal([]byte(o.Stdout), &u) != nil || len(u.RangeSets) != 1 {
 				t.Fatalf("usage --conf %s --json: %s", filepath.Base(f), o)
 			}
 			if u.Network != "use" || u.DataDir != n.dataDir || u.RangeSets[0] != want {
 				t.Errorf("usage --conf %s --json = %+v, want network use, dataDir %s, %+v", filepath.Base(f), u, n.dataDir, want)
 			}
 			o = operator(t, "usage", "--conf", f)
-			if o.exit != 0 {
+			if o.Exit != 0 {
 				t.Fatalf("usage --conf %s: %s", filepath.Base(f), o)
 			}
-			lines := strings.Split(strings.TrimRight(o.stdout, "\n"), "\n")
+			lines := strings.Split(strings.TrimRight(o.Stdout, "\n"), "\n")
 			if len(lines) != 3 || !strings.Contains(lines[0], "use") {
-				t.Fatalf("usage --conf %s: want a title, a header and one row, got %q", filepath.Base(f), o.stdout)
+				t.Fatalf("usage --conf %s: want a title, a header and one row, got %q", filepath.Base(f), o.Stdout)
 			}
 			hdr := strings.Join(strings.Fields(lines[1]), " ")
 			fields := strings.Join(strings.Fields(lines[2]), " ")
 			if hdr != "SET SIZE IN USE EXCLUDED FREE USED RANGES" || fields != "0 253 4 11 238 1.7% 10.71.0.1-10.71.0.254" {
-				t.Errorf("usage --conf %s table:\n%s\nwant SIZE 253, IN USE 4, EXCLUDED 11, FREE 238, USED 1.7%%", filepath.Base(f), o.stdout)
+				t.Errorf("usage --conf %s table:\n%s\nwant SIZE 253, IN USE 4, EXCLUDED 11, FREE 238, USED 1.7%%", filepath.Base(f), o.Stdout)
 			}
 		}
 		// Errors: no --conf is a usage error; a conflist without an ipam section a plain one.
-		if o := operator(t, "usage"); o.exit != 2 {
+		if o := operator(t, "usage"); o.Exit != 2 {
 			t.Errorf("usage without --conf: want exit 2, got %s", o)
 		}
 		noIPAM := filepath.Join(dir, "noipam.conflist")
 		if err := os.WriteFile(noIPAM, []byte(`{"cniVersion":"1.1.0","name":"x","plugins":[{"type":"bridge"}]}`), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if o := operator(t, "usage", "--conf", noIPAM); o.exit != 1 || !strings.HasPrefix(o.stderr, "local-ipam: ") {
+		if o := operator(t, "usage", "--conf", noIPAM); o.Exit != 1 || !strings.HasPrefix(o.Stderr, "local-ipam: ") {
 			t.Errorf("usage of a conflist without ipam: want exit 1 and a local-ipam: error, got %s", o)
 		}
 	})
@@ -201,18 +204,18 @@ func TestOperatorCLI(t *testing.T) {
 		n.add(t, "ctr", "net1") // 10.72.0.3 fd00:72::3
 		n.add(t, "ctr", "net2") // 10.72.0.4 fd00:72::4
 		n.add(t, "other", "eth0")
-		release := func(args ...string) execOut {
+		release := func(args ...string) testexec.Out {
 			t.Helper()
 			o := operator(t, append([]string{"release", "--data-dir", n.dataDir, "--network", "rel"}, args...)...)
-			if o.exit != 0 {
+			if o.Exit != 0 {
 				t.Fatalf("release %v: %s", args, o)
 			}
 			return o
 		}
 
 		o := release("--container", "ctr", "--ifname", "net1")
-		if strings.TrimSpace(o.stdout) != "released 10.72.0.3 (container ctr, ifname net1)\nreleased fd00:72::3 (container ctr, ifname net1)" {
-			t.Errorf("release --ifname net1 printed %q", o.stdout)
+		if strings.TrimSpace(o.Stdout) != "released 10.72.0.3 (container ctr, ifname net1)\nreleased fd00:72::3 (container ctr, ifname net1)" {
+			t.Errorf("release --ifname net1 printed %q", o.Stdout)
 		}
 		if got := recordFiles(t, n.dir()); len(got) != 6 || pathExists(filepath.Join(n.dir(), "10.72.0.3")) {
 			t.Errorf("after release --ifname net1: %v", got)
@@ -223,12 +226,12 @@ func TestOperatorCLI(t *testing.T) {
 			"released 10.72.0.2 (container ctr, ifname eth0)", "released fd00:72::2 (container ctr, ifname eth0)",
 			"released 10.72.0.4 (container ctr, ifname net2)", "released fd00:72::4 (container ctr, ifname net2)",
 		} {
-			if !strings.Contains(o.stdout, s+"\n") {
-				t.Errorf("release --container ctr output lacks %q: %q", s, o.stdout)
+			if !strings.Contains(o.Stdout, s+"\n") {
+				t.Errorf("release --container ctr output lacks %q: %q", s, o.Stdout)
 			}
 		}
-		if strings.Count(o.stdout, "released") != 4 {
-			t.Errorf("release --container ctr released more than its 4 addresses: %q", o.stdout)
+		if strings.Count(o.Stdout, "released") != 4 {
+			t.Errorf("release --container ctr released more than its 4 addresses: %q", o.Stdout)
 		}
 		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.72.0.5": recKey("other", "eth0"), "fd00:72::5": recKey("other", "eth0")}); d != "" {
 			t.Errorf("records after release --container ctr: %s", d)
@@ -236,26 +239,26 @@ func TestOperatorCLI(t *testing.T) {
 
 		// The released addresses can be ADDed again, and the store is consistent: ctr on
 		// eth0 is not a duplicate any more.
-		o = plugin(t, cniCall{cmd: "ADD", id: "new", ifname: "eth0", args: "IP=10.72.0.3", conf: n.conf(t, nil)})
-		if o.exit != 0 || !strings.Contains(o.stdout, "10.72.0.3/24") {
+		o = plugin(t, testexec.Call{Cmd: "ADD", ID: "new", IfName: "eth0", Args: "IP=10.72.0.3", Conf: n.conf(t, nil)})
+		if o.Exit != 0 || !strings.Contains(o.Stdout, "10.72.0.3/24") {
 			t.Errorf("ADD of a released address: %s", o)
 		}
 		n.add(t, "ctr", "eth0")
 
 		// Nothing reserved: exit 0 and says so.
 		o = release("--container", "nobody")
-		if !strings.Contains(o.stdout, "nothing reserved") {
-			t.Errorf("release of an unknown container printed %q", o.stdout)
+		if !strings.Contains(o.Stdout, "nothing reserved") {
+			t.Errorf("release of an unknown container printed %q", o.Stdout)
 		}
 		o = release("--container", "ctr", "--ifname", "net9")
-		if !strings.Contains(o.stdout, "nothing reserved") {
-			t.Errorf("release of an unknown ifname printed %q", o.stdout)
+		if !strings.Contains(o.Stdout, "nothing reserved") {
+			t.Errorf("release of an unknown ifname printed %q", o.Stdout)
 		}
 
 		// A legacy record of the container goes with a release of the container.
 		writeIn(t, n.dir(), "10.72.0.200", "old")
 		o = release("--container", "old")
-		if strings.TrimSpace(o.stdout) != "released 10.72.0.200 (container old, ifname -)" || pathExists(filepath.Join(n.dir(), "10.72.0.200")) {
+		if strings.TrimSpace(o.Stdout) != "released 10.72.0.200 (container old, ifname -)" || pathExists(filepath.Join(n.dir(), "10.72.0.200")) {
 			t.Errorf("release of a legacy record: %s", o)
 		}
 	})
@@ -267,7 +270,7 @@ func TestOperatorCLI(t *testing.T) {
 		n.dataDir = dataDir
 		n.add(t, "ctr", "eth0")
 		o := operator(t, "release", "--data-dir", dataDir, "--network", "typo", "--container", "ctr")
-		if o.exit != 0 || !strings.Contains(o.stdout, "nothing reserved") {
+		if o.Exit != 0 || !strings.Contains(o.Stdout, "nothing reserved") {
 			t.Errorf("release from an unknown network: %s", o)
 		}
 		if pathExists(filepath.Join(dataDir, "typo")) {
@@ -290,11 +293,11 @@ func TestOperatorCLI(t *testing.T) {
 		writeIn(t, dir, "10.74.0.9", "old") // host-local < 0.7: container ID only
 		// Like DEL, a release by attachment falls back to the container's ID-only records.
 		o := operator(t, "release", "--data-dir", dataDir, "--network", "leg", "--container", "old", "--ifname", "eth0")
-		if o.exit != 0 || pathExists(filepath.Join(dir, "10.74.0.9")) {
+		if o.Exit != 0 || pathExists(filepath.Join(dir, "10.74.0.9")) {
 			t.Fatalf("release --ifname of a legacy record: %s", o)
 		}
 		// The record named no ifname: say so, as release without --ifname does.
-		if got := strings.TrimSpace(o.stdout); got != "released 10.74.0.9 (container old, ifname -)" {
+		if got := strings.TrimSpace(o.Stdout); got != "released 10.74.0.9 (container old, ifname -)" {
 			t.Errorf("release --ifname eth0 of an ID-only record printed %q, want %q", got, "released 10.74.0.9 (container old, ifname -)")
 		}
 	})
@@ -303,21 +306,21 @@ func TestOperatorCLI(t *testing.T) {
 		t.Parallel()
 		for _, args := range [][]string{{"--help"}, {"help"}, {"-h"}} {
 			o := operator(t, args...)
-			if o.exit != 0 || o.stdout != usageText || o.stderr != "" {
+			if o.Exit != 0 || o.Stdout != ipam.UsageText || o.Stderr != "" {
 				t.Errorf("local-ipam %v: want exit 0 and the usage on stdout, got %s", args, o)
 			}
 			for _, verb := range []string{"list", "usage", "release", "version"} {
-				if !strings.Contains(o.stdout, "local-ipam "+verb) {
+				if !strings.Contains(o.Stdout, "local-ipam "+verb) {
 					t.Errorf("local-ipam %v does not describe %s", args, verb)
 				}
 			}
 		}
 		o := operator(t, "version")
-		if o.exit != 0 || !strings.HasPrefix(o.stdout, "local-ipam ") {
+		if o.Exit != 0 || !strings.HasPrefix(o.Stdout, "local-ipam ") {
 			t.Fatalf("local-ipam version: %s", o)
 		}
-		if !strings.Contains(o.stdout, "0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0") {
-			t.Errorf("local-ipam version does not list the CNI versions 0.1.0 ... 1.1.0: %q", o.stdout)
+		if !strings.Contains(o.Stdout, "0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0") {
+			t.Errorf("local-ipam version does not list the CNI versions 0.1.0 ... 1.1.0: %q", o.Stdout)
 		}
 	})
 
@@ -335,15 +338,15 @@ func TestOperatorCLI(t *testing.T) {
 			{[]string{"usage", "--json"}, "--conf"},
 		} {
 			o := operator(t, c.args...)
-			if o.exit != 2 || o.stdout != "" {
+			if o.Exit != 2 || o.Stdout != "" {
 				t.Errorf("local-ipam %v: want exit 2 and nothing on stdout, got %s", c.args, o)
 				continue
 			}
-			first, rest, _ := strings.Cut(o.stderr, "\n")
+			first, rest, _ := strings.Cut(o.Stderr, "\n")
 			if !strings.HasPrefix(first, "local-ipam: ") || !strings.Contains(first, c.msg) {
 				t.Errorf("local-ipam %v: first stderr line %q, want \"local-ipam: ...%s...\"", c.args, first, c.msg)
 			}
-			if strings.TrimLeft(rest, "\n") != usageText {
+			if strings.TrimLeft(rest, "\n") != ipam.UsageText {
 				t.Errorf("local-ipam %v: the error line is not followed by the usage: %q", c.args, rest)
 			}
 		}

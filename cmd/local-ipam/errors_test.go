@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // TestErrorJSON: bad input is answered with one CNI error object on stdout (cniVersion,
@@ -20,7 +22,7 @@ func TestErrorJSON(t *testing.T) {
 		ifname  string
 		args    string
 		cmd     string
-		code    int
+		code    uint
 		version string // expected cniVersion of the error object
 		msg     string // expected in msg
 	}{
@@ -53,15 +55,15 @@ func TestErrorJSON(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			dataDir := t.TempDir()
-			cl := cniCall{cmd: "ADD", id: "ctr", ifname: "eth0", args: c.args, conf: []byte(c.conf(dataDir))}
+			cl := testexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Args: c.args, Conf: []byte(c.conf(dataDir))}
 			if c.cmd != "" {
-				cl.cmd = c.cmd
+				cl.Cmd = c.cmd
 			}
 			if c.id == "-" {
-				cl.id = ""
+				cl.ID = ""
 			}
 			if c.ifname == "-" {
-				cl.ifname = ""
+				cl.IfName = ""
 			}
 			o := plugin(t, cl)
 			e := wantError(t, o, c.code)
@@ -71,8 +73,8 @@ func TestErrorJSON(t *testing.T) {
 			if c.msg != "" && !strings.Contains(e.Msg+e.Details, c.msg) {
 				t.Errorf("error message does not mention %q: %s", c.msg, o)
 			}
-			if strings.TrimSpace(o.stderr) != "" {
-				t.Logf("stderr: %s", o.stderr)
+			if strings.TrimSpace(o.Stderr) != "" {
+				t.Logf("stderr: %s", o.Stderr)
 			}
 			if got := recordFiles(t, dataDir); len(got) != 0 {
 				t.Errorf("a refused ADD wrote into the data dir: %v", got)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // TestGC: CNI 1.1 GC with cni.dev/valid-attachments (or the older cni.dev/attachments).
@@ -15,7 +17,7 @@ func TestGC(t *testing.T) {
 	t.Run("mixed store: exactly the unlisted attachments lose their records", func(t *testing.T) {
 		t.Parallel()
 		n := newNet(t, "1.1.0", "gcmix", map[string]any{"subnet": "10.10.0.0/24"})
-		results := map[string]addResult{}
+		results := map[string]testexec.Result{}
 		for _, a := range []string{"a/eth0", "a/eth1", "b/eth0", "c/eth0", "c/eth1", "d/eth0"} {
 			id, ifname, _ := strings.Cut(a, "/")
 			results[a] = n.add(t, id, ifname)
@@ -27,7 +29,7 @@ func TestGC(t *testing.T) {
 		writeIn(t, n.dir(), "notes.txt", "an operator's notes")
 		cursor := mustRead(t, filepath.Join(n.dir(), "last_reserved_ip.0"))
 
-		o := plugin(t, cniCall{cmd: "GC", conf: n.conf(t, map[string]any{
+		o := plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/valid-attachments": attachments("a/eth1", "c/eth0", "d/eth0", "legacy/eth0", "never-added/eth0"),
 		})})
 		wantOK(t, o, "GC")
@@ -56,24 +58,24 @@ func TestGC(t *testing.T) {
 		// ADDs (of a new container and of a collected attachment) carry on from the cursor.
 		for _, a := range []string{"a/eth1", "c/eth0", "d/eth0"} {
 			id, ifname, _ := strings.Cut(a, "/")
-			wantOK(t, plugin(t, cniCall{cmd: "CHECK", id: id, ifname: ifname,
-				conf: n.conf(t, map[string]any{"prevResult": results[a].raw})}), "CHECK of kept "+a)
+			wantOK(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: id, IfName: ifname,
+				Conf: n.conf(t, map[string]any{"prevResult": results[a].Raw})}), "CHECK of kept "+a)
 		}
-		e := wantError(t, plugin(t, cniCall{cmd: "CHECK", id: "c", ifname: "eth1",
-			conf: n.conf(t, map[string]any{"prevResult": results["c/eth1"].raw})}), 105)
+		e := wantError(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "c", IfName: "eth1",
+			Conf: n.conf(t, map[string]any{"prevResult": results["c/eth1"].Raw})}), 105)
 		if !strings.Contains(e.Msg, "10.10.0.6") {
 			t.Errorf("CHECK of a collected attachment: message does not name 10.10.0.6: %q", e.Msg)
 		}
-		if got := n.add(t, "e", "eth0").addrs(); len(got) != 1 || got[0] != "10.10.0.8/24" {
+		if got := n.add(t, "e", "eth0").Addrs(); len(got) != 1 || got[0] != "10.10.0.8/24" {
 			t.Errorf("ADD after GC got %v, want 10.10.0.8/24 (the cursor was at .7)", got)
 		}
-		if got := n.add(t, "a", "eth0").addrs(); len(got) != 1 || got[0] != "10.10.0.9/24" {
+		if got := n.add(t, "a", "eth0").Addrs(); len(got) != 1 || got[0] != "10.10.0.9/24" {
 			t.Errorf("ADD of the collected attachment a/eth0 got %v, want 10.10.0.9/24", got)
 		}
 		// Kept attachments still hold their addresses: a second ADD is a duplicate.
-		wantError(t, plugin(t, cniCall{cmd: "ADD", id: "a", ifname: "eth1", conf: n.conf(t, nil)}), 103)
+		wantError(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "a", IfName: "eth1", Conf: n.conf(t, nil)}), 103)
 		// The legacy record still counts as its container's: a new ADD of it is refused.
-		wantError(t, plugin(t, cniCall{cmd: "ADD", id: "legacy", ifname: "eth3", conf: n.conf(t, nil)}), 103)
+		wantError(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "legacy", IfName: "eth3", Conf: n.conf(t, nil)}), 103)
 	})
 
 	t.Run("older key cni.dev/attachments is honoured too", func(t *testing.T) {
@@ -81,7 +83,7 @@ func TestGC(t *testing.T) {
 		n := newNet(t, "1.1.0", "gcold", map[string]any{"subnet": "10.11.0.0/24"})
 		n.add(t, "keep", "eth0")
 		n.add(t, "drop", "eth0")
-		wantOK(t, plugin(t, cniCall{cmd: "GC", conf: n.conf(t, map[string]any{
+		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/attachments": attachments("keep/eth0"),
 		})}), "GC with cni.dev/attachments")
 		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.11.0.2": recKey("keep", "eth0")}); d != "" {
@@ -96,7 +98,7 @@ func TestGC(t *testing.T) {
 		n.add(t, "b", "eth0")
 		n.add(t, "b", "eth1")
 		writeIn(t, n.dir(), "10.12.0.100", "legacy")
-		wantOK(t, plugin(t, cniCall{cmd: "GC", conf: n.conf(t, map[string]any{
+		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/valid-attachments": attachments(),
 		})}), "GC with an empty list")
 		if got := recordFiles(t, n.dir()); len(got) != 0 {
@@ -105,7 +107,7 @@ func TestGC(t *testing.T) {
 		if got := listJSON(t, "--data-dir", n.dataDir); len(got) != 0 {
 			t.Errorf("list after GC with an empty list: %v", got)
 		}
-		if got := n.add(t, "b", "eth0").addrs(); len(got) != 1 || got[0] != "10.12.0.5/24" {
+		if got := n.add(t, "b", "eth0").Addrs(); len(got) != 1 || got[0] != "10.12.0.5/24" {
 			t.Errorf("ADD after GC got %v, want 10.12.0.5/24", got)
 		}
 	})
@@ -123,7 +125,7 @@ func TestGC(t *testing.T) {
 		if len(conf) < 128<<10 {
 			t.Fatalf("config is only %d bytes", len(conf))
 		}
-		wantOK(t, plugin(t, cniCall{cmd: "GC", conf: conf}), "GC with a long list")
+		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: conf}), "GC with a long list")
 		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.16.0.3": recKey("keep", "eth0")}); d != "" {
 			t.Fatalf("records after GC: %s", d)
 		}
@@ -136,7 +138,7 @@ func TestGC(t *testing.T) {
 		n.add(t, "b", "eth0")
 		writeIn(t, n.dir(), "notes.txt", "x")
 		before := dirFiles(t, n.dir())
-		wantError(t, plugin(t, cniCall{cmd: "GC", conf: n.conf(t, nil)}), 7)
+		wantError(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, nil)}), 7)
 		if d := diffMaps(dirFiles(t, n.dir()), before); d != "" {
 			t.Fatalf("GC without a list changed the store: %s", d)
 		}
@@ -144,20 +146,20 @@ func TestGC(t *testing.T) {
 
 	t.Run("after a takeover from host-local: same records as host-local's own GC", func(t *testing.T) {
 		t.Parallel()
-		hl := binPath(t, "host-local")
+		hl := testexec.Bin(t, "host-local")
 		n := newNet(t, "1.1.0", "gctake", map[string]any{"subnet": "10.14.0.0/24", "rangeEnd": "10.14.0.20"})
-		hlResults := map[string]addResult{}
+		hlResults := map[string]testexec.Result{}
 		for i := 0; i < 10; i++ {
 			for _, ifname := range []string{"eth0", "eth1"}[:1+i%2] {
-				o := runCNI(t, hl, cniCall{cmd: "ADD", id: fmt.Sprintf("c%d", i), ifname: ifname, conf: n.conf(t, nil)})
-				if o.exit != 0 {
+				o := testexec.CNI(t, hl, testexec.Call{Cmd: "ADD", ID: fmt.Sprintf("c%d", i), IfName: ifname, Conf: n.conf(t, nil)})
+				if o.Exit != 0 {
 					t.Fatalf("host-local ADD c%d/%s: %s", i, ifname, o)
 				}
-				hlResults[fmt.Sprintf("c%d/%s", i, ifname)] = parseResult(t, o)
+				hlResults[fmt.Sprintf("c%d/%s", i, ifname)] = o.Result(t)
 			}
 		}
 		for _, i := range []int{2, 5, 8} {
-			if o := runCNI(t, hl, cniCall{cmd: "DEL", id: fmt.Sprintf("c%d", i), ifname: "eth0", conf: n.conf(t, nil)}); o.exit != 0 {
+			if o := testexec.CNI(t, hl, testexec.Call{Cmd: "DEL", ID: fmt.Sprintf("c%d", i), IfName: "eth0", Conf: n.conf(t, nil)}); o.Exit != 0 {
 				t.Fatalf("host-local DEL c%d: %s", i, o)
 			}
 		}
@@ -174,8 +176,8 @@ func TestGC(t *testing.T) {
 		refNet.dataDir = ref
 		gc := map[string]any{"cni.dev/valid-attachments": attachments(
 			"c0/eth0", "c1/eth1", "c3/eth0", "c3/eth1", "c5/eth1", "c6/eth0", "c9/eth0", "legacy-kept/eth0", "c2/eth0")}
-		wantOK(t, plugin(t, cniCall{cmd: "GC", conf: n.conf(t, gc)}), "local-ipam GC")
-		if o := runCNI(t, hl, cniCall{cmd: "GC", conf: refNet.conf(t, gc)}); o.exit != 0 {
+		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, gc)}), "local-ipam GC")
+		if o := testexec.CNI(t, hl, testexec.Call{Cmd: "GC", Conf: refNet.conf(t, gc)}); o.Exit != 0 {
 			t.Fatalf("host-local GC: %s", o)
 		}
 		got, want := dirFiles(t, n.dir()), dirFiles(t, refNet.dir())
@@ -188,10 +190,10 @@ func TestGC(t *testing.T) {
 		}
 		// And local-ipam carries on: CHECK of a kept host-local attachment passes, of a
 		// collected one fails.
-		wantOK(t, plugin(t, cniCall{cmd: "CHECK", id: "c3", ifname: "eth1",
-			conf: n.conf(t, map[string]any{"prevResult": hlResults["c3/eth1"].raw})}), "CHECK of a kept host-local attachment")
-		wantError(t, plugin(t, cniCall{cmd: "CHECK", id: "c4", ifname: "eth0",
-			conf: n.conf(t, map[string]any{"prevResult": hlResults["c4/eth0"].raw})}), 105)
+		wantOK(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "c3", IfName: "eth1",
+			Conf: n.conf(t, map[string]any{"prevResult": hlResults["c3/eth1"].Raw})}), "CHECK of a kept host-local attachment")
+		wantError(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "c4", IfName: "eth0",
+			Conf: n.conf(t, map[string]any{"prevResult": hlResults["c4/eth0"].Raw})}), 105)
 	})
 
 	t.Run("a record that cannot be removed: GC goes on, then code 5 naming it", func(t *testing.T) {
@@ -209,7 +211,7 @@ func TestGC(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = exec.Command("chattr", "-i", stuck).Run() })
 
-		e := wantError(t, plugin(t, cniCall{cmd: "GC", conf: n.conf(t, map[string]any{
+		e := wantError(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/valid-attachments": attachments(),
 		})}), 5)
 		if !strings.Contains(e.Msg+" "+e.Details, "10.15.0.3") {
@@ -219,13 +221,13 @@ func TestGC(t *testing.T) {
 			t.Fatalf("GC did not go on past the undeletable record: %s", d)
 		}
 		// The index is still right: the next ADD skips the stuck address.
-		if got := n.add(t, "d", "eth0").addrs(); len(got) != 1 || got[0] != "10.15.0.5/24" {
+		if got := n.add(t, "d", "eth0").Addrs(); len(got) != 1 || got[0] != "10.15.0.5/24" {
 			t.Errorf("ADD after the failed GC got %v, want 10.15.0.5/24", got)
 		}
 		if out, err := exec.Command("chattr", "-i", stuck).CombinedOutput(); err != nil {
 			t.Fatalf("chattr -i: %v %s", err, out)
 		}
-		wantOK(t, plugin(t, cniCall{cmd: "GC", conf: n.conf(t, map[string]any{
+		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/valid-attachments": attachments("d/eth0"),
 		})}), "GC once the record can be removed")
 		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.15.0.5": recKey("d", "eth0")}); d != "" {

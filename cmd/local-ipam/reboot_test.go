@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // TestFreeOnReboot simulates a reboot by changing the boot ID that local-ipam reads from
@@ -28,7 +30,7 @@ func TestFreeOnReboot(t *testing.T) {
 		env := "LOCAL_IPAM_BOOT_ID_FILE=" + bootFile
 		var steps []step
 		add := func(id string) {
-			got := strings.Join(n.add(t, id, "eth0", env).addrs(), " ")
+			got := strings.Join(n.add(t, id, "eth0", env).Addrs(), " ")
 			var recs []string
 			for _, e := range listJSON(t, "--data-dir", n.dataDir) {
 				recs = append(recs, e.ContainerID+"="+e.Address)
@@ -86,11 +88,11 @@ func TestFreeOnReboot(t *testing.T) {
 			extra := map[string]any{}
 			switch verb {
 			case "CHECK":
-				extra["prevResult"] = r.raw
+				extra["prevResult"] = r.Raw
 			case "GC":
 				extra["cni.dev/valid-attachments"] = attachments("a/eth0", "b/eth0")
 			}
-			o := plugin(t, cniCall{cmd: verb, id: "zzz", ifname: "eth0", env: []string{env}, conf: n.conf(t, extra)})
+			o := plugin(t, testexec.Call{Cmd: verb, ID: "zzz", IfName: "eth0", Env: []string{env}, Conf: n.conf(t, extra)})
 			if verb == "CHECK" {
 				wantError(t, o, 105) // a's address was freed by the reboot
 			} else {

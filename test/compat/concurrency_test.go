@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // The concurrency tests run the plugin under test only (they pass on host-local too).
@@ -21,7 +23,7 @@ type concCall struct {
 
 type concResult struct {
 	call concCall
-	out  outcome
+	out  testexec.Out
 	err  error
 }
 
@@ -50,7 +52,7 @@ func runConcurrently(bin string, conf []byte, calls []concCall, width int) []con
 			if c.conf != nil {
 				cf = c.conf
 			}
-			o, err := run(bin, invocation{Cmd: c.cmd, ID: c.id, IfName: ifn, Netns: fakeNetns, Conf: cf})
+			o, err := testexec.CNIExec(bin, testexec.Call{Cmd: c.cmd, ID: c.id, IfName: ifn, Conf: cf})
 			res[i] = concResult{call: c, out: o, err: err}
 		}(i, c)
 	}
@@ -84,7 +86,7 @@ func owners(t *testing.T, res []concResult) map[string]string {
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
-		if r.call.cmd != "ADD" || !r.out.ok() {
+		if r.call.cmd != "ADD" || !r.out.OK() {
 			continue
 		}
 		addrs, err := addresses(r.out.Stdout)
@@ -132,8 +134,8 @@ func checkCalls(t *testing.T, dataDir, ipam string, added []concResult, idl []st
 	t.Helper()
 	prev := map[string][]byte{}
 	for _, r := range added {
-		if r.call.cmd == "ADD" && r.out.ok() {
-			prev[r.call.id] = r.out.Stdout
+		if r.call.cmd == "ADD" && r.out.OK() {
+			prev[r.call.id] = []byte(r.out.Stdout)
 		}
 	}
 	var out []concCall
@@ -158,7 +160,7 @@ func requireAll(t *testing.T, res []concResult, want bool) {
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
-		if r.out.ok() != want {
+		if r.out.OK() != want {
 			t.Errorf("%s %s: %s", r.call.cmd, r.call.id, r.out)
 		}
 	}
@@ -211,7 +213,7 @@ func TestConcurrentExhaustion(t *testing.T) {
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
-		if r.out.ok() {
+		if r.out.OK() {
 			ok++
 		} else if err := checkCNIError(r.out); err != nil {
 			t.Errorf("ADD %s: %v", r.call.id, err)

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // TestDeliberateDifferences documents where local-ipam intentionally departs from host-local.
@@ -15,7 +17,7 @@ import (
 // (invalid-gateway-outside-subnet, invalid-gateway-other-family).
 func TestDeliberateDifferences(t *testing.T) {
 	b := needBins(t)
-	if pluginIsHostLocal {
+	if b.pluginIsHostLocal {
 		t.Skip("documents a deliberate difference from host-local")
 	}
 
@@ -26,15 +28,15 @@ func TestDeliberateDifferences(t *testing.T) {
 		d := t.TempDir()
 		return env{d, filepath.Join(d, netName)}
 	}
-	call := func(t *testing.T, e env, o op, tmpl string) outcome {
+	call := func(t *testing.T, e env, o op, tmpl string) testexec.Out {
 		t.Helper()
 		r := &seqRunner{t: t, tmpl: tmpl}
 		s := newSide("plugin", e.dataDir, always(b.plugin))
-		return invoke(t, b.plugin, r.invocation(s, o))
+		return testexec.CNI(t, b.plugin, r.invocation(s, o))
 	}
-	wantAddrs := func(t *testing.T, o outcome, want ...string) {
+	wantAddrs := func(t *testing.T, o testexec.Out, want ...string) {
 		t.Helper()
-		if !o.ok() {
+		if !o.OK() {
 			t.Fatalf("ADD failed: %s", o)
 		}
 		got, err := addresses(o.Stdout)
@@ -98,7 +100,7 @@ func TestDeliberateDifferences(t *testing.T) {
 		e := newEnv(t)
 		conf := cfg("1.1.0", `{"subnet": "10.123.0.0/30"}`) // one usable address
 		st := op{Cmd: "STATUS"}
-		if o := call(t, e, st, conf); !o.ok() {
+		if o := call(t, e, st, conf); !o.OK() {
 			t.Fatalf("STATUS on an empty network: %s", o)
 		}
 		wantAddrs(t, call(t, e, addOK("st-1"), conf), "10.123.0.2/30")
@@ -109,10 +111,10 @@ func TestDeliberateDifferences(t *testing.T) {
 		if c := errorCode(o); c != 50 {
 			t.Errorf("STATUS on a full network: code %d, want 50: %s", c, o)
 		}
-		if o := call(t, e, del("st-1"), conf); !o.ok() {
+		if o := call(t, e, del("st-1"), conf); !o.OK() {
 			t.Fatalf("DEL: %s", o)
 		}
-		if o := call(t, e, st, conf); !o.ok() {
+		if o := call(t, e, st, conf); !o.OK() {
 			t.Fatalf("STATUS after a DEL: %s", o)
 		}
 	})
@@ -134,7 +136,7 @@ func TestDeliberateDifferences(t *testing.T) {
 		if want := map[string]string{"fd00:124::2": "rb-1\r\neth0"}; !reflect.DeepEqual(recs, want) {
 			t.Fatalf("records %q, want %q (host-local: none)", recs, want)
 		}
-		if o := call(t, e, check("rb-1"), v6only); !o.ok() {
+		if o := call(t, e, check("rb-1"), v6only); !o.OK() {
 			t.Fatalf("CHECK of the first ADD: %s", o)
 		}
 	})
@@ -147,7 +149,7 @@ func TestDeliberateDifferences(t *testing.T) {
 		conf := cfg("1.0.0", `{"subnet": "10.125.0.0/24"}`)
 		wantAddrs(t, call(t, e, addOK("ck-1"), conf), "10.125.0.2/24")
 		wantAddrs(t, call(t, e, addOK("ck-2"), conf), "10.125.0.3/24")
-		if o := call(t, e, check("ck-1"), conf); !o.ok() {
+		if o := call(t, e, check("ck-1"), conf); !o.OK() {
 			t.Fatalf("CHECK with the true prevResult: %s", o)
 		}
 		tampered := `{"cniVersion":"1.0.0","ips":[{"address":"10.125.0.3/24","gateway":"10.125.0.1"}]}`

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // op is one call in a scenario.
@@ -139,7 +141,7 @@ type seqRunner struct {
 	step   int
 }
 
-func (r *seqRunner) invocation(s *side, o op) invocation {
+func (r *seqRunner) invocation(s *side, o op) testexec.Call {
 	tmpl := r.tmpl
 	if o.Conf != "" {
 		tmpl = o.Conf
@@ -162,21 +164,15 @@ func (r *seqRunner) invocation(s *side, o op) invocation {
 			extra = m
 		}
 	}
-	inv := invocation{
+	return testexec.Call{
 		Cmd:    o.Cmd,
 		ID:     o.ID,
 		IfName: ifnameOf(o),
-		Netns:  o.Netns,
+		Netns:  o.Netns, // the same conventions as op's
 		Args:   o.CNIArgs,
 		Path:   o.Path,
 		Conf:   makeConf(r.t, tmpl, s.dataDir, r.resolv, extra),
 	}
-	if inv.Netns == "" {
-		inv.Netns = fakeNetns
-	} else if inv.Netns == "-" {
-		inv.Netns = ""
-	}
-	return inv
 }
 
 func ifnameOf(o op) string {
@@ -193,11 +189,11 @@ func ifnameOf(o op) string {
 }
 
 // one runs o on side s and records ADD results.
-func (r *seqRunner) one(s *side, o op) (outcome, string) {
+func (r *seqRunner) one(s *side, o op) (testexec.Out, string) {
 	bin := s.bin(r.step)
-	out := invoke(r.t, bin, r.invocation(s, o))
-	if o.Cmd == "ADD" && out.ok() {
-		s.lastAdd[o.ID+"/"+ifnameOf(o)] = out.Stdout
+	out := testexec.CNI(r.t, bin, r.invocation(s, o))
+	if o.Cmd == "ADD" && out.OK() {
+		s.lastAdd[o.ID+"/"+ifnameOf(o)] = []byte(out.Stdout)
 	}
 	return out, filepath.Base(bin)
 }
@@ -221,20 +217,20 @@ func (r *seqRunner) describe(o op) string {
 }
 
 // checkRef asserts that the reference side behaved as the scenario says host-local does.
-func (r *seqRunner) checkRef(o op, out outcome, bin string) {
+func (r *seqRunner) checkRef(o op, out testexec.Out, bin string) {
 	t := r.t
 	t.Helper()
 	switch o.Want {
 	case "ok":
-		if !out.ok() {
+		if !out.OK() {
 			t.Fatalf("%s: %s on %s failed, the scenario expects success: %s", r.describe(o), bin, r.a.label, out)
 		}
 	case "fail":
-		if out.ok() {
+		if out.OK() {
 			t.Fatalf("%s: %s on %s succeeded, the scenario expects failure: %s", r.describe(o), bin, r.a.label, out)
 		}
 	}
-	if o.WantIPs != nil && out.ok() {
+	if o.WantIPs != nil && out.OK() {
 		got, err := addresses(out.Stdout)
 		if err != nil {
 			t.Fatalf("%s: %v", r.describe(o), err)
@@ -258,11 +254,11 @@ func (r *seqRunner) run(o op) {
 		r.checkOurs(o, ob, binB, desc)
 		return
 	}
-	if oa.ok() != ob.ok() {
+	if oa.OK() != ob.OK() {
 		t.Fatalf("%s: outcomes differ\n  A (%s, %s): %s\n  B (%s, %s): %s",
 			desc, binA, r.a.label, oa, binB, r.b.label, ob)
 	}
-	if oa.ok() {
+	if oa.OK() {
 		eq, err := jsonEqual(oa.Stdout, ob.Stdout)
 		if err != nil || !eq {
 			t.Fatalf("%s: outputs differ (%v)\n  A (%s): %s\n  B (%s): %s", desc, err, binA, oa.Stdout, binB, ob.Stdout)
@@ -282,24 +278,21 @@ func (r *seqRunner) run(o op) {
 }
 
 // checkOurs asserts local-ipam's deliberate behaviour for o.
-func (r *seqRunner) checkOurs(o op, out outcome, bin, desc string) {
+func (r *seqRunner) checkOurs(o op, out testexec.Out, bin, desc string) {
 	t := r.t
 	t.Helper()
 	switch {
-	case o.Ours == "ok" && !out.ok():
+	case o.Ours == "ok" && !out.OK():
 		t.Fatalf("%s: %s failed, local-ipam should succeed here: %s", desc, bin, out)
-	case o.Ours == "fail" && out.ok():
+	case o.Ours == "fail" && out.OK():
 		t.Fatalf("%s: %s succeeded, local-ipam should fail here: %s", desc, bin, out)
 	case o.Ours == "fail":
 		if err := checkCNIError(out); err != nil {
 			t.Errorf("%s: %s: %v", desc, bin, err)
 		}
 		if o.OursCode != 0 {
-			var e struct {
-				Code uint `json:"code"`
-			}
-			if err := json.Unmarshal([]byte(out.Stdout), &e); err != nil || e.Code != o.OursCode {
-				t.Errorf("%s: %s: code %d, want %d: %s", desc, bin, e.Code, o.OursCode, out)
+			if c := errorCode(out); c != o.OursCode {
+				t.Errorf("%s: %s: code %d, want %d: %s", desc, bin, c, o.OursCode, out)
 			}
 		}
 	}
@@ -320,12 +313,12 @@ func (r *seqRunner) build(s *side, ops []op) {
 		r.step++
 		out, bin := r.one(s, o)
 		switch {
-		case o.Want == "ok" && !out.ok():
+		case o.Want == "ok" && !out.OK():
 			t.Fatalf("building the store on %s: %s: %s failed: %s", s.label, r.describe(o), bin, out)
-		case o.Want == "fail" && out.ok():
+		case o.Want == "fail" && out.OK():
 			t.Fatalf("building the store on %s: %s: %s succeeded, expected failure: %s", s.label, r.describe(o), bin, out)
 		}
-		if o.WantIPs != nil && out.ok() {
+		if o.WantIPs != nil && out.OK() {
 			got, _ := addresses(out.Stdout)
 			if !reflect.DeepEqual(got, o.WantIPs) {
 				t.Fatalf("building the store on %s: %s: %s gave %v, expected %v", s.label, r.describe(o), bin, got, o.WantIPs)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha512"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // Every namespace, link and network created by this package carries the test process id, so
@@ -27,7 +28,6 @@ const (
 	linkPrefix     = "e2e"        // root-ns links: e2e<pid><tag>, at most 15 characters
 	netnsDir       = "/var/run/netns"
 	libcniCacheDir = "/var/lib/cni/results" // libcni's default result cache (cnitool uses it)
-	cmdTimeout     = 30 * time.Second
 )
 
 var (
@@ -108,43 +108,15 @@ func setup(t *testing.T) *env {
 			t.Fatalf("%q not found in PATH: install the Debian package %s (.ci/run does)", tool, pkg)
 		}
 	}
-	e := &env{binDir: os.Getenv("LOCAL_IPAM_BIN_DIR"), ipam: os.Getenv("E2E_IPAM")}
-	if e.binDir == "" {
-		e.binDir = filepath.Join(repoRoot(t), "bin")
-	}
+	e := &env{ipam: os.Getenv("E2E_IPAM")}
 	if e.ipam == "" {
 		e.ipam = "local-ipam"
 	}
 	for _, b := range []string{e.ipam, "bridge", "macvlan", "cnitool"} {
-		p := filepath.Join(e.binDir, b)
-		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			hint := "run `make peers`"
-			if b == "local-ipam" {
-				hint = "run `make build`"
-			}
-			t.Fatalf("binary %s is missing or not executable (%v): %s, or point LOCAL_IPAM_BIN_DIR at the binaries (E2E_IPAM=%s)", p, err, hint, e.ipam)
-		}
+		testexec.Bin(t, b) // fails the test saying how to build what is missing
 	}
+	e.binDir, _ = testexec.BinDir() // Bin has found it
 	return e
-}
-
-// repoRoot walks up from the working directory to the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the working directory; set LOCAL_IPAM_BIN_DIR")
-		}
-		dir = parent
-	}
 }
 
 // run executes a command with a timeout and returns its stdout; the error carries stderr.
@@ -155,18 +127,15 @@ func run(envv []string, name string, args ...string) (string, error) {
 
 // runStdin is run with stdin.
 func runStdin(envv []string, stdin, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = envv
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%s %s: %w\nstdout: %s\nstderr: %s",
-			name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+	o, err := testexec.Exec(name, envv, []byte(stdin), args...)
+	if err != nil {
+		return o.Stdout, err
 	}
-	return stdout.String(), nil
+	if o.Exit != 0 {
+		return o.Stdout, fmt.Errorf("%s %s: exit status %d\nstdout: %s\nstderr: %s",
+			name, strings.Join(args, " "), o.Exit, o.Stdout, o.Stderr)
+	}
+	return o.Stdout, nil
 }
 
 // mustRun runs a command and fails the test on error.
@@ -549,25 +518,21 @@ func (n *cniNet) pluginConf(i int) []byte {
 }
 
 // execPlugin runs binary (from the bin dir) with verb, the given container ID (ifname eth0) and
-// stdin, as libcni or a delegating main plugin would; stdout is returned on failure too, since
-// it carries the CNI error object.
-func (n *cniNet) execPlugin(binary, verb, containerID string, stdin []byte) (string, error) {
-	envv := []string{
-		"CNI_COMMAND=" + verb,
-		"CNI_CONTAINERID=" + containerID,
+// stdin, as libcni or a delegating main plugin would.
+func (n *cniNet) execPlugin(binary, verb, containerID string, stdin []byte) testexec.Out {
+	n.t.Helper()
+	return testexec.CNI(n.t, filepath.Join(n.e.binDir, binary), testexec.Call{
+		Cmd: verb, ID: containerID, IfName: "eth0", Conf: stdin,
 		// Needed by skel for ADD; an IPAM plugin never enters it.
-		"CNI_NETNS=" + filepath.Join(netnsDir, uniqueName("no-such-netns")),
-		"CNI_IFNAME=eth0",
-		"CNI_PATH=" + n.e.binDir,
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-	}
-	return runStdin(envv, string(stdin), filepath.Join(n.e.binDir, binary))
+		Netns: filepath.Join(netnsDir, uniqueName("no-such-netns")),
+	})
 }
 
 // ipamExec runs the IPAM plugin under test directly with the first plugin's config, exactly
 // as that main plugin (bridge) delegates to it: same config, store and network name, but a
 // container no runtime cache knows about.
-func (n *cniNet) ipamExec(verb, containerID string) (string, error) {
+func (n *cniNet) ipamExec(verb, containerID string) testexec.Out {
+	n.t.Helper()
 	return n.execPlugin(n.e.ipam, verb, containerID, n.pluginConf(0))
 }
 
@@ -576,20 +541,20 @@ func (n *cniNet) ipamExec(verb, containerID string) (string, error) {
 func (n *cniNet) ipamAdd(containerID string) netip.Addr {
 	t := n.t
 	t.Helper()
-	t.Cleanup(func() { _, _ = n.ipamExec("DEL", containerID) })
-	out, err := n.ipamExec("ADD", containerID)
+	t.Cleanup(func() { n.ipamExec("DEL", containerID) })
+	o := n.ipamExec("ADD", containerID)
+	if o.Exit != 0 {
+		t.Fatalf("IPAM ADD %s: %s", containerID, o)
+	}
+	addrs := o.Addrs(t)
+	if len(addrs) != 1 {
+		t.Fatalf("IPAM ADD %s: %d addresses %v, want 1", containerID, len(addrs), addrs)
+	}
+	p, err := netip.ParsePrefix(addrs[0])
 	if err != nil {
-		t.Fatalf("IPAM ADD %s: %v", containerID, err)
+		t.Fatalf("IPAM ADD %s: result address %q: %v", containerID, addrs[0], err)
 	}
-	var r cniResult
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("IPAM ADD %s: result is not JSON: %v\n%s", containerID, err, out)
-	}
-	ps := r.prefixes(t)
-	if len(ps) != 1 {
-		t.Fatalf("IPAM ADD %s: %d addresses %v, want 1", containerID, len(ps), ps)
-	}
-	return ps[0].Addr()
+	return p.Addr()
 }
 
 // records returns the network's store records: address → owner line ("<id>\r\n<ifname>").
@@ -618,15 +583,15 @@ func (n *cniNet) records() map[netip.Addr]string {
 // owner is the content of a store record for a container's eth0.
 func owner(containerID string) string { return containerID + "\r\n" + "eth0" }
 
-// cniErrorObject parses the spec's error object a failing plugin prints on stdout.
-func cniErrorObject(t *testing.T, stdout string) (code uint, msg string) {
+// cniErrorObject parses the spec's error object a failing plugin printed on stdout.
+func cniErrorObject(t *testing.T, o testexec.Out) (code uint, msg string) {
 	t.Helper()
-	var e struct {
-		Code uint   `json:"code"`
-		Msg  string `json:"msg"`
+	if o.Exit == 0 {
+		t.Fatalf("want a failure with a CNI error object, got %s", o)
 	}
-	if err := json.Unmarshal([]byte(stdout), &e); err != nil {
-		t.Fatalf("plugin stdout is not a CNI error object: %v\n%s", err, stdout)
+	e, _, err := testexec.ParseError(o.Stdout)
+	if err != nil {
+		t.Fatalf("plugin stdout is not a CNI error object (%v): %s", err, o)
 	}
 	return e.Code, e.Msg
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // statusNet writes a cniVersion 1.1.0 bridge network whose ipam type is ipamType, with one
@@ -92,22 +93,22 @@ func TestStatusExhausted(t *testing.T) {
 		}
 		seen[a] = true
 	}
-	if out, err := n.ipamExec("ADD", uniqueName("stf", "6")); err == nil {
-		t.Fatalf("a sixth ADD on a full /29 succeeded: %s", out)
+	if o := n.ipamExec("ADD", uniqueName("stf", "6")); o.Exit == 0 {
+		t.Fatalf("a sixth ADD on a full /29 succeeded: %s", o)
 	}
 
 	// local-ipam itself: code 50, the network named; then bridge delegating to it passes
 	// the error object on unchanged.
-	ipamOut, err := n.execPlugin(e.ipam, "STATUS", "", n.pluginConf(0))
-	if err == nil {
+	ipamOut := n.execPlugin(e.ipam, "STATUS", "", n.pluginConf(0))
+	if ipamOut.Exit == 0 {
 		t.Fatal("local-ipam STATUS passed on a full pool")
 	}
 	ipamCode, wantMsg := cniErrorObject(t, ipamOut)
 	if prefix := fmt.Sprintf("network %s: no free address in range set(s) ", n.name); ipamCode != types.ErrPluginNotAvailable || !strings.HasPrefix(wantMsg, prefix) {
 		t.Fatalf("local-ipam STATUS: code %d msg %q, want code 50 and a msg starting %q", ipamCode, wantMsg, prefix)
 	}
-	brOut, err := n.execPlugin("bridge", "STATUS", "", n.pluginConf(0))
-	if err == nil {
+	brOut := n.execPlugin("bridge", "STATUS", "", n.pluginConf(0))
+	if brOut.Exit == 0 {
 		t.Fatal("bridge STATUS passed on a full pool")
 	}
 	if brCode, brMsg := cniErrorObject(t, brOut); brCode != ipamCode || brMsg != wantMsg {
@@ -116,7 +117,7 @@ func TestStatusExhausted(t *testing.T) {
 
 	// cnitool: exit status 1, and on stderr cobra's "Error: <msg>" (then its usage text, then
 	// the msg once more from cnitool's main); the code itself is not printed.
-	_, err = n.cnitool("status", netns)
+	_, err := n.cnitool("status", netns)
 	if err == nil {
 		t.Fatal("cnitool status passed on a full pool")
 	}
@@ -138,8 +139,8 @@ func TestStatusExhausted(t *testing.T) {
 	}
 
 	// One DEL frees an address: ready again.
-	if out, err := n.ipamExec("DEL", ids[2]); err != nil {
-		t.Fatalf("IPAM DEL %s: %v\n%s", ids[2], err, out)
+	if o := n.ipamExec("DEL", ids[2]); o.Exit != 0 {
+		t.Fatalf("IPAM DEL %s: %s", ids[2], o)
 	}
 	if out, err := n.cnitool("status", netns); err != nil {
 		t.Fatalf("STATUS after a DEL freed an address: %v\n%s", err, out)
@@ -150,11 +151,11 @@ func TestStatusExhausted(t *testing.T) {
 // supports the versions the other tests use, up to 1.1.0.
 func TestVersion(t *testing.T) {
 	e := setup(t)
-	envv := []string{"CNI_COMMAND=VERSION", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	out, err := runStdin(envv, `{"cniVersion":"1.1.0"}`, filepath.Join(e.binDir, e.ipam))
-	if err != nil {
-		t.Fatalf("VERSION: %v", err)
+	o := testexec.CNI(t, testexec.Bin(t, e.ipam), testexec.Call{Cmd: "VERSION", Netns: "-", Path: "-", Conf: []byte(`{"cniVersion":"1.1.0"}`)})
+	if o.Exit != 0 {
+		t.Fatalf("VERSION: %s", o)
 	}
+	out := o.Stdout
 	var vi struct {
 		CNIVersion        string   `json:"cniVersion"`
 		SupportedVersions []string `json:"supportedVersions"`

@@ -1,0 +1,114 @@
+package testexec
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseError(t *testing.T) {
+	for _, c := range []struct {
+		name, stdout string
+		keys         string
+		err          string // "" = valid
+	}{
+		{"full", `{"cniVersion":"1.1.0","code":7,"msg":"bad","details":"d"}`, "cniVersion,code,details,msg", ""},
+		{"skel without cniVersion", `{"code":7,"msg":"bad","details":""}`, "code,details,msg", ""},
+		{"empty cniVersion", `{"cniVersion":"","code":7,"msg":"bad"}`, "cniVersion,code,msg", "empty cniVersion"},
+		{"no code", `{"cniVersion":"1.1.0","msg":"bad"}`, "cniVersion,msg", "non-zero code"},
+		{"code 0", `{"code":0,"msg":"bad"}`, "code,msg", "non-zero code"},
+		{"no msg", `{"code":7}`, "code", "without msg"},
+		{"code not a number", `{"code":"7","msg":"bad"}`, "code,msg", "not a CNI error object"},
+		{"two values", `{"code":7,"msg":"a"}{"code":7,"msg":"b"}`, "", "more than one JSON value"},
+		{"not JSON", `IP: 10.0.0.2`, "", "not a JSON object"},
+		{"empty", ``, "", "not a JSON object"},
+		{"array", `[{"code":7,"msg":"a"}]`, "", "not a JSON object"},
+	} {
+		e, keys, err := ParseError(c.stdout)
+		if got := strings.Join(keys, ","); got != c.keys {
+			t.Errorf("%s: keys %q, want %q", c.name, got, c.keys)
+		}
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s: error %v, want one saying %q", c.name, err, c.err)
+		case c.err == "" && (e.Code != 7 || e.Msg != "bad"):
+			t.Errorf("%s: parsed %+v", c.name, e)
+		}
+	}
+}
+
+func TestResult(t *testing.T) {
+	for _, c := range []struct {
+		stdout string
+		want   []string
+	}{
+		{`{"cniVersion":"1.1.0","ips":[{"address":"10.0.0.2/24","gateway":"10.0.0.1"},{"address":"fd00::2/64"}]}`, []string{"10.0.0.2/24", "fd00::2/64"}},
+		{`{"cniVersion":"0.2.0","ip4":{"ip":"10.0.0.2/24"},"ip6":{"ip":"fd00::2/64"}}`, []string{"10.0.0.2/24", "fd00::2/64"}},
+		{`{"cniVersion":"1.1.0"}`, nil},
+	} {
+		r, err := ParseResult(c.stdout)
+		if err != nil || !reflect.DeepEqual(r.Addrs(), c.want) || string(r.Raw) != c.stdout {
+			t.Errorf("ParseResult(%s) = %+v, %v; want addresses %v", c.stdout, r, err, c.want)
+		}
+		if got := (Out{Stdout: c.stdout}).Addrs(t); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Out.Addrs(%s) = %v, want %v", c.stdout, got, c.want)
+		}
+	}
+	if _, err := ParseResult("not json"); err == nil {
+		t.Error("ParseResult accepted a non-JSON output")
+	}
+}
+
+// script writes an executable shell script and returns its path.
+func script(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "plugin")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCNIExec(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	p := script(t, "env | grep '^CNI_' | sort; cat >&2; exit 3\n")
+	o, err := CNIExec(p, Call{Cmd: "ADD", ID: "c", IfName: "eth0", Args: "IP=10.0.0.9", Env: []string{"CNI_X=1"}, Conf: []byte("conf")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Join([]string{"CNI_ARGS=IP=10.0.0.9", "CNI_COMMAND=ADD", "CNI_CONTAINERID=c", "CNI_IFNAME=eth0",
+		"CNI_NETNS=" + FakeNetns, "CNI_PATH=" + filepath.Dir(p), "CNI_X=1"}, "\n") + "\n"
+	if o.Exit != 3 || o.Stdout != want || o.Stderr != "conf" || o.OK() {
+		t.Errorf("got %s, want exit 3, stdout %q, stderr %q", o, want, "conf")
+	}
+	o, err = CNIExec(p, Call{Cmd: "DEL", Netns: "-", Path: "-"})
+	if err != nil || o.Stdout != "CNI_COMMAND=DEL\n" {
+		t.Errorf("with nothing but CNI_COMMAND: %s, %v", o, err)
+	}
+	o, err = CNIExec(p, Call{Cmd: "DEL", Netns: "/x", Path: "/y"})
+	if err != nil || o.Stdout != "CNI_COMMAND=DEL\nCNI_NETNS=/x\nCNI_PATH=/y\n" {
+		t.Errorf("with CNI_NETNS and CNI_PATH given: %s, %v", o, err)
+	}
+}
+
+func TestExecTimeout(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	defer func(d time.Duration) { Timeout = d }(Timeout)
+	Timeout = 200 * time.Millisecond
+	p := script(t, "exec sleep 10\n")
+	if o, err := Exec(p, nil, nil); err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Errorf("a hanging binary: %s, %v", o, err)
+	}
+	if _, err := Exec(filepath.Join(t.TempDir(), "none"), nil, nil); err == nil {
+		t.Error("a missing binary ran")
+	}
+}
