@@ -1,0 +1,314 @@
+package etcd
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/local-ipam/local-ipam/pkg/store"
+)
+
+// batchRecords is how many reservations one transaction of GC or FreeOnReboot releases:
+// each takes 3 deletes and at most 2 page operations, within etcd's default limit of 128
+// operations a transaction.
+const batchRecords = 25
+
+type victim struct {
+	a netip.Addr
+	h holding
+}
+
+// nodeRecords lists this node's reservations (its index, not the pool), keeping those
+// keep accepts.
+func (s *Store) nodeRecords(keep func(e entry, kv *mvccpb.KeyValue) bool) ([]victim, error) {
+	prefix := s.nodePrefix(s.cfg.Node)
+	var out []victim
+	err := s.list("read the reservations of node "+s.cfg.Node, prefix, prefixEnd(prefix), func(kv *mvccpb.KeyValue) error {
+		a, ok := parseAddrName(string(kv.Key[len(prefix):]))
+		e, eok := parseEntry(kv.Value)
+		if !ok || !eok {
+			return corrupt(string(kv.Key), "not an index entry of local-ipam")
+		}
+		if !keep(e, kv) {
+			out = append(out, victim{a, holding{key: e.Owner, node: s.cfg.Node, rev: kv.CreateRevision}})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// releaseMany releases the victims, batchRecords to a transaction; a batch whose
+// transaction fails (a page or a reservation changed since read) is released one by one.
+func (s *Store) releaseMany(vs []victim) ([]netip.Addr, error) {
+	var done []netip.Addr
+	for len(vs) > 0 {
+		n := min(len(vs), batchRecords)
+		batch := vs[:n]
+		vs = vs[n:]
+		ok, retried, err := s.releaseBatch(batch)
+		if err != nil {
+			return done, err
+		}
+		if ok {
+			for _, v := range batch {
+				done = append(done, v.a)
+			}
+			continue
+		}
+		for _, v := range batch {
+			ok, err := s.release(v.a, v.h, retried)
+			if err != nil {
+				return done, err
+			}
+			if ok {
+				done = append(done, v.a)
+			}
+		}
+	}
+	return done, nil
+}
+
+func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
+	// The pages of the batch, read together when not cached.
+	var missing []pageID
+	seen := map[pageID]bool{}
+	for _, v := range batch {
+		p, _ := pageOf(v.a)
+		if !seen[p] && s.pages[p] == nil {
+			missing = append(missing, p)
+		}
+		seen[p] = true
+	}
+	if len(missing) > 0 {
+		ops := make([]clientv3.Op, len(missing))
+		for i, p := range missing {
+			ops[i] = clientv3.OpGet(s.pageKey(p))
+		}
+		var resp *clientv3.TxnResponse
+		err := s.do("read the pages of "+s.base, func(ctx context.Context) (err error) {
+			resp, err = s.cli.Txn(ctx).Then(ops...).Commit()
+			return err
+		})
+		if err != nil {
+			return false, false, err
+		}
+		for i, p := range missing {
+			if _, err := s.setPage(p, firstKV(resp, i)); err != nil {
+				return false, false, err
+			}
+		}
+	}
+	newBits := map[pageID][]byte{}
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, v := range batch {
+		p, off := pageOf(v.a)
+		ip := s.ipKey(v.a)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(ip), "=", v.h.rev))
+		ops = append(ops, clientv3.OpDelete(ip), clientv3.OpDelete(s.ownerKey(v.h.key, v.a)), clientv3.OpDelete(s.nodeKey(v.h.node, v.a)))
+		b, ok := newBits[p]
+		if !ok {
+			b = s.pages[p].with(off, false)
+		} else {
+			(&page{bits: b}).clear(off)
+		}
+		newBits[p] = b
+	}
+	var order []pageID
+	for p := range seen {
+		order = append(order, p)
+	}
+	for _, p := range order {
+		pg, pk := s.pages[p], s.pageKey(p)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev))
+		if allZero(newBits[p]) {
+			ops = append(ops, clientv3.OpDelete(pk))
+		} else {
+			ops = append(ops, clientv3.OpPut(pk, string(newBits[p])))
+		}
+		if allOnes(pg.bits) {
+			ops = append(ops, clientv3.OpDelete(s.fullKey(p)))
+		}
+	}
+	var resp *clientv3.TxnResponse
+	retried, err = s.doRetried("release reservations in "+s.base, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		return err
+	})
+	if err != nil {
+		return false, retried, err
+	}
+	s.markers, s.prefetched = nil, nil // pages may have stopped being full; owners changed
+	if !resp.Succeeded {
+		// Changed under us (or our own attempt went through unseen, when retried): one by
+		// one, from fresh pages.
+		for p := range seen {
+			delete(s.pages, p)
+		}
+		return false, retried, nil
+	}
+	for _, p := range order {
+		if allZero(newBits[p]) {
+			s.pages[p] = &page{}
+		} else {
+			s.pages[p] = &page{bits: newBits[p], rev: resp.Header.Revision}
+		}
+	}
+	for _, v := range batch {
+		delete(s.held, v.a)
+	}
+	return true, retried, nil
+}
+
+// GC removes every reservation of this node whose (container ID, ifname) is not among the
+// valid attachments, with the outcome of the disk store's GC: one naming only a container
+// ID is kept when that container has any valid attachment. Other nodes' reservations are
+// never touched: their own GC knows their attachments. It reads only this node's index.
+func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error) {
+	keep := make(map[string]bool, 2*len(valid))
+	keepLegacy := make(map[string]bool, len(valid))
+	for _, a := range valid {
+		id := strings.TrimSpace(a.ContainerID)
+		keep[id+store.LineBreak+a.IfName] = true
+		keepLegacy[id] = true
+	}
+	vs, err := s.nodeRecords(func(e entry, _ *mvccpb.KeyValue) bool {
+		key := strings.TrimSpace(e.Owner)
+		return keep[key] || (!strings.Contains(key, store.LineBreak) && keepLegacy[key])
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.releaseMany(vs)
+}
+
+// FreeOnReboot releases every reservation of this node if the boot ID stored for it
+// differs from bootID (the machine rebooted: the containers died with it), then stores
+// bootID; the first call ever only stores it. It returns how many it freed. Only
+// reservations older than the stored boot ID's read are freed, so a call of the new boot
+// that raced ahead and reserved is never undone by a slower one.
+func (s *Store) FreeOnReboot(bootID string) (int, error) {
+	bootID = strings.TrimSpace(bootID)
+	var resp *clientv3.GetResponse
+	err := s.do("read "+s.bootKey(), func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.bootKey())
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Kvs) > 0 && string(resp.Kvs[0].Value) == bootID {
+		return 0, nil
+	}
+	freed := 0
+	if len(resp.Kvs) > 0 {
+		seenAt := resp.Header.Revision
+		vs, err := s.nodeRecords(func(_ entry, kv *mvccpb.KeyValue) bool { return kv.CreateRevision > seenAt })
+		if err != nil {
+			return 0, err
+		}
+		done, err := s.releaseMany(vs)
+		freed = len(done)
+		if err != nil {
+			return freed, err
+		}
+	}
+	err = s.do("write "+s.bootKey(), func(ctx context.Context) error {
+		_, err := s.cli.Put(ctx, s.bootKey(), bootID)
+		return err
+	})
+	return freed, err
+}
+
+// Writable proves that a reservation could be written now: a transaction holding a put
+// whose condition is never true goes through the leader and quorum like any write, and
+// is refused when etcd is out of space, yet writes nothing (not even a revision).
+func (s *Store) Writable() error {
+	k := s.base + "writable/" + s.cfg.Node
+	return s.do("write to "+s.base, func(ctx context.Context) error {
+		_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(k), "<", 0)).Then(clientv3.OpPut(k, "")).Commit()
+		return err
+	})
+}
+
+// Records calls fn for every reservation of the network, from the owner index (which
+// holds everything a Record says), listBatch at a time and all at one revision. The order
+// is the index's, not the addresses'.
+func (s *Store) Records(fn func(Record) error) error {
+	prefix := s.base + "owner/"
+	return s.list("read the reservations of "+s.base, prefix, prefixEnd(prefix), func(kv *mvccpb.KeyValue) error {
+		rest := string(kv.Key[len(prefix):])
+		i := strings.IndexByte(rest, '/')
+		var a netip.Addr
+		ok := i >= 0
+		if ok {
+			a, ok = parseAddrName(rest[i+1:])
+		}
+		e, eok := parseEntry(kv.Value)
+		if !ok || !eok {
+			return corrupt(string(kv.Key), "not an index entry of local-ipam")
+		}
+		return fn(Record{Addr: a, Owner: store.ParseKey(e.Owner), Node: e.Node, Created: e.Created})
+	})
+}
+
+// CountReserved returns how many addresses in [from, to] are reserved, counted by etcd
+// (a count-only range over the ip keys: nothing is read).
+func (s *Store) CountReserved(from, to netip.Addr) (int, error) {
+	from, to = normAddr(from), normAddr(to)
+	if !from.IsValid() || !to.IsValid() || from.Is4() != to.Is4() || from.Compare(to) > 0 {
+		return 0, nil
+	}
+	var resp *clientv3.GetResponse
+	err := s.do("count the reservations of "+s.base, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.ipKey(from), clientv3.WithRange(s.ipKey(to)+"\x00"), clientv3.WithCountOnly())
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(resp.Count), nil
+}
+
+// Networks lists the networks that have any key under the prefix: one keys-only get of
+// one key per network, whatever their size.
+func Networks(cfg Config) ([]string, error) {
+	cli, ctx, cancel, cfg, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, cli: cli, ctx: ctx, cancel: cancel}
+	defer s.Close()
+	root := cfg.Prefix + "/"
+	from, end := root, prefixEnd(root)
+	var out []string
+	for {
+		var resp *clientv3.GetResponse
+		err := s.do("list the networks under "+root, func(ctx context.Context) (err error) {
+			resp, err = s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+			return err
+		})
+		if err != nil {
+			return out, err
+		}
+		if len(resp.Kvs) == 0 {
+			return out, nil
+		}
+		rest := string(resp.Kvs[0].Key[len(root):])
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
+			from = string(resp.Kvs[0].Key) + "\x00" // not a network's key
+			continue
+		}
+		if name := rest[:i]; validName(name) {
+			out = append(out, name)
+		}
+		from = prefixEnd(root + rest[:i+1])
+	}
+}
+
+func (pg *page) clear(off int) { pg.bits[off>>3] &^= 1 << (off & 7) }

@@ -1,0 +1,333 @@
+// Package etcd is a store.Store kept in etcd v3, so that every machine of a cluster
+// allocates from one pool. There is no lock: each reservation is a compare-and-create
+// transaction on the address's key, so any number of processes on any number of machines
+// reserve concurrently without ever handing out an address twice. A bitmap of pages kept
+// in the same transactions answers FirstFree in a bounded number of round trips whatever
+// the size of the pool. The key layout is described in keys.go.
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/grpclog"
+	"google.golang.org/grpc/status"
+
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/ranges"
+	"github.com/local-ipam/local-ipam/pkg/store"
+)
+
+// DefaultPrefix is where keys live when Config.Prefix is empty.
+const DefaultPrefix = "/local-ipam"
+
+// DefaultTimeout bounds a call's etcd work when Config.Timeout is 0.
+const DefaultTimeout = 5 * time.Second
+
+// Config says where the cluster is and who this machine is.
+type Config struct {
+	Endpoints []string // e.g. http://127.0.0.1:2379
+	Prefix    string   // key prefix, DefaultPrefix when empty
+	// TLS: a client certificate is optional; https endpoints need a CA or system roots.
+	CertFile, KeyFile, TrustedCAFile string
+	Username, Password               string // etcd authentication, optional
+	// Timeout bounds the whole life of a Store (one CNI call), dial included;
+	// DefaultTimeout when 0.
+	Timeout time.Duration
+	Node    string // this machine's name; records are tagged with it. Required.
+}
+
+// Record is one reservation, as Records reports it.
+type Record struct {
+	Addr    netip.Addr
+	Owner   store.Owner
+	Node    string
+	Created time.Time
+}
+
+// Store is one network's reservations in etcd, opened for one call.
+type Store struct {
+	cfg     Config
+	network string
+	base    string // "<prefix>/<network>/"
+	cli     *clientv3.Client
+	ctx     context.Context // carries the call's deadline
+	cancel  context.CancelFunc
+
+	pages   map[pageID]*page
+	markers *markers // the full markers last read
+	// prefetched: the ID-only owner's addresses, read along with an owner's (see Owned).
+	prefetched *owned
+	// held: reservations read by Owned or made by Reserve in this call, so that Release
+	// need not read them again.
+	held map[netip.Addr]holding
+	// last: the cursors, read once by Open's probe.
+	last map[int]netip.Addr
+
+	lastMore bool // more cursors than Open read: LastReserved reads the others
+
+	rt   int // etcd round trips so far
+	once sync.Once
+}
+
+type holding struct {
+	key  string // owner key
+	node string
+	rev  int64 // CreateRevision of the reservation
+}
+
+var _ store.Store = (*Store)(nil)
+
+// A CNI plugin's stdout is the protocol and its stderr is read by people: gRPC's own
+// logger (which etcd's client does not silence) must say nothing.
+func init() {
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+}
+
+func validName(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\x00")
+}
+
+// Open connects to the cluster and returns network's store. It fails with code 11 within
+// cfg.Timeout when etcd cannot be reached or has no quorum.
+func Open(cfg Config, network string) (*Store, error) {
+	if !validName(network) {
+		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid network name %q", network)
+	}
+	if !validName(cfg.Node) || strings.ContainsAny(cfg.Node, "\r\n") {
+		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid etcd node name %q (required; no '/', NUL or line break)", cfg.Node)
+	}
+	cli, ctx, cancel, cfg, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		cfg: cfg, network: network, base: cfg.Prefix + "/" + network + "/",
+		cli: cli, ctx: ctx, cancel: cancel,
+		pages: map[pageID]*page{}, held: map[netip.Addr]holding{}, last: map[int]netip.Addr{},
+	}
+	// clientv3.New does not fail on a dead endpoint: a linearizable read proves that the
+	// cluster is reachable and has a leader with quorum. It reads the cursors, which the
+	// allocator needs next anyway.
+	var resp *clientv3.GetResponse
+	err = s.do("read the cursors of "+network, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.base+"last/", clientv3.WithPrefix(), clientv3.WithLimit(1024))
+		return err
+	})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.lastMore = resp.More
+	for _, kv := range resp.Kvs {
+		set, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), s.base+"last/"))
+		if err != nil {
+			continue // not a cursor of ours
+		}
+		// An unreadable cursor restarts the walk, as on disk.
+		a, _ := ranges.ParseAddr(string(kv.Value))
+		s.last[set] = a
+	}
+	return s, nil
+}
+
+// dial makes the client and the call's context; it does not talk to etcd (unless
+// authentication is configured, which needs a token).
+func dial(cfg Config) (*clientv3.Client, context.Context, context.CancelFunc, Config, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	cfg.Prefix = strings.TrimRight(cfg.Prefix, "/")
+	if len(cfg.Endpoints) == 0 {
+		return nil, nil, nil, cfg, cnierr.New(cnierr.InvalidConfig, "", "no etcd endpoints configured")
+	}
+	tlsCfg, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, nil, nil, cfg, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.Timeout,
+		TLS:         tlsCfg,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		Logger:      zap.NewNop(),
+		Context:     ctx,
+		// No keepalive pings: a killed member's connection is reset by its kernel, a
+		// vanished machine is bounded by the call's deadline, and pings more frequent
+		// than the server allows (5s) would get the connection closed.
+	})
+	if err != nil {
+		cancel()
+		return nil, nil, nil, cfg, mapErr(cfg, err, "connect")
+	}
+	return cli, ctx, cancel, cfg, nil
+}
+
+// tlsConfig builds the client's TLS settings: needed for https endpoints (system roots
+// unless a CA is given) and whenever a certificate or CA is configured.
+func tlsConfig(cfg Config) (*tls.Config, error) {
+	https := false
+	for _, ep := range cfg.Endpoints {
+		if strings.HasPrefix(strings.ToLower(ep), "https://") {
+			https = true
+		}
+	}
+	if cfg.CertFile == "" && cfg.KeyFile == "" && cfg.TrustedCAFile == "" && !https {
+		return nil, nil
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, cnierr.New(cnierr.InvalidConfig, "", "etcd TLS: a client certificate needs both certFile and keyFile")
+	}
+	// Checked here, so that a wrong file is a config error naming it: the client library
+	// would skip a CA file without certificates, and fail later on the connection.
+	if cfg.TrustedCAFile != "" {
+		pem, err := os.ReadFile(cfg.TrustedCAFile)
+		if err != nil {
+			return nil, cnierr.New(cnierr.InvalidConfig, err.Error(), "etcd TLS: cannot read the CA file %s", cfg.TrustedCAFile)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return nil, cnierr.New(cnierr.InvalidConfig, "", "etcd TLS: no PEM certificate in the CA file %s", cfg.TrustedCAFile)
+		}
+	}
+	if cfg.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile); err != nil {
+			return nil, cnierr.New(cnierr.InvalidConfig, err.Error(), "etcd TLS: bad client certificate %s or key %s", cfg.CertFile, cfg.KeyFile)
+		}
+	}
+	info := transport.TLSInfo{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, TrustedCAFile: cfg.TrustedCAFile, Logger: zap.NewNop()}
+	c, err := info.ClientConfig()
+	if err != nil {
+		return nil, cnierr.New(cnierr.InvalidConfig, err.Error(), "etcd TLS: bad certificate, key or CA (%s, %s, %s)", cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile)
+	}
+	return c, nil
+}
+
+func (s *Store) String() string { return s.base }
+
+// RoundTrips is the number of requests this Store has sent to etcd (retries included):
+// what tests and benchmarks check the cost of a call by.
+func (s *Store) RoundTrips() int { return s.rt }
+
+// Commit implements store.Store. Every change is its own transaction, made durable by
+// etcd before it returns: nothing is pending.
+func (s *Store) Commit() error { return nil }
+
+// Close implements store.Store: it closes the connection. It may be called more than once.
+func (s *Store) Close() error {
+	s.once.Do(func() {
+		s.cancel()
+		_ = s.cli.Close() // local: it only reports the canceled context
+	})
+	return nil
+}
+
+// do runs one etcd request, again on errors that say "try again" (a lost leader, a member
+// killed under the request) until the call's deadline; it counts round trips. retried
+// tells the caller that an earlier attempt's outcome is unknown.
+func (s *Store) doRetried(what string, f func(ctx context.Context) error) (retried bool, err error) {
+	for attempt := 0; ; attempt++ {
+		s.rt++
+		err = f(s.ctx)
+		if err == nil && loseAnswers.Load() > 0 && loseAnswers.Add(-1) >= 0 {
+			err = errLost // a test's: as if the connection broke after the request was applied
+		}
+		if err == nil {
+			return retried, nil
+		}
+		if s.ctx.Err() != nil || !transient(err) {
+			return retried, mapErr(s.cfg, err, what)
+		}
+		retried = true
+		wait := min(10*time.Millisecond<<min(attempt, 5), 200*time.Millisecond)
+		select {
+		case <-s.ctx.Done():
+			return retried, mapErr(s.cfg, s.ctx.Err(), what)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// loseAnswers > 0 makes that many successful requests look failed (tests only).
+var (
+	loseAnswers atomic.Int32
+	errLost     = status.Error(codes.Unavailable, "answer lost (test)")
+)
+
+func (s *Store) do(what string, f func(ctx context.Context) error) error {
+	_, err := s.doRetried(what, f)
+	return err
+}
+
+func grpcCode(err error) codes.Code {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code()
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code()
+	}
+	return codes.Unknown
+}
+
+// transient: errors after which the same request may well succeed in a moment.
+func transient(err error) bool {
+	switch grpcCode(err) {
+	case codes.Unavailable:
+		return true
+	case codes.ResourceExhausted:
+		return errors.Is(rpctypes.Error(err), rpctypes.ErrTooManyRequests)
+	}
+	return false
+}
+
+// mapErr turns a client error into a CNI error: code 11 when the cluster cannot answer
+// now, 7 for refused credentials, 5 otherwise.
+func mapErr(cfg Config, err error, what string) error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	eps := strings.Join(cfg.Endpoints, ",")
+	ee := rpctypes.Error(err)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), grpcCode(err) == codes.DeadlineExceeded:
+		return cnierr.New(cnierr.TryAgainLater, err.Error(),
+			"etcd at %s did not answer within %s (unreachable or without quorum): cannot %s", eps, cfg.Timeout, what)
+	case errors.Is(err, context.Canceled), grpcCode(err) == codes.Canceled:
+		return cnierr.New(cnierr.IOFailure, err.Error(), "cannot %s: the etcd store is closed", what)
+	case transient(err):
+		return cnierr.New(cnierr.TryAgainLater, err.Error(), "etcd at %s is unavailable: cannot %s", eps, what)
+	case errors.Is(ee, rpctypes.ErrAuthFailed), errors.Is(ee, rpctypes.ErrInvalidAuthToken),
+		errors.Is(ee, rpctypes.ErrUserEmpty), errors.Is(ee, rpctypes.ErrUserNotFound):
+		return cnierr.New(cnierr.InvalidConfig, err.Error(), "etcd at %s refused the configured credentials: cannot %s", eps, what)
+	case errors.Is(ee, rpctypes.ErrNoSpace):
+		return cnierr.New(cnierr.IOFailure, err.Error(), "etcd at %s is out of space: cannot %s", eps, what)
+	}
+	return cnierr.New(cnierr.IOFailure, err.Error(), "etcd at %s: cannot %s", eps, what)
+}
+
+func corrupt(key string, format string, a ...any) error {
+	return cnierr.New(cnierr.StoreCorrupt, key, "etcd key %s: %s", key, fmt.Sprintf(format, a...))
+}

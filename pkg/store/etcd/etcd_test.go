@@ -1,0 +1,336 @@
+package etcd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/local-ipam/local-ipam/pkg/store"
+	"github.com/local-ipam/local-ipam/pkg/store/storetest"
+)
+
+var netSeq atomic.Int64
+
+// newNetwork names a network nothing has used yet.
+func newNetwork() string { return fmt.Sprintf("net%d", netSeq.Add(1)) }
+
+func cfgFor(eps []string, node string) Config {
+	return Config{Endpoints: eps, Node: node, Timeout: 10 * time.Second}
+}
+
+func mustOpen(t testing.TB, cfg Config, network string) *Store {
+	t.Helper()
+	s, err := Open(cfg, network)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", network, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// rawClient talks to etcd directly, to look at the keys.
+func rawClient(t testing.TB, eps []string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func countKeys(t testing.TB, cli *clientv3.Client, prefix string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Count
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Opener {
+		network := newNetwork()
+		return func(t *testing.T) store.Store {
+			s, err := Open(cfgFor(shared, "node-a"), network)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	})
+}
+
+// checkConsistent checks what every transaction keeps true of a network's keys: each ip
+// key has both index entries, created with it, and its page bit; every bit set is an ip
+// key; a page is marked full exactly when it is all ones; and nothing else is left.
+// It returns the addresses reserved.
+func checkConsistent(t testing.TB, cli *clientv3.Client, s *Store) map[netip.Addr]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, s.base, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvs := map[string]*mvccpb.KeyValue{}
+	for _, kv := range resp.Kvs {
+		kvs[string(kv.Key)] = kv
+	}
+	held := map[netip.Addr]string{}
+	bits := map[pageID]*page{}
+	for k, kv := range kvs {
+		rest := strings.TrimPrefix(k, s.base)
+		switch {
+		case strings.HasPrefix(rest, "ip/"):
+			a, ok := parseAddrName(rest[3:])
+			if !ok {
+				t.Errorf("bad ip key %s", k)
+				continue
+			}
+			held[a] = string(kv.Value)
+			for _, ik := range []string{s.ownerKey(string(kv.Value), a)} {
+				ikv := kvs[ik]
+				if ikv == nil || ikv.CreateRevision != kv.CreateRevision {
+					t.Errorf("%s without its owner entry %s", k, ik)
+					continue
+				}
+				e, ok := parseEntry(ikv.Value)
+				if !ok || e.Owner != string(kv.Value) {
+					t.Errorf("%s: bad owner entry %q", ik, ikv.Value)
+					continue
+				}
+				nk := s.nodeKey(e.Node, a)
+				if nkv := kvs[nk]; nkv == nil || nkv.CreateRevision != kv.CreateRevision {
+					t.Errorf("%s without its node entry %s", k, nk)
+				}
+			}
+		case strings.HasPrefix(rest, "page/"):
+			p, ok := parsePageName(rest[5:])
+			if !ok || len(kv.Value) != pageBytes {
+				t.Errorf("bad page %s", k)
+				continue
+			}
+			if allZero(kv.Value) {
+				t.Errorf("page %s is all zero: should have been deleted", k)
+			}
+			bits[p] = &page{bits: kv.Value}
+			_, marked := kvs[s.fullKey(p)]
+			if marked != allOnes(kv.Value) {
+				t.Errorf("page %s: all ones %v, marked full %v", k, allOnes(kv.Value), marked)
+			}
+		case strings.HasPrefix(rest, "owner/"), strings.HasPrefix(rest, "node/"):
+			i := strings.LastIndexByte(rest, '/')
+			a, ok := parseAddrName(rest[i+1:])
+			if !ok {
+				t.Errorf("bad index key %s", k)
+				continue
+			}
+			if ip := kvs[s.ipKey(a)]; ip == nil || ip.CreateRevision != kv.CreateRevision {
+				t.Errorf("index entry %s without its reservation", k)
+			}
+		case strings.HasPrefix(rest, "full/"):
+			p, ok := parsePageName(rest[5:])
+			if !ok || kvs[s.pageKey(p)] == nil {
+				t.Errorf("full marker %s without its page", k)
+			}
+		case strings.HasPrefix(rest, "last/"), strings.HasPrefix(rest, "boot/"):
+		default:
+			t.Errorf("unexpected key %s", k)
+		}
+	}
+	n := 0
+	for p, pg := range bits {
+		for off := range pageSize {
+			if pg.get(off) {
+				n++
+				if _, ok := held[p.addr(off)]; !ok {
+					t.Errorf("bit of %s set in %s without a reservation", p.addr(off), s.pageKey(p))
+				}
+			}
+		}
+	}
+	if n != len(held) {
+		t.Errorf("%d bits set for %d reservations", n, len(held))
+	}
+	return held
+}
+
+func TestConcurrentAllocation(t *testing.T) {
+	network := newNetwork()
+	var nodes atomic.Int64
+	storetest.RunConcurrent(t, func() (store.Store, error) {
+		// Every call a machine of its own, as far as the store can tell.
+		s, err := Open(cfgFor(shared, fmt.Sprintf("node%d", nodes.Add(1)%5)), network)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}, 8)
+	s := mustOpen(t, cfgFor(shared, "check"), network)
+	cli := rawClient(t, shared)
+	if held := checkConsistent(t, cli, s); len(held) != 0 {
+		t.Errorf("reservations left: %v", held)
+	}
+	for _, k := range []string{"ip/", "owner/", "node/", "page/", "full/"} {
+		if n := countKeys(t, cli, s.base+k); n != 0 {
+			t.Errorf("%d keys left under %s", n, s.base+k)
+		}
+	}
+}
+
+// TestProcessesAllocateFromOnePool runs machines as processes (this test binary, re-run as
+// a worker), each allocating from one pool until it is exhausted.
+func TestProcessesAllocateFromOnePool(t *testing.T) {
+	const procs = 4
+	network := newNetwork()
+	subnet := "10.88.0.0/25" // .2 - .126: 125 addresses
+	run := func(round int) map[netip.Addr]string {
+		type out struct {
+			node  string
+			lines []string
+			err   error
+		}
+		res := make(chan out, procs)
+		for i := range procs {
+			node := fmt.Sprintf("machine%d", i)
+			job, _ := json.Marshal(workerJob{Endpoints: shared, Network: network, Node: node, Subnet: subnet, Owner: fmt.Sprintf("r%d-%s", round, node)})
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), workerEnv+"="+string(job))
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			go func() {
+				b, err := cmd.Output()
+				if err != nil {
+					err = fmt.Errorf("%s: %v: %s", node, err, stderr.String())
+				}
+				res <- out{node, strings.Fields(string(b)), err}
+			}()
+		}
+		got := map[netip.Addr]string{}
+		perNode := map[string]int{}
+		for range procs {
+			o := <-res
+			if o.err != nil {
+				t.Fatal(o.err)
+			}
+			for i := 0; i+1 < len(o.lines); i += 2 {
+				a := netip.MustParseAddr(o.lines[i])
+				if prev, dup := got[a]; dup {
+					t.Errorf("round %d: %s handed out twice: to %s and %s", round, a, prev, o.lines[i+1])
+				}
+				got[a] = o.lines[i+1]
+				perNode[o.node]++
+			}
+		}
+		if len(got) != 125 {
+			t.Errorf("round %d: %d addresses handed out, want 125", round, len(got))
+		}
+		t.Logf("round %d: addresses per machine: %v", round, perNode)
+		return got
+	}
+	got := run(0)
+	s := mustOpen(t, cfgFor(shared, "admin"), network)
+	// Records name the machine that made each reservation.
+	n := 0
+	err := s.Records(func(r Record) error {
+		n++
+		if want := got[r.Addr]; r.Owner.ID != want || !strings.HasPrefix(r.Owner.ID, "r0-"+r.Node+"-") || r.Created.IsZero() {
+			t.Errorf("record %+v; want owner %s", r, want)
+		}
+		return nil
+	})
+	if err != nil || n != len(got) {
+		t.Fatalf("Records: %d, %v", n, err)
+	}
+	checkConsistent(t, rawClient(t, shared), s)
+	// Released from another machine than the one that reserved.
+	for a, id := range got {
+		if ok, err := s.Release(a, store.Owner{ID: id, IfName: "eth0"}); err != nil || !ok {
+			t.Fatalf("Release(%s, %s) = %v, %v", a, id, ok, err)
+		}
+	}
+	if held := checkConsistent(t, rawClient(t, shared), s); len(held) != 0 {
+		t.Fatalf("left after release: %v", held)
+	}
+	run(1)
+}
+
+// TestLostAnswers: a request applied by etcd whose answer never came back (the member died
+// right after) is retried; the retry must report what the first attempt did.
+func TestLostAnswers(t *testing.T) {
+	defer loseAnswers.Store(0)
+	network := newNetwork()
+	s := mustOpen(t, cfgFor(shared, "n"), network)
+	a := netip.MustParseAddr("10.3.0.1")
+	o := own("c", "eth0")
+	if _, _, err := s.FirstFree(a, a); err != nil { // the page is cached: Reserve is one txn
+		t.Fatal(err)
+	}
+	loseAnswers.Store(1)
+	if ok, err := s.Reserve(a, o); err != nil || !ok {
+		t.Fatalf("Reserve with its answer lost = %v, %v; want true", ok, err)
+	}
+	// Held by the same owner before: a lost answer must not make it ours.
+	s2 := mustOpen(t, cfgFor(shared, "n"), network)
+	if _, _, err := s2.FirstFree(a, a); err != nil {
+		t.Fatal(err)
+	}
+	loseAnswers.Store(1)
+	if ok, err := s2.Reserve(a, o); err != nil || ok {
+		t.Fatalf("Reserve of a held address with a lost answer = %v, %v; want false", ok, err)
+	}
+	loseAnswers.Store(1)
+	if ok, err := s.Release(a, o); err != nil || !ok {
+		t.Fatalf("Release with its answer lost = %v, %v; want true", ok, err)
+	}
+	for i := range 30 {
+		mustReserve(t, s, fmt.Sprintf("10.3.0.%d", i+10), own(fmt.Sprintf("g%d", i), "eth0"))
+	}
+	loseAnswers.Store(1)
+	removed, err := s.GC(nil)
+	if err != nil || len(removed) != 30 {
+		t.Fatalf("GC with an answer lost removed %d, %v; want 30", len(removed), err)
+	}
+	if held := checkConsistent(t, rawClient(t, shared), s); len(held) != 0 {
+		t.Errorf("left: %v", held)
+	}
+}
+
+// TestReleaseAfterReReserve: what a Store read of a reservation goes stale when another
+// machine releases it and the same owner reserves it again; Release still frees it.
+func TestReleaseAfterReReserve(t *testing.T) {
+	network := newNetwork()
+	s := mustOpen(t, cfgFor(shared, "n1"), network)
+	other := mustOpen(t, cfgFor(shared, "n2"), network)
+	a := netip.MustParseAddr("10.4.0.1")
+	o := own("c", "eth0")
+	mustReserve(t, s, a.String(), o)
+	if got, err := s.Owned(o); err != nil || len(got) != 1 {
+		t.Fatalf("Owned = %v, %v", got, err)
+	}
+	if ok, err := other.Release(a, o); err != nil || !ok {
+		t.Fatalf("Release from n2 = %v, %v", ok, err)
+	}
+	mustReserve(t, other, a.String(), o)
+	if ok, err := s.Release(a, o); err != nil || !ok {
+		t.Fatalf("Release of the newer reservation = %v, %v; want true", ok, err)
+	}
+	if held := checkConsistent(t, rawClient(t, shared), s); len(held) != 0 {
+		t.Errorf("left: %v", held)
+	}
+}

@@ -1,0 +1,252 @@
+package etcd
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/local-ipam/local-ipam/pkg/ranges"
+)
+
+// Key layout, per network N under prefix P (base = "P/N/"):
+//
+//	ip/<addr>                  "<containerID>\r\n<ifname>" (host-local's record): the reservation itself
+//	owner/<sha256 of owner>/<addr>  index entry (JSON, see entry): Owned is one prefix get
+//	node/<node>/<addr>         index entry: GC and FreeOnReboot read only their node's
+//	page/<page>                bitmap of pageSize addresses, bit set = reserved; absent = all free
+//	full/<page>                present iff the page is all ones: FirstFree skips full pages
+//	                           with one keys-only range get instead of reading them
+//	last/<set>                 round-robin cursor of range set <set> (an address)
+//	boot/<node>                the boot ID FreeOnReboot last saw on <node>
+//
+// The ip key and its two index entries are created and deleted in one transaction, which
+// also rewrites the page (compared by ModRevision) and its full marker, so all of them
+// agree at every revision. The three keys of one reservation share a CreateRevision, which
+// names the reservation: a transaction that must act on exactly the reservation it read
+// compares the ip key's CreateRevision with it.
+//
+// <addr> is fixed-width hex, so keys sort like addresses: "4-0a000005", "6-<32 hex>".
+// <page> is the page number (address >> pageBits) in fixed-width hex: "4-<5 hex>",
+// "6-<29 hex>".
+
+const (
+	pageBits  = 12
+	pageSize  = 1 << pageBits // addresses per page
+	pageBytes = pageSize / 8  // 512 bytes a page
+	pageMask  = pageSize - 1
+)
+
+// u128 is an address, or a page number, as a 128-bit number.
+type u128 struct{ hi, lo uint64 }
+
+func toU128(a netip.Addr) u128 {
+	hi, lo := ranges.U128(a)
+	return u128{hi, lo}
+}
+
+func (x u128) cmp(y u128) int {
+	switch {
+	case x.hi < y.hi:
+		return -1
+	case x.hi > y.hi:
+		return 1
+	case x.lo < y.lo:
+		return -1
+	case x.lo > y.lo:
+		return 1
+	}
+	return 0
+}
+
+func (x u128) inc() u128 {
+	lo, c := bits.Add64(x.lo, 1, 0)
+	return u128{x.hi + c, lo}
+}
+
+// pageID is a page: its family and number.
+type pageID struct {
+	v6 bool
+	n  u128
+}
+
+func pageOf(a netip.Addr) (pageID, int) {
+	x := toU128(a)
+	return pageID{v6: !a.Is4(), n: u128{x.hi >> pageBits, x.lo>>pageBits | x.hi<<(64-pageBits)}}, int(x.lo & pageMask)
+}
+
+// addr returns the address at offset off of page p.
+func (p pageID) addr(off int) netip.Addr {
+	hi := p.n.hi<<pageBits | p.n.lo>>(64-pageBits)
+	lo := p.n.lo<<pageBits | uint64(off)
+	like := netip.IPv6Unspecified()
+	if !p.v6 {
+		like = netip.IPv4Unspecified()
+	}
+	return ranges.FromU128(like, hi, lo)
+}
+
+func (p pageID) name() string {
+	if !p.v6 {
+		return fmt.Sprintf("4-%05x", p.n.lo)
+	}
+	return fmt.Sprintf("6-%013x%016x", p.n.hi, p.n.lo)
+}
+
+func parsePageName(s string) (pageID, bool) {
+	switch {
+	case len(s) == 7 && strings.HasPrefix(s, "4-"):
+		n, err := strconv.ParseUint(s[2:], 16, 64)
+		return pageID{n: u128{0, n}}, err == nil
+	case len(s) == 31 && strings.HasPrefix(s, "6-"):
+		hi, err1 := strconv.ParseUint(s[2:15], 16, 64)
+		lo, err2 := strconv.ParseUint(s[15:], 16, 64)
+		return pageID{v6: true, n: u128{hi, lo}}, err1 == nil && err2 == nil
+	}
+	return pageID{}, false
+}
+
+func addrName(a netip.Addr) string {
+	if a.Is4() {
+		b := a.As4()
+		return "4-" + hex.EncodeToString(b[:])
+	}
+	b := a.As16()
+	return "6-" + hex.EncodeToString(b[:])
+}
+
+func parseAddrName(s string) (netip.Addr, bool) {
+	var n int
+	switch {
+	case strings.HasPrefix(s, "4-"):
+		n = 4
+	case strings.HasPrefix(s, "6-"):
+		n = 16
+	default:
+		return netip.Addr{}, false
+	}
+	b, err := hex.DecodeString(s[2:])
+	if err != nil || len(b) != n {
+		return netip.Addr{}, false
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a, true
+}
+
+// normAddr drops a zone: records name addresses without one.
+func normAddr(a netip.Addr) netip.Addr { return a.WithZone("") }
+
+func (s *Store) ipKey(a netip.Addr) string     { return s.base + "ip/" + addrName(a) }
+func (s *Store) pageKey(p pageID) string       { return s.base + "page/" + p.name() }
+func (s *Store) fullKey(p pageID) string       { return s.base + "full/" + p.name() }
+func (s *Store) lastKey(set int) string        { return s.base + "last/" + strconv.Itoa(set) }
+func (s *Store) bootKey() string               { return s.base + "boot/" + s.cfg.Node }
+func (s *Store) nodePrefix(node string) string { return s.base + "node/" + node + "/" }
+func (s *Store) nodeKey(node string, a netip.Addr) string {
+	return s.nodePrefix(node) + addrName(a)
+}
+
+func (s *Store) ownerPrefix(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return s.base + "owner/" + hex.EncodeToString(h[:]) + "/"
+}
+
+func (s *Store) ownerKey(key string, a netip.Addr) string { return s.ownerPrefix(key) + addrName(a) }
+
+// entry is the value of both index keys of a reservation: everything Records and GC
+// report, so neither has to read the ip keys.
+type entry struct {
+	Owner   string    `json:"owner"` // the owner key, as in the ip key
+	Node    string    `json:"node"`
+	Created time.Time `json:"created"`
+	// Token tells this process's reservation apart from an earlier one of the same owner,
+	// when a transaction's outcome was lost with the connection (see Reserve).
+	Token string `json:"token"`
+}
+
+func parseEntry(v []byte) (entry, bool) {
+	var e entry
+	if err := json.Unmarshal(v, &e); err != nil || e.Node == "" {
+		return entry{}, false
+	}
+	return e, true
+}
+
+// prefixEnd is the first key after every key starting with p.
+func prefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\x00"
+}
+
+// page is a cached bitmap page. bits is nil for an absent (all-free) page; rev is the
+// page key's ModRevision when read (0 when absent), compared by the next transaction.
+type page struct {
+	bits []byte
+	rev  int64
+}
+
+func (pg *page) get(off int) bool {
+	return pg.bits != nil && pg.bits[off>>3]&(1<<(off&7)) != 0
+}
+
+// with returns a copy of the bitmap with bit off set to v.
+func (pg *page) with(off int, v bool) []byte {
+	b := make([]byte, pageBytes)
+	copy(b, pg.bits)
+	if v {
+		b[off>>3] |= 1 << (off & 7)
+	} else {
+		b[off>>3] &^= 1 << (off & 7)
+	}
+	return b
+}
+
+func allOnes(b []byte) bool {
+	if len(b) != pageBytes {
+		return false
+	}
+	for _, c := range b {
+		if c != 0xff {
+			return false
+		}
+	}
+	return true
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// firstClear returns the lowest clear bit in [from, to] (offsets within the page).
+func (pg *page) firstClear(from, to int) (int, bool) {
+	if pg.bits == nil {
+		return from, from <= to
+	}
+	for off := from; off <= to; {
+		if off&7 == 0 && off+7 <= to && pg.bits[off>>3] == 0xff {
+			off += 8 // a whole byte taken
+			continue
+		}
+		if !pg.get(off) {
+			return off, true
+		}
+		off++
+	}
+	return 0, false
+}

@@ -1,0 +1,563 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/ranges"
+	"github.com/local-ipam/local-ipam/pkg/store"
+)
+
+const (
+	// maxTries bounds the transactions one Reserve or Release makes when other machines
+	// keep changing the same page under it; past it (or past the call's deadline) the call
+	// fails with code 11. Every machine allocating at once walks from the same cursor into
+	// the same page: each round of conflicting transactions lets exactly one through, so a
+	// fixed small number of tries starves someone (16 writers gave up after 64 tries in the
+	// benchmark's fill). backoff spreads the losers out instead.
+	maxTries = 1000
+	// markerBatch is how many full markers FirstFree reads per round trip: a run of more
+	// full pages than this (over 4 million taken addresses) costs one more round trip.
+	markerBatch = 1024
+	// listBatch is the page size of every listing (Owned, GC, Records): never one giant
+	// response.
+	listBatch = 500
+)
+
+func firstKV(r *clientv3.TxnResponse, i int) *mvccpb.KeyValue {
+	rr := r.Responses[i].GetResponseRange()
+	if rr == nil || len(rr.Kvs) == 0 {
+		return nil
+	}
+	return rr.Kvs[0]
+}
+
+func badAddr(a netip.Addr) error {
+	return cnierr.New(cnierr.IOFailure, "", "invalid address %v", a)
+}
+
+// setPage caches page p as read in kv (nil: absent, all free).
+func (s *Store) setPage(p pageID, kv *mvccpb.KeyValue) (*page, error) {
+	pg := &page{}
+	if kv != nil {
+		if len(kv.Value) != pageBytes {
+			return nil, corrupt(string(kv.Key), "a bitmap page of %d bytes, want %d", len(kv.Value), pageBytes)
+		}
+		pg.bits, pg.rev = kv.Value, kv.ModRevision
+	}
+	s.pages[p] = pg
+	return pg, nil
+}
+
+func (s *Store) readPage(p pageID) (*page, error) {
+	var resp *clientv3.GetResponse
+	err := s.do("read "+s.pageKey(p), func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.pageKey(p))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var kv *mvccpb.KeyValue
+	if len(resp.Kvs) > 0 {
+		kv = resp.Kvs[0]
+	}
+	return s.setPage(p, kv)
+}
+
+func (s *Store) cachedPage(p pageID) (*page, error) {
+	if pg := s.pages[p]; pg != nil {
+		return pg, nil
+	}
+	return s.readPage(p)
+}
+
+// list calls fn for every key in [from, end), listBatch keys a round trip, all at the
+// revision of the first one (a consistent snapshot).
+func (s *Store) list(what, from, end string, fn func(*mvccpb.KeyValue) error, opts ...clientv3.OpOption) error {
+	var rev int64
+	for {
+		var resp *clientv3.GetResponse
+		o := append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listBatch)}, opts...)
+		if rev != 0 {
+			o = append(o, clientv3.WithRev(rev))
+		}
+		err := s.do(what, func(ctx context.Context) (err error) {
+			resp, err = s.cli.Get(ctx, from, o...)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		rev = resp.Header.Revision
+		for _, kv := range resp.Kvs {
+			if err := fn(kv); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Owned implements store.Store: one prefix range over the owner's index entries. The
+// allocator asks for an attachment's ID-only owner right after the attachment's own
+// (ADD, DEL and CHECK all do), so that one is read in the same round trip and kept until
+// then, unless this Store changes a reservation in between.
+func (s *Store) Owned(o store.Owner) ([]netip.Addr, error) {
+	key := o.Key()
+	if p := s.prefetched; p != nil && p.key == key {
+		s.prefetched = nil
+		return p.addrs, nil
+	}
+	s.prefetched = nil
+	legacy := o.Legacy().Key()
+	prefix, lprefix := s.ownerPrefix(key), s.ownerPrefix(legacy)
+	var resp *clientv3.TxnResponse
+	err := s.do("read the addresses of "+key, func(ctx context.Context) (err error) {
+		ops := []clientv3.Op{clientv3.OpGet(prefix, clientv3.WithRange(prefixEnd(prefix)), clientv3.WithLimit(listBatch))}
+		if legacy != key {
+			ops = append(ops, clientv3.OpGet(lprefix, clientv3.WithRange(prefixEnd(lprefix)), clientv3.WithLimit(listBatch)))
+		}
+		resp, err = s.cli.Txn(ctx).Then(ops...).Commit()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.ownedFrom(key, prefix, resp.Responses[0].GetResponseRange())
+	if err != nil || legacy == key {
+		return out, err
+	}
+	lout, err := s.ownedFrom(legacy, lprefix, resp.Responses[1].GetResponseRange())
+	if err != nil {
+		return nil, err
+	}
+	s.prefetched = &owned{key: legacy, addrs: lout}
+	return out, nil
+}
+
+// owned is an owner's addresses, read ahead by Owned.
+type owned struct {
+	key   string
+	addrs []netip.Addr
+}
+
+// ownedFrom reads one owner's index entries from a first page of them, and the rest with
+// further round trips (an owner holding over listBatch addresses: never in practice).
+func (s *Store) ownedFrom(key, prefix string, rr *etcdserverpb.RangeResponse) ([]netip.Addr, error) {
+	var out []netip.Addr
+	add := func(kv *mvccpb.KeyValue) error {
+		a, ok := parseAddrName(string(kv.Key[len(prefix):]))
+		e, eok := parseEntry(kv.Value)
+		if !ok || !eok {
+			return corrupt(string(kv.Key), "not an index entry of local-ipam")
+		}
+		if e.Owner != key {
+			return nil // another owner's key with the same SHA-256: never in practice
+		}
+		out = append(out, a)
+		s.held[a] = holding{key: key, node: e.Node, rev: kv.CreateRevision}
+		return nil
+	}
+	for _, kv := range rr.Kvs {
+		if err := add(kv); err != nil {
+			return nil, err
+		}
+	}
+	if rr.More && len(rr.Kvs) > 0 {
+		from := string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
+		if err := s.list("read the addresses of "+key, from, prefixEnd(prefix), add); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Holder implements store.Store: it reads the ip key itself.
+func (s *Store) Holder(a netip.Addr) (store.Owner, bool, error) {
+	a = normAddr(a)
+	if !a.IsValid() {
+		return store.Owner{}, false, badAddr(a)
+	}
+	var resp *clientv3.GetResponse
+	err := s.do("read "+s.ipKey(a), func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.ipKey(a))
+		return err
+	})
+	if err != nil || len(resp.Kvs) == 0 {
+		return store.Owner{}, false, err
+	}
+	return store.ParseKey(string(resp.Kvs[0].Value)), true, nil
+}
+
+// markers is what one read of the full markers said: the pages in [from, to] that are
+// full (sorted). FirstFree calls of one Store share it: the allocator's walk asks again
+// past each gateway, exclusion or address lost to another machine.
+type markers struct {
+	from, to pageID
+	full     []pageID
+}
+
+func (m *markers) covers(p pageID) bool {
+	return m != nil && m.from.v6 == p.v6 && m.from.n.cmp(p.n) <= 0 && p.n.cmp(m.to.n) <= 0
+}
+
+// readMarkers reads the full markers from page cur to page pt (up to markerBatch of
+// them) and page cur itself, in one round trip at one revision.
+func (s *Store) readMarkers(cur, pt pageID) (*markers, error) {
+	var resp *clientv3.TxnResponse
+	err := s.do("find a free address in "+s.base, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).Then(
+			clientv3.OpGet(s.fullKey(cur), clientv3.WithRange(s.fullKey(pt)+"\x00"), clientv3.WithKeysOnly(), clientv3.WithLimit(markerBatch)),
+			clientv3.OpGet(s.pageKey(cur)),
+		).Commit()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.setPage(cur, firstKV(resp, 1)); err != nil {
+		return nil, err
+	}
+	mr := resp.Responses[0].GetResponseRange()
+	m := &markers{from: cur, to: pt}
+	for _, kv := range mr.Kvs {
+		p, ok := parsePageName(string(kv.Key[len(s.base+"full/"):]))
+		if !ok || p.v6 != cur.v6 {
+			return nil, corrupt(string(kv.Key), "not a full-page marker")
+		}
+		m.full = append(m.full, p)
+	}
+	if mr.More && len(m.full) > 0 {
+		m.to = m.full[len(m.full)-1] // nothing known past the last marker read
+	}
+	return m, nil
+}
+
+// FirstFree implements store.Store. It reads no ip key: the full markers skip every page
+// that has no free address (one keys-only range get per markerBatch full pages), and of
+// the pages it reads only the first and the last of the stretch can fail to yield an
+// address. Pages and markers this call already read answer without a round trip; what
+// they say may be stale, but Reserve, which decides, is not.
+func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
+	from, to = normAddr(from), normAddr(to)
+	if !from.IsValid() || !to.IsValid() || from.Is4() != to.Is4() || from.Compare(to) > 0 {
+		return netip.Addr{}, false, nil
+	}
+	pt, offTo := pageOf(to)
+	cur, curOff := pageOf(from)
+	bounds := func(p pageID) (int, int) {
+		lo, hi := 0, pageMask
+		if p == cur {
+			lo = curOff
+		}
+		if p == pt {
+			hi = offTo
+		}
+		return lo, hi
+	}
+	if pg := s.pages[cur]; pg != nil {
+		if off, ok := pg.firstClear(bounds(cur)); ok {
+			return cur.addr(off), true, nil
+		}
+	}
+	fresh := map[pageID]bool{}
+	for {
+		m := s.markers
+		if !m.covers(cur) {
+			var err error
+			if m, err = s.readMarkers(cur, pt); err != nil {
+				return netip.Addr{}, false, err
+			}
+			s.markers = m
+			fresh[cur] = true
+		}
+		i, _ := slices.BinarySearchFunc(m.full, cur, func(a, b pageID) int { return a.n.cmp(b.n) })
+		p := cur
+		for {
+			if i < len(m.full) && m.full[i] == p {
+				i++ // full: skip it unread
+			} else {
+				pg, err := s.cachedPage(p)
+				if err != nil {
+					return netip.Addr{}, false, err
+				}
+				lo, hi := bounds(p)
+				if off, ok := pg.firstClear(lo, hi); ok {
+					return p.addr(off), true, nil
+				}
+				if lo == 0 && hi == pageMask && !fresh[p] {
+					// Not marked full yet no room in it: what this call read of it
+					// earlier is stale. Read it again.
+					if _, err := s.readPage(p); err != nil {
+						return netip.Addr{}, false, err
+					}
+					fresh[p] = true
+					continue
+				}
+			}
+			if p == pt {
+				return netip.Addr{}, false, nil
+			}
+			if p == m.to {
+				break // past what the markers read cover: read on from the next page
+			}
+			p = pageID{v6: p.v6, n: p.n.inc()}
+		}
+		cur, curOff = pageID{v6: cur.v6, n: m.to.n.inc()}, 0
+		s.markers = nil
+	}
+}
+
+// Reserve implements store.Store: one transaction creates the ip key and its index entries
+// only if the ip key does not exist, and sets the address's bit in its page only if the
+// page is the one read. It returns false only when the ip key exists; when the page
+// changed (another machine reserved or released in it) it reads it again and retries.
+func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
+	a = normAddr(a)
+	if !a.IsValid() {
+		return false, badAddr(a)
+	}
+	key := o.Key()
+	p, off := pageOf(a)
+	ip, pk := s.ipKey(a), s.pageKey(p)
+	ownerK, nodeK := s.ownerKey(key, a), s.nodeKey(s.cfg.Node, a)
+	e := entry{Owner: key, Node: s.cfg.Node, Created: time.Now().UTC(), Token: strconv.FormatUint(rand.Uint64(), 16)}
+	val, err := json.Marshal(e)
+	if err != nil {
+		return false, cnierr.IO(err, "cannot encode the reservation of %s", a)
+	}
+	ambiguous := false
+	for try := 0; try < maxTries; try++ {
+		if err := s.backoff(try); err != nil {
+			return false, err
+		}
+		pg, err := s.cachedPage(p)
+		if err != nil {
+			return false, err
+		}
+		nb := pg.with(off, true)
+		ops := []clientv3.Op{
+			clientv3.OpPut(ip, key), clientv3.OpPut(ownerK, string(val)), clientv3.OpPut(nodeK, string(val)),
+			clientv3.OpPut(pk, string(nb)),
+		}
+		if allOnes(nb) {
+			ops = append(ops, clientv3.OpPut(s.fullKey(p), ""))
+		}
+		var resp *clientv3.TxnResponse
+		retried, err := s.doRetried("reserve "+a.String(), func(ctx context.Context) (err error) {
+			resp, err = s.cli.Txn(ctx).If(
+				clientv3.Compare(clientv3.CreateRevision(ip), "=", 0),
+				clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
+			).Then(ops...).Else(clientv3.OpGet(ip), clientv3.OpGet(pk), clientv3.OpGet(ownerK)).Commit()
+			return err
+		})
+		ambiguous = ambiguous || retried
+		if err != nil {
+			return false, err
+		}
+		if resp.Succeeded {
+			s.prefetched = nil
+			if allOnes(nb) {
+				s.markers = nil // a page just filled up
+			}
+			s.pages[p] = &page{bits: nb, rev: resp.Header.Revision}
+			s.held[a] = holding{key: key, node: s.cfg.Node, rev: resp.Header.Revision}
+			return true, nil
+		}
+		if _, err := s.setPage(p, firstKV(resp, 1)); err != nil {
+			return false, err
+		}
+		if ipKV := firstKV(resp, 0); ipKV != nil {
+			// Held. By us only if an attempt whose answer was lost went through: its
+			// entry carries this call's token.
+			if own := firstKV(resp, 2); ambiguous && own != nil && own.CreateRevision == ipKV.CreateRevision {
+				if got, ok := parseEntry(own.Value); ok && got.Token == e.Token {
+					s.held[a] = holding{key: key, node: s.cfg.Node, rev: ipKV.CreateRevision}
+					return true, nil
+				}
+			}
+			return false, nil
+		}
+	}
+	return false, cnierr.New(cnierr.TryAgainLater, "", "gave up reserving %s after %d tries: %s keeps changing under concurrent allocations", a, maxTries, pk)
+}
+
+// Release implements store.Store: one transaction deletes the reservation's keys and
+// clears its bit, if the ip key is still the reservation of o that was read.
+func (s *Store) Release(a netip.Addr, o store.Owner) (bool, error) {
+	a = normAddr(a)
+	if !a.IsValid() {
+		return false, badAddr(a)
+	}
+	key := o.Key()
+	if h, ok := s.held[a]; ok && h.key == key {
+		if ok, err := s.release(a, h, false); err != nil || ok {
+			return ok, err
+		}
+		// The reservation read earlier in this call is gone; o may hold a newer one.
+	}
+	h, ok, err := s.readHolding(a, key)
+	if err != nil || !ok {
+		return false, err
+	}
+	return s.release(a, h, false)
+}
+
+// readHolding reads a's reservation if it is key's: the ip key, key's index entry (which
+// names the node) and the page, in one round trip.
+func (s *Store) readHolding(a netip.Addr, key string) (holding, bool, error) {
+	p, _ := pageOf(a)
+	ip, ownerK := s.ipKey(a), s.ownerKey(key, a)
+	var resp *clientv3.TxnResponse
+	err := s.do("read "+ip, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).Then(clientv3.OpGet(ip), clientv3.OpGet(ownerK), clientv3.OpGet(s.pageKey(p))).Commit()
+		return err
+	})
+	if err != nil {
+		return holding{}, false, err
+	}
+	if _, err := s.setPage(p, firstKV(resp, 2)); err != nil {
+		return holding{}, false, err
+	}
+	ipKV, own := firstKV(resp, 0), firstKV(resp, 1)
+	if ipKV == nil || string(ipKV.Value) != key {
+		return holding{}, false, nil
+	}
+	if own == nil || own.CreateRevision != ipKV.CreateRevision {
+		return holding{}, false, corrupt(ip, "reserved for %q without its index entry %s", key, ownerK)
+	}
+	e, ok := parseEntry(own.Value)
+	if !ok {
+		return holding{}, false, corrupt(ownerK, "not an index entry of local-ipam")
+	}
+	return holding{key: key, node: e.Node, rev: ipKV.CreateRevision}, true, nil
+}
+
+// release deletes the reservation h of a: its ip key (only if its CreateRevision is still
+// h.rev), index entries and bit.
+// ambiguous: an earlier attempt's outcome is unknown.
+func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
+	p, off := pageOf(a)
+	ip, pk := s.ipKey(a), s.pageKey(p)
+	for try := 0; try < maxTries; try++ {
+		if err := s.backoff(try); err != nil {
+			return false, err
+		}
+		pg, err := s.cachedPage(p)
+		if err != nil {
+			return false, err
+		}
+		nb := pg.with(off, false)
+		ops := []clientv3.Op{
+			clientv3.OpDelete(ip), clientv3.OpDelete(s.ownerKey(h.key, a)), clientv3.OpDelete(s.nodeKey(h.node, a)),
+		}
+		empty := allZero(nb)
+		if empty {
+			ops = append(ops, clientv3.OpDelete(pk)) // absent = all free: nothing left behind
+		} else {
+			ops = append(ops, clientv3.OpPut(pk, string(nb)))
+		}
+		if allOnes(pg.bits) {
+			ops = append(ops, clientv3.OpDelete(s.fullKey(p)))
+		}
+		var resp *clientv3.TxnResponse
+		retried, err := s.doRetried("release "+a.String(), func(ctx context.Context) (err error) {
+			resp, err = s.cli.Txn(ctx).If(
+				clientv3.Compare(clientv3.CreateRevision(ip), "=", h.rev),
+				clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
+			).Then(ops...).Else(clientv3.OpGet(ip), clientv3.OpGet(pk)).Commit()
+			return err
+		})
+		ambiguous = ambiguous || retried
+		if err != nil {
+			return false, err
+		}
+		if resp.Succeeded {
+			s.prefetched = nil
+			if allOnes(pg.bits) {
+				s.markers = nil // a full page has room again
+			}
+			if empty {
+				s.pages[p] = &page{}
+			} else {
+				s.pages[p] = &page{bits: nb, rev: resp.Header.Revision}
+			}
+			delete(s.held, a)
+			return true, nil
+		}
+		if _, err := s.setPage(p, firstKV(resp, 1)); err != nil {
+			return false, err
+		}
+		if ipKV := firstKV(resp, 0); ipKV == nil || ipKV.CreateRevision != h.rev {
+			// Gone: by our own attempt whose answer was lost, or by someone else.
+			delete(s.held, a)
+			return ambiguous, nil
+		}
+	}
+	return false, cnierr.New(cnierr.TryAgainLater, "", "gave up releasing %s after %d tries: %s keeps changing under concurrent allocations", a, maxTries, pk)
+}
+
+// LastReserved implements store.Store. Open read every cursor already.
+func (s *Store) LastReserved(set int) (netip.Addr, error) {
+	if a, ok := s.last[set]; ok || !s.lastMore {
+		return a, nil
+	}
+	var resp *clientv3.GetResponse
+	err := s.do("read "+s.lastKey(set), func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.lastKey(set))
+		return err
+	})
+	if err != nil || len(resp.Kvs) == 0 {
+		return netip.Addr{}, err
+	}
+	// An unreadable cursor restarts the walk, as on disk.
+	a, _ := ranges.ParseAddr(string(resp.Kvs[0].Value))
+	s.last[set] = a
+	return a, nil
+}
+
+// SetLastReserved implements store.Store: a plain put. Machines allocating at once may
+// overwrite each other's cursor; it is a hint for round-robin, never a reservation.
+func (s *Store) SetLastReserved(set int, a netip.Addr) error {
+	a = normAddr(a)
+	err := s.do(fmt.Sprintf("write %s", s.lastKey(set)), func(ctx context.Context) error {
+		_, err := s.cli.Put(ctx, s.lastKey(set), a.String())
+		return err
+	})
+	if err == nil {
+		s.last[set] = a
+	}
+	return err
+}
+
+// backoff waits before the try-th transaction on a contended page: not before the first
+// two, then a random time up to 50 µs × 2^try (at most 12.8 ms), within the call's
+// deadline (past which the call fails with code 11 like any other etcd timeout).
+func (s *Store) backoff(try int) error {
+	if try < 2 {
+		return nil
+	}
+	t := time.NewTimer(rand.N(50 * time.Microsecond << min(try, 8)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-s.ctx.Done():
+		return mapErr(s.cfg, s.ctx.Err(), "waiting for a contended page")
+	}
+}
