@@ -8,7 +8,7 @@
 //	go run ./cmd/bench -bin-dir bin -local-ipam bin/host-local   # harness self-test
 //
 // Scenario groups (for -only; VERSION always runs, it is every ratio's denominator):
-// version, empty, 50k, full16, walk20, parallel, rss.
+// version, empty, 50k, full16, walk20, parallel, rss, etcd.
 //
 // Exit status: 0 when every call behaved (a missed target is reported as FAIL but is
 // informational); 1 when a call misbehaved (wrong exit status, bad output, a result other than
@@ -60,6 +60,7 @@ var groups = []struct {
 	{"walk20", (*bench).groupWalk},
 	{"parallel", (*bench).groupParallel},
 	{"rss", (*bench).groupRSS},
+	{"etcd", (*bench).groupEtcd},
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -73,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.runs, "runs", 30, "timed runs per scenario per tool")
 	fs.IntVar(&cfg.minRuns, "min-runs", 5, "runs a tool always gets, whatever the time budget")
 	fs.DurationVar(&cfg.budget, "budget", 15*time.Second, "time budget per scenario per tool after -min-runs (caps host-local's slow scenarios)")
-	only := fs.String("only", "", "run only the scenario groups matching this regexp (version, empty, 50k, full16, walk20, parallel, rss)")
+	only := fs.String("only", "", "run only the scenario groups matching this regexp (version, empty, 50k, full16, walk20, parallel, rss, etcd)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary stores")
 	fs.BoolVar(&cfg.markdown, "markdown", false, "print the results as Markdown tables")
 	fs.BoolVar(&cfg.strict, "strict", false, "exit 3 when a target is missed")

@@ -349,7 +349,11 @@ func report(w io.Writer, cfg config, h headerInfo, r *results, failures []string
 		rss.rows = append(rss.rows, []string{"ADD / VERSION", ratioRSS(li), ratioRSS(hl)})
 	}
 
-	writeTables(w, md, []table{timed, par, rss})
+	tables := []table{timed, par, rss}
+	if et := etcdTable(r, cfg); len(et.rows) > 0 {
+		tables = append(tables, et)
+	}
+	writeTables(w, md, tables)
 
 	// Targets.
 	var ts []target

@@ -1,4 +1,4 @@
-package main
+package plugin
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -24,22 +25,29 @@ import (
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
 )
 
-const usageText = `local-ipam: a CNI IPAM plugin (a runtime runs it with CNI_COMMAND=ADD, DEL,
+// UsageText is the operator's help.
+const UsageText = `local-ipam: a CNI IPAM plugin (a runtime runs it with CNI_COMMAND=ADD, DEL,
 CHECK, GC, STATUS or VERSION and the network config on stdin).
 
 Operator's commands:
   local-ipam list    [--data-dir DIR] [--network NAME] [--json]
+  local-ipam list    --conf FILE [--json]
         every allocation: network, address, container ID, ifname, when it was made
+        (and by which node, for an etcd store)
   local-ipam usage   --conf FILE [--json]
         for a network config or conflist, per range set: size, in use, excluded,
         free, percent used
   local-ipam release --network NAME --container ID [--ifname IF] [--data-dir DIR]
+  local-ipam release --conf FILE --container ID [--ifname IF]
         release a container's addresses (all its interfaces unless --ifname), safely
-        under the network's lock
+        under the network's lock (by transaction, for an etcd store)
+  local-ipam release --conf FILE --node NAME
+        etcd store: release every address a machine reserved (one gone for good)
   local-ipam version
   local-ipam help
 
---data-dir defaults to ` + config.DefaultDataDir + `.
+--data-dir defaults to ` + config.DefaultDataDir + `. --conf takes a network config or
+conflist; a network kept in etcd (ipam.store.type "etcd") is reached only through it.
 `
 
 // errUsage marks a mistyped command line: one line, the usage, exit 2.
@@ -54,7 +62,7 @@ func runCLI(args []string, stdout, stderr io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "local-ipam: %s\n\n%s", ue.msg, usageText)
+		fmt.Fprintf(stderr, "local-ipam: %s\n\n%s", ue.msg, UsageText)
 		return 2
 	default:
 		fmt.Fprintf(stderr, "local-ipam: %s\n", errText(err))
@@ -65,10 +73,10 @@ func runCLI(args []string, stdout, stderr io.Writer) int {
 func dispatch(args []string, stdout io.Writer) error {
 	switch args[0] {
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usageText)
+		fmt.Fprint(stdout, UsageText)
 		return nil
 	case "version", "--version":
-		fmt.Fprintf(stdout, "local-ipam %s\nCNI spec versions: %s\n", buildVersion, strings.Join(version.All.SupportedVersions(), ", "))
+		fmt.Fprintf(stdout, "%s %s\nCNI spec versions: %s\n", opts.Name, opts.Version, strings.Join(version.All.SupportedVersions(), ", "))
 		return nil
 	case "list":
 		return cmdList(args[1:], stdout)
@@ -101,37 +109,91 @@ type listEntry struct {
 	Address     string    `json:"address"`
 	ContainerID string    `json:"containerID"`
 	IfName      string    `json:"ifname"`
+	Node        string    `json:"node,omitempty"`
 	Created     time.Time `json:"created"`
 	addr        netip.Addr
+}
+
+// loadConf reads a network config or conflist file as the runtime would hand it to the
+// IPAM plugin.
+func loadConf(file string) (*config.Config, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	stdin, err := pluginConf(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", file, err)
+	}
+	return config.Load(stdin, "")
+}
+
+// openEtcd opens a network kept in etcd for an operator's command; without the etcd
+// store in this binary, the command is handed to local-ipam-etcd (no return then).
+func openEtcd(c *config.Config) (Network, error) {
+	if opts.OpenEtcd == nil {
+		return nil, handoff(nil)
+	}
+	return opts.OpenEtcd(c)
 }
 
 func cmdList(args []string, stdout io.Writer) error {
 	fs := newFlags("list")
 	dataDir := fs.String("data-dir", config.DefaultDataDir, "")
 	network := fs.String("network", "", "")
+	confFile := fs.String("conf", "", "")
 	asJSON := fs.Bool("json", false, "")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	nets := []string{*network}
-	if *network == "" {
-		var err error
-		if nets, err = disk.Networks(*dataDir); err != nil {
+	entries := []listEntry{}
+	var etcdNet Network
+	if *confFile != "" {
+		c, err := loadConf(*confFile)
+		if err != nil {
 			return err
 		}
-	}
-	entries := []listEntry{}
-	for _, n := range nets {
-		err := disk.ReadRecords(*dataDir, n, func(r disk.Record, created time.Time) error {
-			if !r.Regular || r.Content == "" {
-				return nil // blocks an address, but holds no allocation
+		*network = c.Name
+		*dataDir = c.DataDir
+		if c.Store.Type == config.StoreEtcd {
+			if etcdNet, err = openEtcd(c); err != nil {
+				return err
 			}
-			o := r.Owner()
-			entries = append(entries, listEntry{n, r.Addr.String(), o.ID, o.IfName, created.UTC(), r.Addr})
+			defer etcdNet.Close()
+		}
+	}
+	if etcdNet != nil {
+		l, ok := etcdNet.(Lister)
+		if !ok {
+			return fmt.Errorf("%s cannot list its reservations", etcdNet)
+		}
+		err := l.List(func(e Entry) error {
+			entries = append(entries, listEntry{*network, e.Addr.String(), e.Owner.ID, e.Owner.IfName, e.Node, e.Created.UTC(), e.Addr})
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+	} else {
+		nets := []string{*network}
+		if *network == "" {
+			var err error
+			if nets, err = disk.Networks(*dataDir); err != nil {
+				return err
+			}
+		}
+		for _, n := range nets {
+			err := disk.ReadRecords(*dataDir, n, func(r disk.Record, created time.Time) error {
+				if !r.Regular || r.Content == "" {
+					return nil // blocks an address, but holds no allocation
+				}
+				o := r.Owner()
+				entries = append(entries, listEntry{n, r.Addr.String(), o.ID, o.IfName, "", created.UTC(), r.Addr})
+				return nil
+			})
+			if err != nil {
+				return err
+			}
 		}
 	}
 	sort.Slice(entries, func(i, j int) bool {
@@ -144,13 +206,21 @@ func cmdList(args []string, stdout io.Writer) error {
 		return writeJSON(stdout, entries)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NETWORK\tADDRESS\tCONTAINER\tIFNAME\tCREATED")
+	if etcdNet != nil {
+		fmt.Fprintln(tw, "NETWORK\tADDRESS\tCONTAINER\tIFNAME\tNODE\tCREATED")
+	} else {
+		fmt.Fprintln(tw, "NETWORK\tADDRESS\tCONTAINER\tIFNAME\tCREATED")
+	}
 	for _, e := range entries {
 		ifname := e.IfName
 		if ifname == "" {
 			ifname = "-" // a record of an old host-local: container ID only
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Network, e.Address, e.ContainerID, ifname, e.Created.Format(time.RFC3339))
+		if etcdNet != nil {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Network, e.Address, e.ContainerID, ifname, e.Node, e.Created.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Network, e.Address, e.ContainerID, ifname, e.Created.Format(time.RFC3339))
+		}
 	}
 	return tw.Flush()
 }
@@ -178,8 +248,75 @@ type setUsage struct {
 
 type netUsage struct {
 	Network string     `json:"network"`
-	DataDir string     `json:"dataDir"`
+	DataDir string     `json:"dataDir,omitempty"`
+	Store   []string   `json:"etcdEndpoints,omitempty"`
 	Sets    []setUsage `json:"rangeSets"`
+}
+
+// usageOf counts one range set: count answers how many addresses of [from, to] are
+// reserved, so that a store that can count without listing (etcd) never lists.
+func usageOf(idx int, set ranges.Set, excl ranges.Exclusions, count func(from, to netip.Addr) (uint64, error)) (setUsage, error) {
+	su := setUsage{Set: idx, Ranges: set.String()}
+	for _, r := range set {
+		n, exact := ranges.Size(r.Start, r.End)
+		su.Size = addSat(su.Size, n)
+		su.Saturated = su.Saturated || !exact || su.Size == math.MaxUint64
+		ex := excl.Count(r.Start, r.End)
+		inUse, err := count(r.Start, r.End)
+		if err != nil {
+			return su, err
+		}
+		// Reserved and excluded: counted as in use, not as excluded.
+		var exInUse uint64
+		for _, iv := range excl {
+			from, to := maxAddr(iv.From, r.Start), minAddr(iv.To, r.End)
+			if from.Compare(to) > 0 {
+				continue
+			}
+			k, err := count(from, to)
+			if err != nil {
+				return su, err
+			}
+			exInUse += k
+		}
+		if r.Contains(r.Gateway) {
+			// The gateway is never given out: not part of the size, nor of what is used.
+			su.Size--
+			_, gwExcluded := excl.Covering(r.Gateway)
+			if gwExcluded {
+				ex--
+			}
+			k, err := count(r.Gateway, r.Gateway)
+			if err != nil {
+				return su, err
+			}
+			inUse -= k
+			if gwExcluded {
+				exInUse -= k
+			}
+		}
+		su.InUse += inUse
+		su.Excluded = addSat(su.Excluded, ex-exInUse)
+	}
+	su.Free = su.Size - su.InUse - su.Excluded
+	if avail := su.Size - su.Excluded; avail > 0 {
+		su.Percent = math.Round(float64(su.InUse)/float64(avail)*1000) / 10
+	}
+	return su, nil
+}
+
+func maxAddr(a, b netip.Addr) netip.Addr {
+	if a.Compare(b) >= 0 {
+		return a
+	}
+	return b
+}
+
+func minAddr(a, b netip.Addr) netip.Addr {
+	if a.Compare(b) <= 0 {
+		return a
+	}
+	return b
 }
 
 func cmdUsage(args []string, stdout io.Writer) error {
@@ -192,62 +329,63 @@ func cmdUsage(args []string, stdout io.Writer) error {
 	if *confFile == "" {
 		return errUsage{"usage: --conf FILE is required"}
 	}
-	raw, err := os.ReadFile(*confFile)
-	if err != nil {
-		return err
-	}
-	stdin, err := pluginConf(raw)
-	if err != nil {
-		return fmt.Errorf("%s: %v", *confFile, err)
-	}
-	c, err := config.Load(stdin, "")
+	c, err := loadConf(*confFile)
 	if err != nil {
 		return err
 	}
 	u := netUsage{Network: c.Name, DataDir: c.DataDir}
-	taken := map[netip.Addr]bool{}
-	err = disk.ReadRecords(c.DataDir, c.Name, func(r disk.Record, _ time.Time) error {
-		if !r.Regular || r.Content != "" {
-			taken[r.Addr] = true
+	var count func(from, to netip.Addr) (uint64, error)
+	if c.Store.Type == config.StoreEtcd {
+		u.DataDir, u.Store = "", c.Store.Endpoints
+		st, err := openEtcd(c)
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		defer st.Close()
+		ctr, ok := st.(Counter)
+		if !ok {
+			return fmt.Errorf("%s cannot count its reservations", st)
+		}
+		count = func(from, to netip.Addr) (uint64, error) {
+			n, err := ctr.CountReserved(from, to)
+			return uint64(n), err
+		}
+	} else {
+		var taken []netip.Addr
+		err = disk.ReadRecords(c.DataDir, c.Name, func(r disk.Record, _ time.Time) error {
+			if !r.Regular || r.Content != "" {
+				taken = append(taken, r.Addr)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(taken, netip.Addr.Compare)
+		count = func(from, to netip.Addr) (uint64, error) {
+			i, _ := slices.BinarySearchFunc(taken, from, netip.Addr.Compare)
+			j, found := slices.BinarySearchFunc(taken, to, netip.Addr.Compare)
+			if found {
+				j++
+			}
+			return uint64(max(j-i, 0)), nil
+		}
 	}
 	for i, set := range c.Pool.Sets {
-		su := setUsage{Set: i, Ranges: set.String()}
-		for _, r := range set {
-			n, exact := ranges.Size(r.Start, r.End)
-			su.Size = addSat(su.Size, n)
-			su.Saturated = su.Saturated || !exact || su.Size == math.MaxUint64
-			ex := c.Pool.Exclude.Count(r.Start, r.End)
-			if r.Contains(r.Gateway) {
-				su.Size--
-				if _, ok := c.Pool.Exclude.Covering(r.Gateway); ok {
-					ex--
-				}
-			}
-			su.Excluded = addSat(su.Excluded, ex)
-		}
-		for a := range taken {
-			if i := set.RangeFor(a); i >= 0 && a != set[i].Gateway {
-				su.InUse++
-				if _, ok := c.Pool.Exclude.Covering(a); ok {
-					su.Excluded-- // counted as in use, not as excluded
-				}
-			}
-		}
-		su.Free = su.Size - su.InUse - su.Excluded
-		if avail := su.Size - su.Excluded; avail > 0 {
-			su.Percent = math.Round(float64(su.InUse)/float64(avail)*1000) / 10
+		su, err := usageOf(i, set, c.Pool.Exclude, count)
+		if err != nil {
+			return err
 		}
 		u.Sets = append(u.Sets, su)
 	}
 	if *asJSON {
 		return writeJSON(stdout, u)
 	}
-	fmt.Fprintf(stdout, "network %s (%s)\n", u.Network, u.DataDir)
+	where := u.DataDir
+	if where == "" {
+		where = "etcd " + strings.Join(u.Store, ",")
+	}
+	fmt.Fprintf(stdout, "network %s (%s)\n", u.Network, where)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "SET\tSIZE\tIN USE\tEXCLUDED\tFREE\tUSED\t  RANGES")
 	for _, s := range u.Sets {
@@ -299,23 +437,49 @@ func cmdRelease(args []string, stdout io.Writer) error {
 	fs := newFlags("release")
 	dataDir := fs.String("data-dir", config.DefaultDataDir, "")
 	network := fs.String("network", "", "")
+	confFile := fs.String("conf", "", "")
 	container := fs.String("container", "", "")
 	ifname := fs.String("ifname", "", "")
+	node := fs.String("node", "", "")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *network == "" || *container == "" {
-		return errUsage{"release: --network and --container are required"}
+	if (*node == "") == (*container == "") {
+		return errUsage{"release: one of --container or --node is required"}
 	}
-	// Never create a network (or a data dir) by mistyping its name.
-	if fi, err := os.Lstat(filepath.Join(*dataDir, *network)); err != nil || !fi.IsDir() {
-		fmt.Fprintf(stdout, "nothing reserved for container %s in network %s (no directory %s)\n",
-			*container, *network, filepath.Join(*dataDir, *network))
-		return nil
+	if *node != "" && (*confFile == "" || *ifname != "") {
+		return errUsage{"release: --node needs --conf (an etcd network) and no --ifname"}
 	}
-	st, err := disk.Open(*dataDir, *network, disk.Options{})
-	if err != nil {
-		return err
+	var st Network
+	if *confFile != "" {
+		c, err := loadConf(*confFile)
+		if err != nil {
+			return err
+		}
+		*network, *dataDir = c.Name, c.DataDir
+		if c.Store.Type == config.StoreEtcd {
+			if st, err = openEtcd(c); err != nil {
+				return err
+			}
+		} else if *node != "" {
+			return errUsage{"release: --node is for networks kept in etcd"}
+		}
+	}
+	if *network == "" {
+		return errUsage{"release: --network (or --conf) is required"}
+	}
+	if st == nil {
+		// Never create a network (or a data dir) by mistyping its name.
+		if fi, err := os.Lstat(filepath.Join(*dataDir, *network)); err != nil || !fi.IsDir() {
+			fmt.Fprintf(stdout, "nothing reserved for container %s in network %s (no directory %s)\n",
+				*container, *network, filepath.Join(*dataDir, *network))
+			return nil
+		}
+		ds, err := disk.Open(*dataDir, *network, disk.Options{})
+		if err != nil {
+			return err
+		}
+		st = ds
 	}
 	defer st.Close()
 	type freed struct {
@@ -333,12 +497,26 @@ func cmdRelease(args []string, stdout io.Writer) error {
 		}
 	} else {
 		var all []freed
-		err := st.Records(func(r disk.Record) error {
-			if o := r.Owner(); r.Regular && o.ID == *container {
-				all = append(all, freed{r.Addr, o})
-			}
-			return nil
-		})
+		var err error
+		switch st := st.(type) {
+		case *disk.Store:
+			err = st.Records(func(r disk.Record) error {
+				if o := r.Owner(); r.Regular && o.ID == *container {
+					all = append(all, freed{r.Addr, o})
+				}
+				return nil
+			})
+		case Lister:
+			// --node: everything a machine that is gone for good left behind.
+			err = st.List(func(e Entry) error {
+				if (*node == "" && e.Owner.ID == *container) || (*node != "" && e.Node == *node) {
+					all = append(all, freed{e.Addr, e.Owner})
+				}
+				return nil
+			})
+		default:
+			err = fmt.Errorf("%s cannot list its reservations", st)
+		}
 		if err != nil {
 			return err
 		}
@@ -356,7 +534,11 @@ func cmdRelease(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(done) == 0 {
-		fmt.Fprintf(stdout, "nothing reserved for container %s in network %s\n", *container, *network)
+		if *node != "" {
+			fmt.Fprintf(stdout, "nothing reserved by node %s in network %s\n", *node, *network)
+		} else {
+			fmt.Fprintf(stdout, "nothing reserved for container %s in network %s\n", *container, *network)
+		}
 		return nil
 	}
 	for _, f := range done {

@@ -1,7 +1,8 @@
-// Command local-ipam is a CNI IPAM plugin: host-local's configuration, store format and
-// addresses, at a cost that does not grow with the number of allocations. Run by a
-// person with a subcommand instead of CNI_COMMAND, it is also the operator's tool (cli.go).
-package main
+// Package plugin is local-ipam's CNI plugin and operator's tool, shared by the two
+// binaries: local-ipam (disk store only, so that its start-up stays that of a small
+// program) and local-ipam-etcd (the same, plus the etcd store). A call of local-ipam for
+// an etcd network is handed to local-ipam-etcd (handoff.go).
+package plugin
 
 import (
 	"encoding/json"
@@ -28,10 +29,55 @@ import (
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
 )
 
-// buildVersion is set at build time (-ldflags -X main.buildVersion=...).
-var buildVersion = "dev"
+// Network is one network's store, opened for one call: the allocator's store.Store plus
+// what GC and STATUS need.
+type Network interface {
+	store.Store
+	// GC releases every reservation whose attachment is not in valid (a cluster store:
+	// only this machine's reservations).
+	GC(valid []types.GCAttachment) ([]netip.Addr, error)
+	// Writable tells whether a reservation could be written now.
+	Writable() error
+	String() string
+}
 
-func main() {
+// Entry is one reservation, for the operator's commands.
+type Entry struct {
+	Addr    netip.Addr
+	Owner   store.Owner
+	Node    string // the machine that made it (cluster stores only)
+	Created time.Time
+}
+
+// Lister is a Network that can list its reservations (the etcd store; the disk store's
+// are read without its lock, see cli.go).
+type Lister interface {
+	List(fn func(Entry) error) error
+}
+
+// Counter is a Network that counts reservations in [from, to] without reading them.
+type Counter interface {
+	CountReserved(from, to netip.Addr) (int, error)
+}
+
+// Options are what a binary plugs in.
+type Options struct {
+	// Name is the binary's name in messages.
+	Name    string
+	Version string
+	// OpenEtcd opens a network kept in etcd; nil in the node-local binary, which hands
+	// such calls to local-ipam-etcd instead.
+	OpenEtcd func(c *config.Config) (Network, error)
+}
+
+var opts Options
+
+// Main runs a CNI call (CNI_COMMAND set) or an operator's command, and exits.
+func Main(o Options) {
+	opts = o
+	if opts.Name == "" {
+		opts.Name = "local-ipam"
+	}
 	growStack()
 	if os.Getenv("CNI_COMMAND") == "" && len(os.Args) > 1 {
 		os.Exit(runCLI(os.Args[1:], os.Stdout, os.Stderr))
@@ -43,7 +89,7 @@ func main() {
 		Check:  cmdCheck,
 		GC:     cmdGC,
 		Status: cmdStatus,
-	}, version.All, "local-ipam "+buildVersion+" (CNI IPAM plugin; run 'local-ipam --help' for the operator's commands)")
+	}, version.All, opts.Name+" "+opts.Version+" (CNI IPAM plugin; run '"+opts.Name+" --help' for the operator's commands)")
 	if e != nil {
 		printError(e, stdin)
 		os.Exit(1)
@@ -129,13 +175,34 @@ func owner(args *skel.CmdArgs) store.Owner {
 	return store.Owner{ID: args.ContainerID, IfName: args.IfName}
 }
 
-// open loads the config and locks the network's store: every verb starts here.
-func open(args *skel.CmdArgs) (*config.Config, *disk.Store, error) {
+// load reads the config, and hands the call to local-ipam-etcd when the network is kept
+// in etcd and this binary has no etcd store (never returns then, unless it fails).
+func load(args *skel.CmdArgs) (*config.Config, error) {
 	c, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return nil, err
+	}
+	if c.Store.Type == config.StoreEtcd && opts.OpenEtcd == nil {
+		return nil, handoff(args.StdinData)
+	}
+	return c, nil
+}
+
+// openStore opens the config's network in its store, locked (disk) for this call.
+func openStore(c *config.Config) (Network, error) {
+	if c.Store.Type == config.StoreEtcd {
+		return opts.OpenEtcd(c)
+	}
+	return disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
+}
+
+// open loads the config and opens the network's store: every verb starts here.
+func open(args *skel.CmdArgs) (*config.Config, Network, error) {
+	c, err := load(args)
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
+	st, err := openStore(c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -155,11 +222,14 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 		return types.PrintResult(prev, c.CNIVersion)
 	}
+	if c.Store.Type == config.StoreEtcd && opts.OpenEtcd == nil {
+		return handoff(args.StdinData)
+	}
 	dns, err := c.DNS()
 	if err != nil {
 		return err
 	}
-	st, err := disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
+	st, err := openStore(c)
 	if err != nil {
 		return err
 	}
@@ -302,7 +372,7 @@ func parsePrev(c *config.Config) (*current.Result, error) {
 // cni.dev/valid-attachments. A config without the key is refused: host-local takes it as
 // "nothing is valid" and empties the network, which is never what a runtime means.
 func cmdGC(args *skel.CmdArgs) error {
-	c, err := config.Load(args.StdinData, args.Args)
+	c, err := load(args)
 	if err != nil {
 		return err
 	}
@@ -312,7 +382,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if !c.HasValidAttachments {
 		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
 	}
-	st, err := disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
+	st, err := openStore(c)
 	if err != nil {
 		return err
 	}
@@ -327,7 +397,7 @@ func cmdGC(args *skel.CmdArgs) error {
 // cmdStatus answers whether an ADD could succeed now: the store can be locked and
 // written, and every range set has an address to give. Otherwise code 50.
 func cmdStatus(args *skel.CmdArgs) error {
-	c, err := config.Load(args.StdinData, args.Args)
+	c, err := load(args)
 	if err != nil {
 		return err
 	}
@@ -336,13 +406,13 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return e
 	}
 	disk.LockTimeout = 10 * time.Second
-	st, err := disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
+	st, err := openStore(c)
 	if err != nil {
 		return unavailable("store unusable: %s", errText(err))
 	}
 	defer st.Close()
 	if err := st.Writable(); err != nil {
-		return unavailable("store %s cannot be written: %v", st.Dir(), err)
+		return unavailable("%s cannot be written: %s", st, errText(err))
 	}
 	avail, err := allocator.Available(st, c.Pool)
 	if err != nil {

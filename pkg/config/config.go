@@ -29,6 +29,8 @@ type Config struct {
 	// a list itself (see Chained), the main plugin's type when it runs as its IPAM.
 	PluginType string
 	DataDir    string
+	// Store is where reservations are kept: the disk store under DataDir by default.
+	Store Store
 	// Pool holds the range sets in allocation order (runtimeConfig.ipRanges, then the
 	// legacy single range, then "ranges": host-local's order) and the exclusions.
 	Pool ranges.Pool
@@ -76,6 +78,7 @@ type ipamJSON struct {
 	// local-ipam's own fields.
 	Exclude      []string
 	FreeOnReboot bool
+	Store        *storeJSON
 }
 
 // netJSON is the part of the network config local-ipam reads.
@@ -161,6 +164,9 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 	}
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
+	}
+	if c.Store, err = validStore(n.IPAM.Store); err != nil {
+		return nil, err
 	}
 	c.AttachmentsErr = n.AttachmentsErr
 	switch {

@@ -192,6 +192,9 @@ func decodeNet(stdin []byte) (*netJSON, error) {
 		if n.IPAM.Ranges, err = rangeSets(ipam.get("ranges"), "ipam.ranges"); err != nil {
 			return nil, err
 		}
+		if n.IPAM.Store, err = decodeStore(ipam.get("store")); err != nil {
+			return nil, err
+		}
 	}
 
 	rc, err := decodeObject(top.get("runtimeConfig"), "runtimeConfig")

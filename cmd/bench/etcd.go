@@ -1,0 +1,226 @@
+package main
+
+// The etcd store's figures: local-ipam (which hands etcd networks to local-ipam-etcd)
+// against one etcd member on loopback, started here. There is no host-local counterpart;
+// the table shows latency, 8-way throughput at 0 and 50,000 allocations, and what the
+// separate binary saves the node-local path.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/local-ipam/local-ipam/pkg/store"
+	"github.com/local-ipam/local-ipam/pkg/store/etcd"
+	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
+)
+
+const etcdSlot = "etcd"
+
+type etcdEnv struct {
+	net       string
+	endpoints []string
+	t         *tool // the binary the runtime runs
+	typ       string
+}
+
+func (e etcdEnv) conf() []byte {
+	b, _ := json.Marshal(map[string]any{
+		"cniVersion": "1.0.0", "name": e.net, "type": "bridge",
+		"ipam": map[string]any{"type": e.typ, "subnet": "10.9.0.0/16",
+			"store": map[string]any{"type": "etcd", "endpoints": e.endpoints, "node": "bench", "prefix": "/bench"}},
+	})
+	return b
+}
+
+func (b *bench) etcdCall(e etcdEnv, cmd, id string) (outcome, error) {
+	r := req{cmd: cmd, id: id, stdin: e.conf()}
+	o, err := e.t.run(b.ctx, r)
+	if err != nil {
+		return o, err
+	}
+	if cmd == "ADD" {
+		var res struct {
+			IPs []struct{ Address string } `json:"ips"`
+		}
+		if o.code != 0 || json.Unmarshal(o.stdout, &res) != nil || len(res.IPs) != 1 {
+			return o, callError(e.t, r, o, "etcd ADD did not succeed")
+		}
+		return o, nil
+	}
+	return o, expectSilentOK(e.t, r, o)
+}
+
+// fillEtcd reserves n addresses of 10.9.0.0/16 from .0.2 on, as n ADDs would have, with
+// 16 writers (each its own client, as machines are).
+func fillEtcd(endpoints []string, net string, n int) error {
+	base := netip.MustParseAddr("10.9.0.2")
+	addrs := make([]netip.Addr, n)
+	a := base
+	for i := range addrs {
+		addrs[i] = a
+		a = a.Next()
+	}
+	const writers = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: "bench", Timeout: 10 * time.Minute}, net)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer st.Close()
+			for i := w; i < n; i += writers {
+				ok, err := st.Reserve(addrs[i], store.Owner{ID: containerID("etcd-fill", i), IfName: benchIfname})
+				if err != nil || !ok {
+					errs <- fmt.Errorf("filling etcd: Reserve(%s) = %v, %v", addrs[i], ok, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: "bench", Timeout: time.Minute}, net)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return st.SetLastReserved(0, addrs[n-1])
+}
+
+func (b *bench) groupEtcd() error {
+	etcdBin := filepath.Join(filepath.Dir(b.tools[0].bin), "local-ipam-etcd")
+	et, err := newTool("local-ipam-etcd", etcdBin, b.cfg.timeout)
+	if err != nil {
+		return fmt.Errorf("%w (run make build)", err)
+	}
+	dir := filepath.Join(b.root, "etcd")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	eps, stop, err := etcdtest.StartEmbeddedServer(dir)
+	if err != nil {
+		return fmt.Errorf("starting etcd: %w", err)
+	}
+	defer stop()
+	li := b.tools[0]
+
+	// VERSION: what linking the etcd client costs a process (why it is a second binary).
+	for i := 0; i < b.cfg.runs; i++ {
+		if err := b.version(li, "etcd-li-version"); err != nil {
+			return err
+		}
+		if err := b.version(et, "etcd-bin-version"); err != nil {
+			return err
+		}
+	}
+	for _, v := range []string{"etcd-li-version", "etcd-bin-version"} {
+		slot := li.slot
+		if v == "etcd-bin-version" {
+			slot = et.slot
+		}
+		for _, d := range b.res.times[slot][v] {
+			b.res.addTime(etcdSlot, v, d)
+		}
+	}
+
+	latency := func(label string, e etcdEnv) error {
+		for i := 0; i < b.cfg.runs; i++ {
+			id := containerID("etcd-"+label, i)
+			o, err := b.etcdCall(e, "ADD", id)
+			if err != nil {
+				return err
+			}
+			b.res.addTime(etcdSlot, label+"-add", o.dur)
+			if o, err = b.etcdCall(e, "DEL", id); err != nil {
+				return err
+			}
+			b.res.addTime(etcdSlot, label+"-del", o.dur)
+		}
+		return nil
+	}
+	rate := func(label string, e etcdEnv) error {
+		n, w := b.cfg.parallelN, b.cfg.parallel
+		wall, err := b.parallel(n, w, func(i int) error {
+			_, err := b.etcdCall(e, "ADD", containerID("etcd-par-"+label, i))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		b.res.setRate(etcdSlot, label+"-par-add", float64(n)/wall.Seconds())
+		b.logf("etcd: %s: %d ADDs by %d callers in %.2fs", label, n, w, wall.Seconds())
+		return nil
+	}
+
+	empty := etcdEnv{net: "bench-etcd-empty", endpoints: eps, t: li, typ: "local-ipam"}
+	if _, err := b.etcdCall(empty, "DEL", "warm-up"); err != nil {
+		return err
+	}
+	if err := latency("0", empty); err != nil {
+		return err
+	}
+	if err := rate("0", etcdEnv{net: "bench-etcd-par0", endpoints: eps, t: li, typ: "local-ipam"}); err != nil {
+		return err
+	}
+
+	start := time.Now()
+	for _, net := range []string{"bench-etcd-big", "bench-etcd-par-big"} {
+		if err := fillEtcd(eps, net, b.cfg.allocs); err != nil {
+			return err
+		}
+	}
+	b.logf("etcd: two pools of %d allocations written in %.1fs", b.cfg.allocs, time.Since(start).Seconds())
+	big := etcdEnv{net: "bench-etcd-big", endpoints: eps, t: li, typ: "local-ipam"}
+	if err := latency("big", big); err != nil {
+		return err
+	}
+	direct := etcdEnv{net: "bench-etcd-big", endpoints: eps, t: et, typ: "local-ipam-etcd"}
+	if err := latency("big-direct", direct); err != nil {
+		return err
+	}
+	return rate("big", etcdEnv{net: "bench-etcd-par-big", endpoints: eps, t: li, typ: "local-ipam"})
+}
+
+// etcdTable is the etcd group's table (empty when it did not run).
+func etcdTable(r *results, cfg config) table {
+	k := allocLabel(cfg.allocs)
+	t := table{
+		title: "etcd store: one etcd member on loopback; local-ipam hands each call to local-ipam-etcd",
+		cols:  []string{"call", "median ms", "p90 ms", "runs"},
+	}
+	for _, d := range []struct{ key, label string }{
+		{"etcd-li-version", "VERSION, local-ipam"},
+		{"etcd-bin-version", "VERSION, local-ipam-etcd (links the etcd client)"},
+		{"0-add", "ADD, empty pool"},
+		{"0-del", "DEL, empty pool"},
+		{"big-add", "ADD at " + k + " allocations"},
+		{"big-del", "DEL at " + k},
+		{"big-direct-add", "ADD at " + k + ", type local-ipam-etcd (no hand-off)"},
+		{"big-direct-del", "DEL at " + k + ", type local-ipam-etcd"},
+	} {
+		s, ok := r.stat(etcdSlot, d.key)
+		if !ok {
+			continue
+		}
+		t.rows = append(t.rows, []string{d.label, fmtMS(s.med), fmtMS(s.p90), fmt.Sprint(s.n)})
+	}
+	for _, d := range []struct{ key, label string }{{"0-par-add", "empty pool"}, {"big-par-add", "at " + k}} {
+		if v, ok := r.rate(etcdSlot, d.key); ok {
+			t.rows = append(t.rows, []string{fmt.Sprintf("%d ADDs by %d callers, %s: calls/s", cfg.parallelN, cfg.parallel, d.label), fmt.Sprintf("%.0f", v), "", ""})
+		}
+	}
+	return t
+}

@@ -1,0 +1,571 @@
+package main
+
+// Exec-level tests of the etcd store: the built binaries (bin/local-ipam, which hands etcd
+// networks to bin/local-ipam-etcd) run as a runtime runs them, against real etcd servers
+// started by the tests (pkg/store/etcd/etcdtest). Different "machines" are different node
+// names in the config, as different hosts' configs would say.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
+)
+
+// etcdNet is one network kept in etcd.
+type etcdNet struct {
+	name      string
+	endpoints []string
+	ipam      map[string]any
+	timeout   time.Duration
+}
+
+func newEtcdNet(name string, endpoints []string, ipam map[string]any) *etcdNet {
+	return &etcdNet{name: name, endpoints: endpoints, ipam: ipam, timeout: 3 * time.Second}
+}
+
+// conf is the config node would send, with extra top-level keys.
+func (n *etcdNet) conf(t testing.TB, node string, extra map[string]any) []byte {
+	t.Helper()
+	store := map[string]any{"type": "etcd", "endpoints": n.endpoints, "node": node, "timeout": n.timeout.String(), "prefix": "/t/" + t.Name()}
+	ipam := map[string]any{"type": "local-ipam", "store": store}
+	for k, v := range n.ipam {
+		ipam[k] = v
+	}
+	m := map[string]any{"cniVersion": "1.1.0", "name": n.name, "type": "bridge", "ipam": ipam}
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// plugin runs bin/local-ipam (the binary runtimes are configured with).
+func plugin(t testing.TB, c testexec.Call) testexec.Out {
+	t.Helper()
+	return testexec.CNI(t, testexec.Bin(t, "local-ipam"), c)
+}
+
+func add(t testing.TB, n *etcdNet, node, id string) testexec.Out {
+	t.Helper()
+	return plugin(t, testexec.Call{Cmd: "ADD", ID: id, IfName: "eth0", Conf: n.conf(t, node, nil)})
+}
+
+func del(t testing.TB, n *etcdNet, node, id string) testexec.Out {
+	t.Helper()
+	return plugin(t, testexec.Call{Cmd: "DEL", ID: id, IfName: "eth0", Conf: n.conf(t, node, nil)})
+}
+
+func wantOK(t testing.TB, o testexec.Out, what string) {
+	t.Helper()
+	if o.Exit != 0 {
+		t.Fatalf("%s failed: %s", what, o)
+	}
+}
+
+func wantCode(t testing.TB, o testexec.Out, code uint, what string) testexec.CNIError {
+	t.Helper()
+	e, ok := o.Error()
+	if !ok || e.Code != code {
+		t.Fatalf("%s: want CNI error code %d, got %s", what, code, o)
+	}
+	return e
+}
+
+// operator runs bin/local-ipam with arguments, as a person does.
+func operator(t testing.TB, args ...string) testexec.Out {
+	t.Helper()
+	return testexec.Run(t, testexec.Bin(t, "local-ipam"), nil, nil, args...)
+}
+
+func writeConf(t testing.TB, b []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "net.conf")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type listed struct {
+	Address     string `json:"address"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifname"`
+	Node        string `json:"node"`
+}
+
+func list(t testing.TB, n *etcdNet) []listed {
+	t.Helper()
+	o := operator(t, "list", "--conf", writeConf(t, n.conf(t, "operator", nil)), "--json")
+	wantOK(t, o, "list")
+	var out []listed
+	if err := json.Unmarshal([]byte(o.Stdout), &out); err != nil {
+		t.Fatalf("list --json: %v: %s", err, o)
+	}
+	return out
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+func TestHandoff(t *testing.T) {
+	t.Run("local-ipam without local-ipam-etcd: code 50 naming what to install", func(t *testing.T) {
+		dir := t.TempDir()
+		b, err := os.ReadFile(testexec.Bin(t, "local-ipam"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone := filepath.Join(dir, "local-ipam")
+		if err := os.WriteFile(alone, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		n := newEtcdNet("alone", []string{closedPort(t)}, map[string]any{"subnet": "10.20.0.0/24"})
+		for _, cmd := range []string{"ADD", "DEL", "CHECK", "STATUS"} {
+			o := testexec.CNI(t, alone, testexec.Call{Cmd: cmd, ID: "c", IfName: "eth0", Conf: n.conf(t, "a", nil)})
+			e := wantCode(t, o, 50, cmd)
+			if !strings.Contains(e.Msg, "local-ipam-etcd") {
+				t.Errorf("%s: message does not say what is missing: %q", cmd, e.Msg)
+			}
+		}
+		// Disk networks do not need it.
+		disk := []byte(`{"cniVersion":"1.1.0","name":"d","ipam":{"type":"local-ipam","subnet":"10.21.0.0/24","dataDir":"` + t.TempDir() + `"}}`)
+		wantOK(t, testexec.CNI(t, alone, testexec.Call{Cmd: "ADD", ID: "c", IfName: "eth0", Conf: disk}), "disk ADD without local-ipam-etcd")
+	})
+
+	t.Run("etcd unreachable: code 11 within the timeout, from every verb and command", func(t *testing.T) {
+		n := newEtcdNet("down", []string{closedPort(t)}, map[string]any{"subnet": "10.20.0.0/24"})
+		n.timeout = time.Second
+		conf := n.conf(t, "a", nil)
+		for _, cmd := range []string{"ADD", "DEL", "CHECK", "GC"} {
+			extra := map[string]any{}
+			if cmd == "GC" {
+				extra["cni.dev/valid-attachments"] = []any{}
+			}
+			o := plugin(t, testexec.Call{Cmd: cmd, ID: "c", IfName: "eth0", Conf: n.conf(t, "a", extra)})
+			e := wantCode(t, o, 11, cmd)
+			if !strings.Contains(e.Msg+e.Details, strings.TrimPrefix(n.endpoints[0], "http://")) {
+				t.Errorf("%s: the error does not name the endpoint: %+v", cmd, e)
+			}
+			if o.Took > n.timeout+3*time.Second {
+				t.Errorf("%s took %v with a %v timeout", cmd, o.Took, n.timeout)
+			}
+		}
+		o := plugin(t, testexec.Call{Cmd: "STATUS", Conf: conf})
+		wantCode(t, o, 50, "STATUS")
+		for _, args := range [][]string{{"list", "--conf"}, {"usage", "--conf"}} {
+			o := operator(t, append(args, writeConf(t, conf))...)
+			if o.Exit != 1 || !strings.Contains(o.Stderr, "etcd") {
+				t.Errorf("%v with etcd down: want exit 1 and a message, got %s", args, o)
+			}
+		}
+	})
+}
+
+// TestSameAsDisk runs one script of calls against a disk network and an etcd network
+// and wants the same answers: results byte for byte, errors with the same code.
+func TestSameAsDisk(t *testing.T) {
+	eps := etcdtest.StartEmbedded(t)
+	ipamSec := map[string]any{
+		"ranges": []any{
+			[]any{map[string]any{"subnet": "10.30.0.0/28", "gateway": "10.30.0.1"}},
+			[]any{map[string]any{"subnet": "fd00:30::/124"}},
+		},
+		"exclude": []any{"10.30.0.4"},
+		"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
+	}
+	e := newEtcdNet("same", eps, ipamSec)
+	dataDir := t.TempDir()
+	diskConf := func(extra map[string]any) []byte {
+		ipam := map[string]any{"type": "local-ipam", "dataDir": dataDir}
+		for k, v := range ipamSec {
+			ipam[k] = v
+		}
+		m := map[string]any{"cniVersion": "1.1.0", "name": "same", "type": "bridge", "ipam": ipam}
+		for k, v := range extra {
+			m[k] = v
+		}
+		b, _ := json.Marshal(m)
+		return b
+	}
+	type step struct {
+		cmd, id, args string
+		prevOf        string // CHECK: the prevResult of this container's ADD
+		valid         []string
+	}
+	script := []step{
+		{cmd: "ADD", id: "c1"}, {cmd: "ADD", id: "c2"}, {cmd: "ADD", id: "c3"},
+		{cmd: "ADD", id: "c1"}, // duplicate: 103
+		{cmd: "DEL", id: "c2"},
+		{cmd: "ADD", id: "c4"}, // round robin: after c3, not c2's old address
+		{cmd: "ADD", id: "c5", args: "IP=10.30.0.9"},
+		{cmd: "ADD", id: "c6", args: "IP=10.30.0.9"},   // in use: 101
+		{cmd: "ADD", id: "c7", args: "IP=10.30.0.4"},   // excluded: 102
+		{cmd: "ADD", id: "c8", args: "IP=10.99.0.4"},   // outside: 102
+		{cmd: "CHECK", id: "c1", prevOf: "c1"},         // ok
+		{cmd: "CHECK", id: "c2", prevOf: "c2"},         // deleted: 105
+		{cmd: "DEL", id: "never-added"},                // ok
+		{cmd: "GC", valid: []string{"c1", "c3", "c4"}}, // c5 goes
+		{cmd: "CHECK", id: "c5", prevOf: "c5"},         // 105
+	}
+	for i := 10; i < 24; i++ {
+		script = append(script, step{cmd: "ADD", id: fmt.Sprintf("f%d", i)}) // runs the /28 and the /124 full: 100
+	}
+	script = append(script, step{cmd: "DEL", id: "f12"}, step{cmd: "ADD", id: "again"})
+
+	prev := map[string][2]json.RawMessage{}
+	for i, s := range script {
+		var outs [2]testexec.Out
+		for k := range 2 {
+			extra := map[string]any{}
+			if s.prevOf != "" {
+				extra["prevResult"] = prev[s.prevOf][k]
+			}
+			if s.cmd == "GC" {
+				var v []any
+				for _, id := range s.valid {
+					v = append(v, map[string]any{"containerID": id, "ifname": "eth0"})
+				}
+				extra["cni.dev/valid-attachments"] = v
+			}
+			conf := diskConf(extra)
+			if k == 1 {
+				conf = e.conf(t, "node-a", extra)
+			}
+			outs[k] = plugin(t, testexec.Call{Cmd: s.cmd, ID: s.id, IfName: "eth0", Args: s.args, Conf: conf})
+			if s.cmd == "ADD" && outs[k].Exit == 0 {
+				p := prev[s.id]
+				p[k] = json.RawMessage(outs[k].Stdout)
+				prev[s.id] = p
+			}
+		}
+		d, et := outs[0], outs[1]
+		if d.Exit != et.Exit {
+			t.Fatalf("step %d %+v: disk %s, etcd %s", i, s, d, et)
+		}
+		if d.Exit == 0 {
+			if d.Stdout != et.Stdout {
+				t.Fatalf("step %d %+v: results differ:\ndisk %s\netcd %s", i, s, d.Stdout, et.Stdout)
+			}
+			continue
+		}
+		de, _ := d.Error()
+		ee, ok := et.Error()
+		if !ok || de.Code != ee.Code {
+			t.Fatalf("step %d %+v: disk error %+v, etcd %s", i, s, de, et)
+		}
+	}
+}
+
+// TestMachines: eight machines allocate from one pool at once, through the plugin.
+func TestMachines(t *testing.T) {
+	eps := etcdtest.StartEmbedded(t)
+	n := newEtcdNet("pool", eps, map[string]any{"subnet": "10.40.0.0/24"}) // 253 addresses (.1 is the gateway)
+	const machines, each = 8, 40                                           // 320 asks for 253 addresses
+	type got struct {
+		id, addr string
+		code     uint
+	}
+	var mu sync.Mutex
+	var all []got
+	var wg sync.WaitGroup
+	for m := range machines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id := fmt.Sprintf("m%d-c%d", m, i)
+				o := add(t, n, fmt.Sprintf("m%d", m), id)
+				g := got{id: id}
+				if o.Exit == 0 {
+					g.addr = o.Addrs(t)[0]
+				} else if e, ok := o.Error(); ok {
+					g.code = e.Code
+				} else {
+					t.Errorf("ADD %s: %s", id, o)
+				}
+				mu.Lock()
+				all = append(all, g)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]string{}
+	var failed []got
+	for _, g := range all {
+		if g.addr == "" {
+			failed = append(failed, g)
+			continue
+		}
+		if other, dup := seen[g.addr]; dup {
+			t.Errorf("%s given to %s and %s", g.addr, other, g.id)
+		}
+		seen[g.addr] = g.id
+	}
+	if len(seen) != 253 {
+		t.Errorf("%d addresses given out, want all 253", len(seen))
+	}
+	for _, f := range failed {
+		if f.code != 100 {
+			t.Errorf("ADD %s failed with code %d, want 100 (pool full) only", f.id, f.code)
+		}
+	}
+	if l := list(t, n); len(l) != 253 {
+		t.Errorf("list shows %d reservations, want 253", len(l))
+	}
+	// Every machine lets go of everything; the pool is whole again.
+	var ids []string
+	for _, g := range all {
+		if g.addr != "" {
+			ids = append(ids, g.id)
+		}
+	}
+	var dwg sync.WaitGroup
+	for m := range machines {
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			for i := m; i < len(ids); i += machines {
+				node, _, _ := strings.Cut(ids[i], "-")
+				wantOK(t, del(t, n, node, ids[i]), "DEL "+ids[i])
+			}
+		}()
+	}
+	dwg.Wait()
+	if l := list(t, n); len(l) != 0 {
+		t.Fatalf("after every DEL, list shows %d reservations", len(l))
+	}
+	o := operator(t, "usage", "--conf", writeConf(t, n.conf(t, "x", nil)), "--json")
+	wantOK(t, o, "usage")
+	if !strings.Contains(o.Stdout, `"inUse": 0`) {
+		t.Errorf("usage after every DEL: %s", o.Stdout)
+	}
+	// And fully usable: 253 more ADDs, all distinct.
+	again := map[string]bool{}
+	for i := range 253 {
+		a := add(t, n, "m0", fmt.Sprintf("again%d", i)).Addrs(t)[0]
+		if again[a] {
+			t.Fatalf("%s twice after the pool was emptied", a)
+		}
+		again[a] = true
+	}
+	wantCode(t, add(t, n, "m0", "one-too-many"), 100, "ADD to a full pool")
+}
+
+// TestAcrossMachines: GC, freeOnReboot, STATUS, CHECK and the operator's commands with
+// two machines sharing one pool.
+func TestAcrossMachines(t *testing.T) {
+	eps := etcdtest.StartEmbedded(t)
+
+	t.Run("GC touches only its own machine's reservations", func(t *testing.T) {
+		n := newEtcdNet("gc", eps, map[string]any{"subnet": "10.50.0.0/24"})
+		for _, c := range []string{"a1", "a2", "a3"} {
+			wantOK(t, add(t, n, "a", c), "ADD "+c)
+		}
+		for _, c := range []string{"b1", "b2"} {
+			wantOK(t, add(t, n, "b", c), "ADD "+c)
+		}
+		// Machine a's runtime knows only a1 and a3 (b's containers are not its business).
+		gc := n.conf(t, "a", map[string]any{"cni.dev/valid-attachments": []any{
+			map[string]any{"containerID": "a1", "ifname": "eth0"}, map[string]any{"containerID": "a3", "ifname": "eth0"},
+		}})
+		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: gc}), "GC")
+		var left []string
+		for _, e := range list(t, n) {
+			left = append(left, e.ContainerID+"@"+e.Node)
+		}
+		slices.Sort(left)
+		if want := []string{"a1@a", "a3@a", "b1@b", "b2@b"}; !slices.Equal(left, want) {
+			t.Errorf("after a's GC: %v, want %v", left, want)
+		}
+		// GC without the key is refused, as for the disk store.
+		wantCode(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, "a", nil)}), 7, "GC without valid-attachments")
+		// Machine b is gone for good: the operator releases what it held.
+		conf := writeConf(t, n.conf(t, "op", nil))
+		o := operator(t, "release", "--conf", conf, "--node", "b")
+		wantOK(t, o, "release --node b")
+		if strings.Count(o.Stdout, "released ") != 2 || !strings.Contains(o.Stdout, "container b1") || !strings.Contains(o.Stdout, "container b2") {
+			t.Errorf("release --node b printed %q", o.Stdout)
+		}
+		left = nil
+		for _, e := range list(t, n) {
+			left = append(left, e.ContainerID+"@"+e.Node)
+		}
+		slices.Sort(left)
+		if want := []string{"a1@a", "a3@a"}; !slices.Equal(left, want) {
+			t.Errorf("after release --node b: %v, want %v", left, want)
+		}
+		if o := operator(t, "release", "--conf", conf, "--node", "b"); o.Exit != 0 || !strings.Contains(o.Stdout, "nothing reserved by node b") {
+			t.Errorf("second release --node b: %s", o)
+		}
+		if o := operator(t, "release", "--conf", conf, "--node", "b", "--container", "a1"); o.Exit != 2 {
+			t.Errorf("release with both --node and --container: want exit 2, got %s", o)
+		}
+	})
+
+	t.Run("freeOnReboot frees only the rebooted machine's reservations", func(t *testing.T) {
+		n := newEtcdNet("reboot", eps, map[string]any{"subnet": "10.51.0.0/24", "freeOnReboot": true})
+		boot := filepath.Join(t.TempDir(), "boot_id")
+		setBoot := func(id string) []string {
+			if err := os.WriteFile(boot, []byte(id+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return []string{"LOCAL_IPAM_BOOT_ID_FILE=" + boot}
+		}
+		env := setBoot("boot-1")
+		for _, c := range []string{"a1", "a2"} {
+			wantOK(t, plugin(t, testexec.Call{Cmd: "ADD", ID: c, IfName: "eth0", Env: env, Conf: n.conf(t, "a", nil)}), "ADD "+c)
+		}
+		wantOK(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "b1", IfName: "eth0", Env: env, Conf: n.conf(t, "b", nil)}), "ADD b1")
+		env = setBoot("boot-2") // machine a reboots
+		o := plugin(t, testexec.Call{Cmd: "ADD", ID: "a3", IfName: "eth0", Env: env, Conf: n.conf(t, "a", nil)})
+		wantOK(t, o, "ADD after reboot")
+		var left []string
+		for _, e := range list(t, n) {
+			left = append(left, e.ContainerID)
+		}
+		slices.Sort(left)
+		if want := []string{"a3", "b1"}; !slices.Equal(left, want) {
+			t.Errorf("after a's reboot: %v, want %v", left, want)
+		}
+	})
+
+	t.Run("STATUS, CHECK and release", func(t *testing.T) {
+		n := newEtcdNet("status", eps, map[string]any{"subnet": "10.52.0.0/29"}) // .2-.6: 5 addresses
+		wantOK(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), "STATUS of an empty pool")
+		res := map[string]string{}
+		for i := range 5 {
+			id := fmt.Sprintf("s%d", i)
+			o := add(t, n, string(rune('a'+i%2)), id)
+			wantOK(t, o, "ADD "+id)
+			res[id] = o.Stdout
+		}
+		e := wantCode(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, "b", nil)}), 50, "STATUS of a full pool")
+		if !strings.Contains(e.Msg, "no free address") {
+			t.Errorf("STATUS message: %q", e.Msg)
+		}
+		// CHECK from another machine: the reservation is the cluster's, not the node's.
+		wantOK(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "s0", IfName: "eth0",
+			Conf: n.conf(t, "b", map[string]any{"prevResult": json.RawMessage(res["s0"])})}), "CHECK s0")
+		wantCode(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "s1", IfName: "eth0",
+			Conf: n.conf(t, "a", map[string]any{"prevResult": json.RawMessage(res["s0"])})}), 105, "CHECK with another's prevResult")
+		conf := writeConf(t, n.conf(t, "op", nil))
+		o := operator(t, "release", "--conf", conf, "--container", "s3")
+		wantOK(t, o, "release")
+		if !strings.Contains(o.Stdout, "released 10.52.0.5") {
+			t.Errorf("release printed %q", o.Stdout)
+		}
+		wantOK(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), "STATUS after release")
+		o = operator(t, "usage", "--conf", conf)
+		wantOK(t, o, "usage")
+		if !strings.Contains(o.Stdout, "etcd") || !regexpFields(o.Stdout, "0", "5", "4", "0", "1", "80.0%") {
+			t.Errorf("usage: %s", o.Stdout)
+		}
+		o = operator(t, "list", "--conf", conf)
+		wantOK(t, o, "list")
+		if !strings.Contains(o.Stdout, "NODE") || strings.Count(o.Stdout, "\n") != 5 {
+			t.Errorf("list: %s", o.Stdout)
+		}
+	})
+}
+
+// regexpFields reports whether some line of out holds these fields in order.
+func regexpFields(out string, fields ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= len(fields) && slices.Equal(f[:len(fields)], fields) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCluster: a three-member etcd cluster, members killed with SIGKILL under the plugin.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills three etcd processes: not in -short")
+	}
+	c := etcdtest.StartCluster(t, 3)
+	n := newEtcdNet("ha", c.Endpoints(), map[string]any{"subnet": "10.60.0.0/24"})
+	ok := map[string]string{}
+	addOK := func(id string) {
+		t.Helper()
+		o := add(t, n, "a", id)
+		wantOK(t, o, "ADD "+id)
+		ok[id] = o.Addrs(t)[0]
+	}
+	for i := range 5 {
+		addOK(fmt.Sprintf("before%d", i))
+	}
+	if err := c.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		addOK(fmt.Sprintf("one-down%d", i))
+	}
+	wantOK(t, del(t, n, "a", "before0"), "DEL with one member down")
+	delete(ok, "before0")
+	if err := c.Kill(1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		o := add(t, n, "a", fmt.Sprintf("no-quorum%d", i))
+		wantCode(t, o, 11, "ADD without quorum")
+		if o.Took > 3*time.Second+4*time.Second {
+			t.Errorf("ADD without quorum took %v (timeout 3s)", o.Took)
+		}
+	}
+	wantCode(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), 50, "STATUS without quorum")
+	if err := c.Restart(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(1); err != nil {
+		t.Fatal(err)
+	}
+	// The cluster needs a moment to elect a leader: a runtime retries on code 11.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		o := add(t, n, "a", "after")
+		if o.Exit == 0 {
+			ok["after"] = o.Addrs(t)[0]
+			break
+		}
+		if e, isErr := o.Error(); !isErr || e.Code != 11 || time.Now().After(deadline) {
+			t.Fatalf("ADD after restart: %s", o)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Nothing lost, nothing half-written: exactly the successful ADDs hold addresses.
+	got := map[string]string{}
+	for _, e := range list(t, n) {
+		got[e.ContainerID] = e.Address
+	}
+	if len(got) != len(ok) {
+		t.Errorf("after the outage the pool holds %v, want %v", got, ok)
+	}
+	for id, cidr := range ok {
+		if a, _, _ := strings.Cut(cidr, "/"); got[id] != a {
+			t.Errorf("%s holds %q, want %s", id, got[id], a)
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Store types.
+const (
+	StoreDisk = "disk"
+	StoreEtcd = "etcd"
+)
+
+// DefaultEtcdPrefix is where the etcd store keeps its keys when the config names none.
+const DefaultEtcdPrefix = "/local-ipam"
+
+// DefaultEtcdTimeout bounds one call's etcd work when the config names no timeout: well
+// under the minutes a runtime waits for a plugin, so that an unreachable cluster is
+// answered with code 11 while the runtime is still listening.
+const DefaultEtcdTimeout = 5 * time.Second
+
+// Store is the ipam section's "store": where reservations are kept. Without it, the disk
+// store under dataDir (host-local's).
+type Store struct {
+	Type string // StoreDisk or StoreEtcd
+	// etcd only:
+	Endpoints                        []string
+	Prefix                           string
+	CertFile, KeyFile, TrustedCAFile string
+	Username, Password               string
+	Timeout                          time.Duration
+	// Node names this machine in the cluster (records are tagged with it, GC and
+	// freeOnReboot touch only its own); the host name by default.
+	Node string
+}
+
+// storeJSON is "store" as written.
+type storeJSON struct {
+	Type                             string
+	Endpoints                        []string
+	Prefix                           string
+	CertFile, KeyFile, TrustedCAFile string
+	Username, Password               string
+	Timeout                          json.RawMessage
+	Node                             string
+}
+
+func decodeStore(raw json.RawMessage) (*storeJSON, error) {
+	o, err := decodeObject(raw, "ipam.store")
+	if err != nil || o == nil {
+		return nil, err
+	}
+	s := &storeJSON{}
+	for _, f := range []struct {
+		key string
+		dst any
+	}{
+		{"type", &s.Type}, {"endpoints", &s.Endpoints}, {"prefix", &s.Prefix},
+		{"certFile", &s.CertFile}, {"keyFile", &s.KeyFile}, {"trustedCAFile", &s.TrustedCAFile},
+		{"username", &s.Username}, {"password", &s.Password}, {"node", &s.Node},
+	} {
+		if err := o.decode(f.key, "ipam.store.", f.dst); err != nil {
+			return nil, err
+		}
+	}
+	s.Timeout = o.get("timeout")
+	return s, nil
+}
+
+// parseTimeout accepts a Go duration ("5s", "1500ms") or a number of seconds.
+func parseTimeout(raw json.RawMessage) (time.Duration, error) {
+	if isNull(raw) {
+		return 0, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration (like \"5s\")", s)
+		}
+		return d, nil
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s is neither a duration string nor a number of seconds", raw)
+	}
+	if f > float64(time.Hour/time.Second) || f < 0 {
+		return 0, fmt.Errorf("%s seconds is out of range", raw)
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+// validStore checks "store" and fills in its defaults.
+func validStore(s *storeJSON) (Store, error) {
+	if s == nil || s.Type == "" || s.Type == StoreDisk {
+		if s != nil && len(s.Endpoints) > 0 {
+			return Store{}, invalid("ipam.store: endpoints given but type is not \"etcd\"")
+		}
+		return Store{Type: StoreDisk}, nil
+	}
+	if s.Type != StoreEtcd {
+		return Store{}, invalid("ipam.store.type %q is not supported (\"disk\" or \"etcd\")", s.Type)
+	}
+	st := Store{
+		Type: StoreEtcd, Endpoints: s.Endpoints, Prefix: s.Prefix,
+		CertFile: s.CertFile, KeyFile: s.KeyFile, TrustedCAFile: s.TrustedCAFile,
+		Username: s.Username, Password: s.Password, Node: s.Node,
+	}
+	if len(st.Endpoints) == 0 {
+		return Store{}, invalid("ipam.store: the etcd store needs \"endpoints\"")
+	}
+	for _, e := range st.Endpoints {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return Store{}, invalid("ipam.store.endpoints: %q is not an http:// or https:// URL", e)
+		}
+	}
+	if (st.CertFile == "") != (st.KeyFile == "") {
+		return Store{}, invalid("ipam.store: certFile and keyFile go together")
+	}
+	if (st.Username == "") != (st.Password == "") {
+		return Store{}, invalid("ipam.store: username and password go together")
+	}
+	if st.Prefix == "" {
+		st.Prefix = DefaultEtcdPrefix
+	}
+	if !strings.HasPrefix(st.Prefix, "/") || strings.ContainsRune(st.Prefix, 0) {
+		return Store{}, invalid("ipam.store.prefix %q must start with /", st.Prefix)
+	}
+	st.Prefix = strings.TrimRight(st.Prefix, "/")
+	if st.Prefix == "" {
+		return Store{}, invalid("ipam.store.prefix must not be the root of the key space")
+	}
+	d, err := parseTimeout(s.Timeout)
+	if err != nil {
+		return Store{}, invalid("ipam.store.timeout: %v", err)
+	}
+	if d < 0 || (d == 0 && !isNull(s.Timeout)) {
+		return Store{}, invalid("ipam.store.timeout must be positive")
+	}
+	if d == 0 {
+		d = DefaultEtcdTimeout
+	}
+	st.Timeout = d
+	if st.Node == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return Store{}, invalid("ipam.store.node is not set and the host name cannot be read")
+		}
+		st.Node = h
+	}
+	if strings.ContainsAny(st.Node, "/\x00") {
+		return Store{}, invalid("ipam.store.node %q must not contain / or NUL", st.Node)
+	}
+	return st, nil
+}
