@@ -313,19 +313,17 @@ func (s *Store) page(k pageKey) (*page, error) {
 		return p, nil
 	}
 	p, err := s.loadPage(k)
-	if errors.Is(err, errBadTable) || errors.Is(err, errBadPage) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
-		// A damaged index: rebuild from the records. Every page with an address taken is
-		// then in memory; any other is all free.
+	if err != nil {
+		// A damaged index (a checksum mismatch, a page missing, short, or not a regular
+		// file): rebuild from the records. Every page with an address taken is then in
+		// memory; any other is all free.
 		if err := s.rebuild(); err != nil {
 			return nil, err
 		}
 		if p, ok := s.pages[k]; ok {
 			return p, nil
 		}
-		p, err = newPage(), nil
-	}
-	if err != nil {
-		return nil, cnierr.IO(err, "cannot read index of %s", s.dir)
+		p = newPage()
 	}
 	s.pages[k] = p
 	return p, nil
