@@ -42,11 +42,6 @@ type dmg struct {
 	net           string // the network directory
 }
 
-// indexFormatLimit: damage to local-ipam's own index files that keeps their format valid
-// (zeroed or rolled-back blocks) is not detected: the index has no per-block checksums
-// yet. Removing <network>/.local-ipam forces a rebuild from the records.
-const indexFormatLimit = "known limitation: damage to the index that keeps its format valid is not detected (no per-block checksums yet)"
-
 type damageCase struct {
 	name      string
 	doc       string // local-ipam's outcome, as docs/RELIABILITY.md documents it
@@ -442,7 +437,7 @@ var damageCases = []damageCase{
 		run:    addsNext(dmgNext), usable: 13,
 	},
 	{
-		name: "index owner table zeroed after its header", doc: "must not lose an attachment: d-0's CHECK passes, d-1's DEL frees its record", localOnly: true, limitation: indexFormatLimit,
+		name: "index owner table zeroed after its header", doc: "must not lose an attachment: d-0's CHECK passes, d-1's DEL frees its record", localOnly: true,
 		damage: func(d *dmg) error { return zeroFrom(d.idxFile("owners"), 4096) },
 		run:    addsNext(dmgNext), usable: 13,
 	},
@@ -452,12 +447,12 @@ var damageCases = []damageCase{
 		run:    addsNext(dmgNext), usable: 13,
 	},
 	{
-		name: "index bitmap page all ones (every address taken)", doc: "must not lose addresses: the ADD gets the next free one", localOnly: true, limitation: indexFormatLimit,
+		name: "index bitmap page all ones (every address taken)", doc: "must not lose addresses: the ADD gets the next free one", localOnly: true,
 		damage: func(d *dmg) error { return fillFile(d.idxFile("p4-0a320000"), 0xff) },
 		run:    addsNext(dmgNext), usable: 13,
 	},
 	{
-		name: "index owner table rolled back to an earlier copy (a lost write)", localOnly: true, limitation: indexFormatLimit,
+		name: "index owner table rolled back to an earlier copy (a lost write)", localOnly: true,
 		doc: "must not lose an attachment: e-0, added after the copy, passes CHECK and its DEL frees its record",
 		damage: func(d *dmg) error {
 			old, err := os.ReadFile(d.idxFile("owners"))
@@ -483,7 +478,7 @@ var damageCases = []damageCase{
 		usable: 13,
 	},
 	{
-		name: "index bitmap page rolled back to an earlier copy (a lost write)", localOnly: true, limitation: indexFormatLimit,
+		name: "index bitmap page rolled back to an earlier copy (a lost write)", localOnly: true,
 		doc: "must not lose addresses: the two addresses freed after the copy are given out again",
 		damage: func(d *dmg) error {
 			var added []*att
@@ -642,8 +637,9 @@ func multigrain(dir string) string {
 	return ""
 }
 
-// forgeState rewrites local-ipam's index state (.local-ipam/state: magic, generation,
-// then the directory's inode, mtime and ctime, FNV-1a checksum; see pkg/store/disk/state.go)
+// forgeState rewrites local-ipam's index state (.local-ipam/state, format 2: magic,
+// generation, the directory's inode, mtime and ctime, the owner table's root checksum,
+// FNV-1a checksum; see pkg/store/disk/state.go)
 // so that it matches the directory as it is now: what the state looks like when a change
 // falls in the same clock tick as the last commit, on a kernel without multigrain
 // timestamps. White-box on purpose: a timestamp collision cannot be produced on 6.13+.
@@ -652,7 +648,7 @@ func forgeState(statePath, dir string) error {
 	if err != nil {
 		return err
 	}
-	if len(b) != 68 || string(b[:8]) != "LIPAMv1\n" {
+	if len(b) != 64 || string(b[:8]) != "LIPAMv2\n" {
 		return fmt.Errorf("unknown index state format (%d bytes)", len(b))
 	}
 	var st unix.Stat_t
@@ -666,10 +662,10 @@ func forgeState(statePath, dir string) error {
 	le.PutUint64(b[40:], uint64(st.Ctim.Sec))
 	le.PutUint64(b[48:], uint64(st.Ctim.Nsec))
 	h := uint32(2166136261)
-	for _, c := range b[:64] {
+	for _, c := range b[:60] {
 		h = (h ^ uint32(c)) * 16777619
 	}
-	le.PutUint32(b[64:], h)
+	le.PutUint32(b[60:], h)
 	return overwrite(statePath, b)
 }
 

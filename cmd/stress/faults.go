@@ -494,7 +494,13 @@ func faultReadOnly(x *job) error {
 		}
 		live := f.live()
 		oc := x.call(call{cmd: "CHECK", id: live[1].id, ifname: live[1].ifname, stdin: x.conf(n, live[1].prev)})
-		f.expectClean(oc, when+": CHECK of "+live[1].String(), 5)
+		if x.isLocal() && !oc.ok() {
+			// CHECK only reads: it must work on a read-only store (from the index when
+			// it is current, from one rebuilt in memory when it is not).
+			x.violate("%s: CHECK of %s: want success, got %s", when, live[1], errSummary(oc))
+		} else {
+			f.expectClean(oc, when+": CHECK of "+live[1].String(), 5)
+		}
 		od := x.doDelNoViolation(f.t, n, live[0])
 		if od.ok() {
 			f.lyingDel(live[0], when)
@@ -568,10 +574,10 @@ func faultNotDir(x *job) error {
 		if a.live {
 			x.violate("%s: ADD succeeded", c.name)
 		} else {
-			f.expectClean(a.last, c.name+": ADD", 5, 104)
+			f.expectClean(a.last, c.name+": ADD", 5)
 		}
 		od := x.doDelNoViolation(f.t, n, a)
-		f.expectClean(od, c.name+": DEL", 5, 104)
+		f.expectClean(od, c.name+": DEL", 5)
 		after, err := treeSnapshot(root, "")
 		if err != nil {
 			return err

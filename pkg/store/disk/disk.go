@@ -64,6 +64,15 @@ type Store struct {
 	memOnly bool
 	// IndexErr is why the index could not be written, when memOnly.
 	IndexErr error
+	// ro: the file system is read-only. Reads work as usual, the index included when it is
+	// current (otherwise it is rebuilt in memory only); any change fails with code 5.
+	ro bool
+	// dropped: the index on disk was removed to give its space to a record (dropIndex);
+	// this call keeps it in memory only.
+	dropped bool
+	// wroteIndex: this call (re)wrote the index on disk (a rebuild), so its space is this
+	// call's to give back (spaceFor).
+	wroteIndex bool
 
 	changed bool // the records changed: the state must be renewed at Close
 	// marked: the state file says "a call is changing the records" (see beginChange).
@@ -125,6 +134,13 @@ func (s *Store) open() error {
 	case errors.Is(err, unix.ELOOP):
 		return cnierr.New(cnierr.StoreCorrupt, s.dir, "network directory %s is a symlink; local-ipam does not follow it", s.dir)
 	case errors.Is(err, unix.ENOTDIR):
+		var st unix.Stat_t
+		if lerr := unix.Lstat(s.dir, &st); lerr != nil {
+			// Not the network directory but the data dir (or a directory above it) is not
+			// a directory: nothing of the store is there to refuse; the configured path is
+			// unusable, like a missing mount: an I/O failure (5), not code 104.
+			return cnierr.IO(lerr, "data directory %s is not a directory", filepath.Dir(s.dir))
+		}
 		return cnierr.New(cnierr.StoreCorrupt, s.dir, "%s is not a directory", s.dir)
 	case err != nil:
 		return cnierr.IO(err, "cannot open data directory %s", s.dir)
@@ -146,6 +162,11 @@ func (s *Store) open() error {
 	if s.metafd, err = openDir(s.netfd, metaName); errors.Is(err, unix.ENOENT) {
 		if err = unix.Mkdirat(s.netfd, metaName, 0o700); err == nil || errors.Is(err, unix.EEXIST) {
 			s.metafd, err = openDir(s.netfd, metaName)
+		} else if errors.Is(err, unix.EROFS) {
+			// A read-only store that never had an index: serve reads from one built in
+			// memory.
+			s.ro = true
+			return s.rebuild()
 		}
 	}
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
@@ -183,6 +204,15 @@ func (s *Store) loadState() error {
 		// target) and start afresh: the index will be rebuilt.
 		if err = unix.Unlinkat(s.metafd, stateName, 0); err == nil {
 			fd, err = unix.Openat(s.metafd, stateName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		}
+	}
+	if errors.Is(err, unix.EROFS) {
+		// A read-only file system: read the state as it is; with the index current, reads
+		// use it; otherwise the index is rebuilt in memory only.
+		s.ro = true
+		fd, err = unix.Openat(s.metafd, stateName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
+			return s.rebuild()
 		}
 	}
 	if err != nil {
@@ -234,17 +264,10 @@ func (s *Store) owned(key string) ([]netip.Addr, error) {
 }
 
 func (s *Store) lookup(key string) ([]netip.Addr, error) {
-	if s.table == nil {
-		t, err := openOwnerTable(s.idxfd)
-		if err != nil {
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) {
-				err = errBadTable // missing, or not our file: rebuild
-			}
-			return nil, err
-		}
-		s.table = t
+	if err := s.openTable(); err != nil {
+		return nil, err
 	}
-	addrs, overflow, err := s.table.get(key)
+	addrs, overflow, sum, err := s.table.get(key)
 	if err != nil || !overflow {
 		return addrs, err
 	}
@@ -253,10 +276,26 @@ func (s *Store) lookup(key string) ([]netip.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !ok || !regular {
+	if !ok || !regular || blockSum(b) != sum {
 		return nil, errBadOwner
 	}
 	return decodeOwner(key, b)
+}
+
+// openTable opens the owner table, checked against the state's root checksum.
+func (s *Store) openTable() error {
+	if s.table != nil {
+		return nil
+	}
+	t, err := openOwnerTable(s.idxfd, s.st.root, s.ro)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) {
+			err = errBadTable // missing, or not our file: rebuild
+		}
+		return err
+	}
+	s.table = t
+	return nil
 }
 
 func (s *Store) setOwned(key string, addrs []netip.Addr) {
@@ -273,20 +312,33 @@ func (s *Store) page(k pageKey) (*page, error) {
 		s.pages[k] = p
 		return p, nil
 	}
-	p, err := loadPage(s.idxfd, k)
+	p, err := s.loadPage(k)
 	if err != nil {
+		// A damaged index (a checksum mismatch, a page missing, short, or not a regular
+		// file): rebuild from the records. Every page with an address taken is then in
+		// memory; any other is all free.
 		if err := s.rebuild(); err != nil {
 			return nil, err
 		}
 		if p, ok := s.pages[k]; ok {
 			return p, nil
 		}
-		if p, err = loadPage(s.idxfd, k); err != nil {
-			return nil, cnierr.IO(err, "cannot read index of %s", s.dir)
-		}
+		p = newPage()
 	}
 	s.pages[k] = p
 	return p, nil
+}
+
+// loadPage reads page k if the owner table says it exists (else it is all free).
+func (s *Store) loadPage(k pageKey) (*page, error) {
+	if err := s.openTable(); err != nil {
+		return nil, err
+	}
+	sum, found, err := s.table.getPage(k)
+	if err != nil || !found {
+		return newPage(), err
+	}
+	return loadPage(s.idxfd, k, sum, s.ro)
 }
 
 func (s *Store) setTaken(a netip.Addr, taken bool) error {
@@ -338,6 +390,9 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 		return false, err
 	}
 	exists, err := linkRecord(s.netfd, name, []byte(key))
+	if err != nil && s.spaceFor(err) {
+		exists, err = linkRecord(s.netfd, name, []byte(key))
+	}
 	if err != nil {
 		return false, cnierr.IO(err, "cannot write reservation %s", filepath.Join(s.dir, name))
 	}
@@ -356,7 +411,11 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 		}
 		// An empty record (host-local died between create and write) holds nothing: take
 		// it over, atomically.
-		if err := replaceFile(s.netfd, name, []byte(key)); err != nil {
+		err = replaceFile(s.netfd, name, []byte(key))
+		if err != nil && s.spaceFor(err) {
+			err = replaceFile(s.netfd, name, []byte(key))
+		}
+		if err != nil {
 			return false, cnierr.IO(err, "cannot write reservation %s", filepath.Join(s.dir, name))
 		}
 	}
@@ -467,6 +526,19 @@ func (s *Store) SetLastReserved(set int, a netip.Addr) error {
 	if err := s.beginChange(); err != nil {
 		return err
 	}
+	err := s.writeCursor(name, b, old)
+	if err != nil && s.spaceFor(err) {
+		err = s.writeCursor(name, b, old)
+	}
+	if err != nil {
+		return cnierr.IO(err, "cannot write %s", filepath.Join(s.dir, name))
+	}
+	s.lastLen[set] = len(b)
+	s.changed = true
+	return nil
+}
+
+func (s *Store) writeCursor(name string, b []byte, old int) error {
 	var err error
 	done := false
 	switch {
@@ -480,12 +552,54 @@ func (s *Store) SetLastReserved(set int, a netip.Addr) error {
 	if err == nil && !done {
 		err = replaceFile(s.netfd, name, b)
 	}
-	if err != nil {
-		return cnierr.IO(err, "cannot write %s", filepath.Join(s.dir, name))
+	return err
+}
+
+// spaceFor handles a record or cursor that could not be written for lack of space: the
+// index on disk (every generation, and the state's block) is removed to make room, and
+// the call goes on with the index in memory; the next call rebuilds it. It reports
+// whether the write is worth a second try. So an ADD that had to build the index (the
+// first of a network, or after a change behind its back) needs the space of its records
+// and cursor, as host-local's does, not that of the index too. An index this call did
+// not write is left alone: with it current, an ADD fails on a full disk as host-local's
+// does, and as STATUS says it will.
+func (s *Store) spaceFor(err error) bool {
+	if s.ro || s.dropped || !s.wroteIndex || !(errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)) {
+		return false
 	}
-	s.lastLen[set] = len(b)
-	s.changed = true
-	return nil
+	s.dropped = true
+	s.table.close()
+	s.table = nil
+	for _, p := range s.pages {
+		if p.fd >= 0 {
+			unix.Close(p.fd)
+			p.fd = -1
+		}
+	}
+	if s.idxfd >= 0 {
+		unix.Close(s.idxfd)
+		s.idxfd = -1
+	}
+	if old, _, gerr := s.generations(); gerr == nil {
+		for _, o := range old {
+			removeTree(s.metafd, o)
+		}
+	}
+	// An empty state never matches: the next call rebuilds, as after a "changing" mark.
+	if s.stfd >= 0 {
+		if terr := unix.Ftruncate(s.stfd, 0); terr != nil {
+			return false
+		}
+	}
+	s.marked = true
+	if !s.memOnly {
+		// The index in memory must be whole: rebuild it from the records (this call's
+		// own changes are in them too), without writing it.
+		if rerr := s.rebuild(); rerr != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Close writes the index changes, then the state, then unlocks. A process killed before
@@ -500,14 +614,6 @@ func (s *Store) Close() error {
 // writeOwners writes the changed owners to the owner table (and overflow files), growing
 // the table when it is half full.
 func (s *Store) writeOwners() error {
-	if len(s.dirty) == 0 {
-		return nil
-	}
-	if s.table == nil {
-		if _, err := s.lookup(""); err != nil {
-			return err
-		}
-	}
 	for key := range s.dirty {
 		addrs := s.owners[key]
 		ov, err := s.table.put(key, addrs)
@@ -541,6 +647,30 @@ func (s *Store) writeOwners() error {
 	return nil
 }
 
+// writeIndexChanges writes the changed pages, their checksums and the changed owners into
+// the owner table, and the table's changed blocks; the state (written next) takes the new
+// root checksum.
+func (s *Store) writeIndexChanges() error {
+	if err := s.openTable(); err != nil {
+		return err
+	}
+	for k, p := range s.pages {
+		if !p.dirty {
+			continue
+		}
+		sum, err := p.flush(s.idxfd, k)
+		if err != nil {
+			return err
+		}
+		if err := s.table.putPage(k, sum); err != nil {
+			return err
+		}
+	}
+	err := s.writeOwners()
+	clear(s.dirty)
+	return err
+}
+
 // Commit implements store.Store: index pages and owner table first, the state last.
 func (s *Store) Commit() error {
 	if s.memOnly {
@@ -550,25 +680,30 @@ func (s *Store) Commit() error {
 		s.changed = false
 		return nil
 	}
-	if s.idxfd < 0 {
+	if s.idxfd < 0 || s.ro {
 		return nil
 	}
-	for k, p := range s.pages {
-		if err := p.flush(s.idxfd, k); err != nil {
-			return cnierr.IO(err, "cannot write index of %s", s.dir)
+	wrote := len(s.dirty) > 0
+	for _, p := range s.pages {
+		wrote = wrote || p.dirty
+	}
+	if wrote {
+		if err := s.writeIndexChanges(); err != nil {
+			// The records are written, and they are the truth: an index that could not
+			// follow them (a full disk, a table found damaged) is only distrusted. The
+			// state (already marked "changing" if the records changed) is spoiled, and
+			// the next call rebuilds.
+			s.IndexErr = err
+			s.stale = true
 		}
 	}
-	if err := s.writeOwners(); err != nil {
-		return cnierr.IO(err, "cannot write index of %s", s.dir)
-	}
-	clear(s.dirty)
 	switch {
 	case s.stale:
 		// Forget the state: the next call rebuilds from the records.
 		if err := s.invalidateState(); err != nil {
 			return cnierr.IO(err, "cannot write index state of %s", s.dir)
 		}
-	case s.changed || s.marked:
+	case s.changed || s.marked || wrote:
 		if err := s.saveState(); err != nil {
 			return err
 		}
@@ -583,6 +718,9 @@ func (s *Store) Commit() error {
 // change in the same timestamp tick as the last commit would not move them). One byte,
 // one pwrite, once per call.
 func (s *Store) beginChange() error {
+	if s.ro {
+		return cnierr.IO(unix.EROFS, "cannot change the store %s: read-only file system", s.dir)
+	}
 	if s.marked || s.memOnly {
 		return nil
 	}
@@ -596,6 +734,9 @@ func (s *Store) beginChange() error {
 // invalidateState spoils the state's magic in place (never a truncate: on ext4 a
 // truncate to zero forces a flush).
 func (s *Store) invalidateState() error {
+	if s.ro || s.stfd < 0 {
+		return nil
+	}
 	return pwriteAll(s.stfd, []byte{'x'}, 0)
 }
 
@@ -605,6 +746,9 @@ func (s *Store) saveState() error {
 		return cnierr.IO(err, "cannot stat %s", s.dir)
 	}
 	s.st.observe(&dst)
+	if s.table != nil {
+		s.st.root = s.table.root
+	}
 	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
 		return cnierr.IO(err, "cannot write index state of %s", s.dir)
 	}

@@ -1,6 +1,7 @@
 package disk_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -226,6 +227,28 @@ func TestIndexDamage(t *testing.T) {
 			}
 			os.WriteFile(ents[0], []byte("\x00\x01junk"), 0o600)
 		},
+		// Damage that keeps the files' format (sizes, magic) valid: caught by checksums.
+		"owner table zeroed after its header": func(meta string) {
+			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "owners"))
+			fi, _ := os.Stat(ents[0])
+			f, _ := os.OpenFile(ents[0], os.O_WRONLY, 0)
+			f.WriteAt(make([]byte, fi.Size()-4096), 4096)
+			f.Close()
+		},
+		"page all ones": func(meta string) {
+			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "p4-*"))
+			f, _ := os.OpenFile(ents[0], os.O_WRONLY, 0)
+			f.WriteAt(bytes.Repeat([]byte{0xff}, 8192), 0)
+			f.Close()
+		},
+		"one bit of the owner table's header": func(meta string) {
+			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "owners"))
+			f, _ := os.OpenFile(ents[0], os.O_RDWR, 0)
+			b := make([]byte, 1)
+			f.ReadAt(b, 100)
+			f.WriteAt([]byte{b[0] ^ 1}, 100)
+			f.Close()
+		},
 		"owner table gone": func(meta string) {
 			ents, _ := filepath.Glob(filepath.Join(meta, "idx.*", "owners"))
 			for _, e := range ents {
@@ -255,6 +278,62 @@ func TestIndexDamage(t *testing.T) {
 				if !ok || a.String() != "10.0.0.4" {
 					t.Errorf("call %d: after damage first free = %v %v", i, a, ok)
 				}
+			}
+		})
+	}
+}
+
+// A block rolled back to an older copy of the same generation (a lost write) is a
+// self-consistent block: the checksum its parent holds catches it. Each file of the index
+// (and each 4 KiB block of the owner table) is restored, alone, from a snapshot taken
+// before a2's reservation; the next call must still see a2's address and not hand it out.
+func TestIndexRollback(t *testing.T) {
+	setup := func(t *testing.T) (dir string, snap map[string][]byte) {
+		dir = t.TempDir()
+		s := mustOpen(t, dir, "net")
+		s.Reserve(ip("10.0.0.2"), a1)
+		closeIt(t, s)
+		snap = map[string][]byte{}
+		files, _ := filepath.Glob(filepath.Join(dir, "net", ".local-ipam", "idx.*", "*"))
+		for _, f := range files {
+			snap[f], _ = os.ReadFile(f)
+		}
+		s = mustOpen(t, dir, "net")
+		s.Reserve(ip("10.0.0.3"), a2)
+		closeIt(t, s)
+		return dir, snap
+	}
+	_, snap := setup(t)
+	var cases []string
+	for f, b := range snap {
+		for off := 0; off < len(b); off += 4096 {
+			cases = append(cases, fmt.Sprintf("%s@%d", filepath.Base(f), off))
+		}
+	}
+	for _, c := range cases {
+		t.Run(c, func(t *testing.T) {
+			dir, snap := setup(t)
+			var name string
+			var off int
+			fmt.Sscanf(strings.Replace(c, "@", " ", 1), "%s %d", &name, &off)
+			for f, old := range snap {
+				if filepath.Base(f) != name {
+					continue
+				}
+				cur, _ := os.ReadFile(f)
+				if bytes.Equal(cur[off:min(off+4096, len(cur))], old[off:min(off+4096, len(old))]) {
+					t.Skip("block unchanged by the reservation")
+				}
+				fh, _ := os.OpenFile(f, os.O_WRONLY, 0)
+				fh.WriteAt(old[off:min(off+4096, len(old))], int64(off))
+				fh.Close()
+			}
+			s := mustOpen(t, dir, "net")
+			got, err1 := s.Owned(a2)
+			a, ok, err2 := s.FirstFree(ip("10.0.0.2"), ip("10.0.0.9"))
+			closeIt(t, s)
+			if err1 != nil || err2 != nil || fmt.Sprint(got) != "[10.0.0.3]" || !ok || a.String() != "10.0.0.4" {
+				t.Errorf("after rolling back %s: a2 owns %v (%v); first free %v %v (%v)", c, got, err1, a, ok, err2)
 			}
 		})
 	}
@@ -291,8 +370,13 @@ func TestDataDirIsAFile(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "net"), []byte("x"), 0o600)
 	_, err := disk.Open(dir, "net", disk.Options{})
-	if err == nil || !strings.Contains(err.Error(), "not a directory") {
-		t.Fatalf("Open on a file: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "not a directory") || cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Fatalf("Open on a network directory that is a file: want code 104, got %v", err)
+	}
+	// The data dir itself a file: nothing of the store to refuse, an unusable path (5).
+	_, err = disk.Open(filepath.Join(dir, "net"), "n2", disk.Options{})
+	if err == nil || !strings.Contains(err.Error(), "not a directory") || cnierr.Code(err) != cnierr.IOFailure {
+		t.Fatalf("Open under a data dir that is a file: want code 5, got %v", err)
 	}
 }
 

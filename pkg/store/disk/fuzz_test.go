@@ -65,18 +65,18 @@ func FuzzRecordName(f *testing.F) {
 // (encode(decode(b)) == b); every state round-trips; and a change to any one byte of an
 // encoded state is noticed.
 func FuzzState(f *testing.F) {
-	good := state{gen: 7, ino: 1234, mtime: unix.Timespec{Sec: 1700000000, Nsec: 5}, ctime: unix.Timespec{Sec: 1700000001, Nsec: 999999999}}.encode()
-	f.Add(good, uint64(7), uint64(1234), int64(1700000000), int64(5), int64(1700000001), int64(999999999), uint16(10), byte(1))
-	f.Add([]byte(stateMagic), uint64(0), uint64(0), int64(0), int64(0), int64(0), int64(0), uint16(0), byte(0x80))
-	f.Add(append(bytes.Clone(good), 0), ^uint64(0), ^uint64(0), int64(-1), int64(-1), int64(-1<<63), int64(1<<63-1), uint16(67), byte(0xff))
-	f.Add([]byte{}, uint64(1), uint64(2), int64(3), int64(4), int64(5), int64(6), uint16(0), byte(0))
-	f.Fuzz(func(t *testing.T, b []byte, gen, ino uint64, ms, mn, cs, cn int64, at uint16, flip byte) {
+	good := state{gen: 7, ino: 1234, mtime: unix.Timespec{Sec: 1700000000, Nsec: 5}, ctime: unix.Timespec{Sec: 1700000001, Nsec: 999999999}, root: 0xdeadbeef}.encode()
+	f.Add(good, uint64(7), uint64(1234), int64(1700000000), int64(5), int64(1700000001), int64(999999999), uint32(0xdeadbeef), uint16(10), byte(1))
+	f.Add([]byte(stateMagic), uint64(0), uint64(0), int64(0), int64(0), int64(0), int64(0), uint32(0), uint16(0), byte(0x80))
+	f.Add(append(bytes.Clone(good), 0), ^uint64(0), ^uint64(0), int64(-1), int64(-1), int64(-1<<63), int64(1<<63-1), ^uint32(0), uint16(67), byte(0xff))
+	f.Add([]byte{}, uint64(1), uint64(2), int64(3), int64(4), int64(5), int64(6), uint32(7), uint16(0), byte(0))
+	f.Fuzz(func(t *testing.T, b []byte, gen, ino uint64, ms, mn, cs, cn int64, root uint32, at uint16, flip byte) {
 		if st, ok := decodeState(b); ok {
 			if enc := st.encode(); !bytes.Equal(enc, b) {
 				t.Fatalf("decodeState(%x) = %+v, which encodes to %x", b, st, enc)
 			}
 		}
-		st := state{gen: gen, ino: ino, mtime: unix.Timespec{Sec: ms, Nsec: mn}, ctime: unix.Timespec{Sec: cs, Nsec: cn}}
+		st := state{gen: gen, ino: ino, mtime: unix.Timespec{Sec: ms, Nsec: mn}, ctime: unix.Timespec{Sec: cs, Nsec: cn}, root: root}
 		enc := st.encode()
 		if len(enc) != stateLen {
 			t.Fatalf("encode is %d bytes", len(enc))
@@ -233,7 +233,7 @@ func tableScan(t *testing.T, tb *ownerTable) (live, dead uint64) {
 func checkTable(t *testing.T, tb *ownerTable, model map[string][]netip.Addr, when string) {
 	t.Helper()
 	for key, want := range model {
-		got, ov, err := tb.get(key)
+		got, ov, _, err := tb.get(key)
 		if err != nil {
 			t.Fatalf("%s: get(%q): %v", when, key, err)
 		}
@@ -249,7 +249,7 @@ func checkTable(t *testing.T, tb *ownerTable, model map[string][]netip.Addr, whe
 		if _, ok := model[key]; ok {
 			continue
 		}
-		if got, ov, err := tb.get(key); err != nil || ov || got != nil {
+		if got, ov, _, err := tb.get(key); err != nil || ov || got != nil {
 			t.Fatalf("%s: get(%q) of an absent key = %v, %v, %v", when, key, got, ov, err)
 		}
 	}
@@ -312,7 +312,7 @@ func FuzzOwnerTable(f *testing.F) {
 				model[fuzzKey(k)] = addrsFor(k, c)
 			}
 		}
-		tb, err := writeOwnerTable(idxfd, ownersName, model)
+		tb, err := writeOwnerTable(idxfd, ownersName, model, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +343,7 @@ func FuzzOwnerTable(f *testing.F) {
 				}
 			case 2: // get
 				k := fuzzKey(s.u16() % 512)
-				got, ov, err := tb.get(k)
+				got, ov, _, err := tb.get(k)
 				want, ok := model[k]
 				if err != nil || ov != (len(want) > slotAddrs) || (!ov && !slices.Equal(got, want)) || (!ok && got != nil) {
 					t.Fatalf("get(%q) = %v, %v, %v; want %v", k, got, ov, err, want)
@@ -352,7 +352,7 @@ func FuzzOwnerTable(f *testing.F) {
 				if err := tb.flush(); err != nil {
 					t.Fatal(err)
 				}
-				nt, err := openOwnerTable(idxfd)
+				nt, err := openOwnerTable(idxfd, tb.root, false)
 				if err != nil {
 					t.Fatalf("reopen: %v", err)
 				}
@@ -420,7 +420,7 @@ func FuzzOwnerTable(f *testing.F) {
 		if err := tb.flush(); err != nil {
 			t.Fatal(err)
 		}
-		nt, err := openOwnerTable(idxfd)
+		nt, err := openOwnerTable(idxfd, tb.root, false)
 		if err != nil {
 			t.Fatalf("reopen: %v", err)
 		}
@@ -446,7 +446,7 @@ func FuzzOwnerTableFile(f *testing.F) {
 	for k := uint16(0); k < 20; k++ {
 		owners[fuzzKey(k)] = addrsFor(k, 1+int(k)%5)
 	}
-	tb, err := writeOwnerTable(fd, ownersName, owners)
+	tb, err := writeOwnerTable(fd, ownersName, owners, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -475,7 +475,8 @@ func FuzzOwnerTableFile(f *testing.F) {
 	f.Add(hdr, body, size, uint16(0), []byte{1, 2, 3, 4, 5, 6})
 	f.Add(hdrWith(1024, 20, 500), body, size, uint16(0), []byte{0, 0, 1, 0, 2})
 	f.Add(hdrWith(2048, 40, 0), body, uint32(blockSize+2048*slotSize), uint16(600), []byte{0, 0, 7})
-	f.Add([]byte("LIPAMOT1"), []byte{}, uint32(0), uint16(0), []byte{})
+	f.Add([]byte(ownersMagic), []byte{}, uint32(0), uint16(0), []byte{})
+	f.Add(hdr, body, size, uint16(0x8000), []byte{0, 1, 2, 3})
 	f.Add([]byte("garbage"), body, size, uint16(3), []byte{1})
 	f.Fuzz(func(t *testing.T, hdr, body []byte, size uint32, fill uint16, ops []byte) {
 		if len(hdr) > blockSize || len(body) > 1<<16 {
@@ -505,11 +506,20 @@ func FuzzOwnerTableFile(f *testing.F) {
 				copy(content[off+16:], a16[:])
 			}
 		}
+		// Sealed (unless fill's top bit says not): the checksums made right for the
+		// fuzzer's content, so that the structural checks behind them are exercised.
+		// Unsealed, any damaged block must be refused (errBadTable), never trusted.
+		var root uint32
+		if fill&0x8000 == 0 {
+			root = sealTableFile(content)
+		} else if len(content) >= blockSize {
+			root = blockSum(content[:blockSize])
+		}
 		dir, idxfd := openIdx(t)
 		if err := os.WriteFile(filepath.Join(dir, ownersName), content, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		tb, err := openOwnerTable(idxfd)
+		tb, err := openOwnerTable(idxfd, root, false)
 		if err != nil {
 			if !errors.Is(err, errBadTable) {
 				t.Fatalf("openOwnerTable: %v", err)
@@ -519,7 +529,7 @@ func FuzzOwnerTableFile(f *testing.F) {
 		defer func() { tb.close() }()
 		// An accepted header agrees with the file, in exact arithmetic.
 		bigU := func(v uint64) *big.Int { return new(big.Int).SetUint64(v) }
-		need := new(big.Int).Add(bigU(blockSize), new(big.Int).Mul(bigU(tb.slots), bigU(slotSize)))
+		need := new(big.Int).Mul(bigU(tb.fileBlocks()), bigU(blockSize))
 		if new(big.Int).Add(bigU(tb.used), bigU(tb.dead)).Cmp(bigU(tb.slots)) > 0 || need.Cmp(big.NewInt(int64(len(content)))) > 0 {
 			t.Fatalf("openOwnerTable accepts a header of %d slots, %d used, %d dead for a file of %d bytes (needs %s)",
 				tb.slots, tb.used, tb.dead, len(content), need)
@@ -554,7 +564,7 @@ func FuzzOwnerTableFile(f *testing.F) {
 					model[key] = addrsFor(k, n)
 				}
 			default:
-				got, ov, err := tb.get(key)
+				got, ov, _, err := tb.get(key)
 				if err != nil {
 					if !errors.Is(err, errBadTable) {
 						t.Fatalf("get: %v", err)
@@ -579,7 +589,10 @@ func FuzzOwnerTableFile(f *testing.F) {
 			}
 		}
 		if err := tb.flush(); err != nil {
-			t.Fatalf("flush: %v", err)
+			if !errors.Is(err, errBadTable) {
+				t.Fatalf("flush: %v", err)
+			}
+			return
 		}
 		if !tb.full() {
 			return
@@ -607,12 +620,37 @@ func FuzzOwnerTableFile(f *testing.F) {
 			return
 		}
 		for key, want := range model {
-			got, ov, err := tb.get(key)
+			got, ov, _, err := tb.get(key)
 			if err != nil || ov != (len(want) > slotAddrs) || (!ov && !slices.Equal(got, want)) {
 				t.Fatalf("after grow, get(%q) = %v, %v, %v; want %v", key, got, ov, err, want)
 			}
 		}
 	})
+}
+
+// sealTableFile makes the checksums of an owner table file right, as far as its header's
+// slot count is plausible and the file long enough, and returns the header's checksum.
+func sealTableFile(content []byte) uint32 {
+	if len(content) < blockSize {
+		return 0
+	}
+	le := binary.LittleEndian
+	slots := le.Uint64(content[8:])
+	if slots >= minSlots && slots <= maxSlots && slots&(slots-1) == 0 {
+		t := &ownerTable{slots: slots}
+		if uint64(len(content)) >= t.fileBlocks()*blockSize {
+			d := t.dataBlocks()
+			for b := uint64(1); b <= d; b++ {
+				sb := content[(1+d+(b-1)/sumsPerBlk)*blockSize:]
+				le.PutUint32(sb[4*((b-1)%sumsPerBlk):], blockSum(content[b*blockSize:(b+1)*blockSize]))
+			}
+			for j := uint64(0); j < t.sumBlocks(); j++ {
+				off := (1 + d + j) * blockSize
+				le.PutUint32(content[hdrSums+4*j:], blockSum(content[off:off+blockSize]))
+			}
+		}
+	}
+	return blockSum(content[:blockSize])
 }
 
 // FuzzPage: the bitmap pages. splitAddr and pageKey.addr are inverses, next steps one
@@ -706,19 +744,39 @@ func FuzzPage(f *testing.F) {
 		// write and load back
 		_, idxfd := openIdx(t)
 		p.dirty = true
-		if err := p.flush(idxfd, k); err != nil {
+		sum, err := p.flush(idxfd, k)
+		if err != nil {
 			t.Fatal(err)
 		}
-		q, err := loadPage(idxfd, k)
+		if sum != blockSum(p.b) {
+			t.Fatalf("flush returned checksum %#x, want %#x", sum, blockSum(p.b))
+		}
+		q, err := loadPage(idxfd, k, sum, false)
 		if err != nil || !bytes.Equal(q.b, p.b) || !q.exists {
 			t.Fatalf("loadPage after flush: %v", err)
 		}
 		unix.Close(q.fd)
+		// Any one bit flipped (a damaged page that keeps its format) is refused, and so is
+		// the page against a checksum of an older content (a rolled-back page).
+		flipped := bytes.Clone(p.b)
+		flipped[int(to)%pageBytes] ^= 1 << (from % 8)
+		if err := pwriteAll(p.fd, flipped, 0); err != nil {
+			t.Fatal(err)
+		}
+		if q, err := loadPage(idxfd, k, sum, false); err == nil {
+			unix.Close(q.fd)
+			t.Fatalf("loadPage accepts a page with a bit flipped")
+		}
+		if q, err := loadPage(idxfd, k, blockSum(flipped), false); err != nil {
+			t.Fatalf("loadPage of the flipped page against its own checksum: %v", err)
+		} else {
+			unix.Close(q.fd)
+		}
 		unix.Close(p.fd)
 		if err := putFile(idxfd, k.name(), p.b[:int(from)%pageBytes]); err != nil {
 			t.Fatal(err)
 		}
-		if q, err := loadPage(idxfd, k); err == nil {
+		if q, err := loadPage(idxfd, k, blockSum(p.b[:int(from)%pageBytes]), false); err == nil {
 			unix.Close(q.fd)
 			t.Fatalf("loadPage accepts a page of %d bytes", int(from)%pageBytes)
 		}
@@ -726,8 +784,9 @@ func FuzzPage(f *testing.F) {
 		if absent == k {
 			absent.hi = 2
 		}
-		if q, err := loadPage(idxfd, absent); err != nil || q.exists || q.fd != -1 || bytes.Count(q.b, []byte{0}) != pageBytes {
-			t.Fatalf("loadPage of an absent page: %+v, %v", q, err)
+		if q, err := loadPage(idxfd, absent, 0, false); err == nil {
+			unix.Close(q.fd)
+			t.Fatalf("loadPage of an absent page: %+v", q)
 		}
 	})
 }

@@ -19,8 +19,9 @@ import (
 //   - which addresses are taken: a bitmap per 2^16-address page ("p4-<hex>"/"p6-<hex>",
 //     8 KiB each; an absent page is all free), so a free-address search reads one page
 //     for any IPv4 /16 and stays bounded in huge IPv6 ranges;
-//   - what an owner holds: one small file per owner ("o.<id>:<ifname>", or "h.<hash>"
-//     for keys that are not safe file names), found by name.
+//   - what an owner holds: the owner table ("owners", owners.go), which also holds each
+//     page's checksum: a page is read only when the table says it exists, and checked
+//     against that checksum (see owners.go for the tree of checksums).
 // It is a cache of the records, which stay the truth: see state.go for how a stale index
 // is detected and rebuilt.
 
@@ -138,18 +139,21 @@ func decodeOwner(key string, b []byte) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// loadPage reads a page file; a missing one is an empty page.
-func loadPage(idxfd int, k pageKey) (*page, error) {
+// loadPage reads page k, which the owner table says exists with checksum want. A page
+// missing, short or not matching its checksum is errBadPage (or the open's error): the
+// caller rebuilds the index.
+func loadPage(idxfd int, k pageKey, want uint32, ro bool) (*page, error) {
 	p := newPage()
-	fd, err := unix.Openat(idxfd, k.name(), unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return p, nil
+	flags := unix.O_RDWR | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if ro {
+		flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	}
+	fd, err := unix.Openat(idxfd, k.name(), flags, 0)
 	if err != nil {
 		return nil, err
 	}
 	n, err := unix.Pread(fd, p.b, 0)
-	if err != nil || n != pageBytes {
+	if err != nil || n != pageBytes || blockSum(p.b) != want {
 		unix.Close(fd)
 		if err == nil {
 			err = errBadPage
@@ -160,22 +164,25 @@ func loadPage(idxfd int, k pageKey) (*page, error) {
 	return p, nil
 }
 
-var errBadPage = errors.New("short index page")
+var errBadPage = errors.New("index page damaged")
 
-func (p *page) flush(idxfd int, k pageKey) error {
+// flush writes the page if it changed, and returns its checksum (for the owner table).
+func (p *page) flush(idxfd int, k pageKey) (sum uint32, err error) {
 	if !p.dirty {
-		return nil
+		return 0, nil
 	}
 	if p.fd < 0 {
 		fd, err := unix.Openat(idxfd, k.name(), unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		p.fd = fd
 	}
+	sum = blockSum(p.b)
 	if err := pwriteAll(p.fd, p.b, 0); err != nil {
-		return err
+		return 0, err
 	}
 	p.dirty = false
-	return nil
+	p.exists = true
+	return sum, nil
 }

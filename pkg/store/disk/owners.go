@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,10 +16,33 @@ import (
 // inode costs from 20 µs to over 1 ms (in block groups whose inode tables are still
 // being initialised), and an ADD already creates one, the record.
 //
-// Header (block 0): magic, slot count (a power of two), used and dead (tombstone) slots.
-// Slot: the key's hash (8 bytes; 0 = empty, 1 = tombstone), the address count, each
-// address's family, then up to slotAddrs addresses of 16 bytes. An owner with more
-// addresses than that (more range sets) keeps them in an overflow file x.<hash>.
+// Layout (format 2): block 0 is the header; blocks 1..D the D = slots/64 data blocks of
+// slots; then the sum blocks, ceil(D/1024) of them.
+//   - Header: magic, slot count (a power of two), used and dead (tombstone) slots, then
+//     from byte 64 the checksum of each sum block (4 bytes each).
+//   - Sum block j: the checksums of data blocks 1024j .. 1024j+1023 (4 bytes each).
+//   - Slot: the key's hash (8 bytes; 0 = empty, 1 = tombstone), a count byte, each
+//     address's family, then up to slotAddrs addresses of 16 bytes. Count 0xff: the owner
+//     has more addresses than that (more range sets) and keeps them in an overflow file
+//     x.<hash>, whose checksum is in bytes 12..15. Count 0xfe: not an owner but a bitmap
+//     page (index.go), keyed by a hash of its name, its checksum in bytes 12..15.
+//
+// Checksums form a tree (a Merkle tree of depth three) whose root is in the state file:
+// state -> header -> sum block -> data block -> bitmap page or overflow file. Every block
+// read is checked against the checksum its parent holds, and the header against the
+// state; a mismatch is errBadTable/errBadPage/errBadOwner, and the caller rebuilds the
+// index from the records. Keeping a block's checksum in its parent rather than in the
+// block itself is what catches a block rolled back to an older copy (a lost write, an
+// old snapshot of the same generation): such a copy is self-consistent, but its checksum
+// is not the one its parent holds now, because every write of a block rewrites its
+// parent's entry, up to the state. (An old copy identical to the current content passes,
+// and is harmless.) It also catches a block of another generation or another position,
+// a zeroed or all-ones block, and any torn write of the index. The cost per call is one
+// more 4 KiB read (the sum block) and write, and hashing the blocks read and written.
+//
+// The checksum is xxHash64 (truncated to 32 bits), not CRC-32C: hash/crc32's hardware
+// CRC-32C builds 8 KiB of tables on first use, 150-200 µs per process, a tenth of a
+// whole call; xxhash (assembly, no tables) hashes 4 KiB in a fraction of a microsecond.
 //
 // A lookup trusts the hash (SHA-256, 64 bits): a collision between two keys (odds about
 // n²/2⁶⁵) could show one owner the other's addresses, so every destructive or refusing
@@ -26,16 +50,28 @@ import (
 
 const (
 	ownersName  = "owners"
-	ownersMagic = "LIPAMOT1"
+	ownersMagic = "LIPAMOT2"
 	blockSize   = 4096
 	slotSize    = 64
 	slotAddrs   = 3
 	slotsPerBlk = blockSize / slotSize
-	minSlots    = 1024
-	maxSlots    = 1 << 32
-	hashEmpty   = 0
-	hashDead    = 1
+	sumsPerBlk  = blockSize / 4
+	hdrSums     = 64 // offset of the sum blocks' checksums in the header
+	// minSlots: one data block. A table grows (doubles) when half full, so a new network
+	// costs 12 KiB of owner table, not 68 KiB; growing a small table is a few µs.
+	minSlots = slotsPerBlk
+	// maxSlots bounds the arithmetic and the header: 2^25 slots (16 million owners at
+	// half load, a 2 GiB table) have 512 sum blocks, whose checksums fit the header.
+	maxSlots  = 1 << 25
+	hashEmpty = 0
+	hashDead  = 1
+	// count byte values that are not counts
+	cntOverflow = 0xff
+	cntPage     = 0xfe
 )
+
+// blockSum is the checksum of an index block (owner-table block, bitmap page, overflow file).
+func blockSum(b []byte) uint32 { return uint32(xxhash.Sum64(b)) }
 
 func keyHash(key string) uint64 {
 	sum := sha256.Sum256([]byte(key))
@@ -50,34 +86,48 @@ type ownerTable struct {
 	fd          int
 	slots       uint64
 	used, dead  uint64
-	blocks      map[uint64][]byte // block index (1-based; 0 is the header) -> bytes
+	hdr         []byte            // the header block, with the sum blocks' checksums
+	root        uint32            // the header's checksum (the state holds it)
+	blocks      map[uint64][]byte // data block index (1-based; 0 is the header) -> bytes
+	sums        map[uint64][]byte // sum block index (0-based) -> bytes
 	dirtyBlocks map[uint64]bool
+	dirtySums   map[uint64]bool
 	dirtyHeader bool
 }
 
 var errBadTable = errors.New("malformed owner table")
 
-func openOwnerTable(idxfd int) (*ownerTable, error) {
-	fd, err := unix.Openat(idxfd, ownersName, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+func (t *ownerTable) dataBlocks() uint64 { return t.slots / slotsPerBlk }
+func (t *ownerTable) sumBlocks() uint64  { return (t.dataBlocks() + sumsPerBlk - 1) / sumsPerBlk }
+func (t *ownerTable) fileBlocks() uint64 { return 1 + t.dataBlocks() + t.sumBlocks() }
+
+// openOwnerTable opens the table and checks its header against root, the checksum the
+// state holds. ro opens it read-only.
+func openOwnerTable(idxfd int, root uint32, ro bool) (*ownerTable, error) {
+	flags := unix.O_RDWR | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if ro {
+		flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	}
+	fd, err := unix.Openat(idxfd, ownersName, flags, 0)
 	if err != nil {
 		return nil, err
 	}
-	t := &ownerTable{fd: fd, blocks: map[uint64][]byte{}, dirtyBlocks: map[uint64]bool{}}
-	h := make([]byte, 32)
-	if n, err := unix.Pread(fd, h, 0); err != nil || n != len(h) || string(h[:8]) != ownersMagic {
+	t := &ownerTable{fd: fd, hdr: make([]byte, blockSize), root: root, blocks: map[uint64][]byte{}, sums: map[uint64][]byte{},
+		dirtyBlocks: map[uint64]bool{}, dirtySums: map[uint64]bool{}}
+	h := t.hdr
+	if n, err := unix.Pread(fd, h, 0); err != nil || n != len(h) || blockSum(h) != root || string(h[:8]) != ownersMagic {
 		unix.Close(fd)
 		return nil, errBadTable
 	}
 	le := binary.LittleEndian
 	t.slots, t.used, t.dead = le.Uint64(h[8:]), le.Uint64(h[16:]), le.Uint64(h[24:])
-	// maxSlots bounds the arithmetic below (and any table we would write: 2^32 slots is
-	// 256 GiB); the counts only time growth, so a wrong one costs a rebuild, never a hang.
+	// The counts only time growth, so a wrong one costs a rebuild, never a hang.
 	if t.slots < minSlots || t.slots > maxSlots || t.slots&(t.slots-1) != 0 || t.used > t.slots || t.dead > t.slots || t.used+t.dead > t.slots {
 		unix.Close(fd)
 		return nil, errBadTable
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || uint64(st.Size) < blockSize+t.slots*slotSize {
+	if err := unix.Fstat(fd, &st); err != nil || uint64(st.Size) < t.fileBlocks()*blockSize {
 		unix.Close(fd)
 		return nil, errBadTable
 	}
@@ -91,17 +141,43 @@ func (t *ownerTable) close() {
 	}
 }
 
+func (t *ownerTable) readBlock(fileBlock uint64, want uint32) ([]byte, error) {
+	b := make([]byte, blockSize)
+	n, err := unix.Pread(t.fd, b, int64(fileBlock*blockSize))
+	if err != nil {
+		return nil, err
+	}
+	if n != blockSize || blockSum(b) != want {
+		return nil, errBadTable
+	}
+	return b, nil
+}
+
+// sumBlock returns sum block j, checked against the header.
+func (t *ownerTable) sumBlock(j uint64) ([]byte, error) {
+	if b, ok := t.sums[j]; ok {
+		return b, nil
+	}
+	b, err := t.readBlock(1+t.dataBlocks()+j, binary.LittleEndian.Uint32(t.hdr[hdrSums+4*j:]))
+	if err != nil {
+		return nil, err
+	}
+	t.sums[j] = b
+	return b, nil
+}
+
+// block returns data block i (1-based), checked against its sum block.
 func (t *ownerTable) block(i uint64) ([]byte, error) {
 	if b, ok := t.blocks[i]; ok {
 		return b, nil
 	}
-	b := make([]byte, blockSize)
-	n, err := unix.Pread(t.fd, b, int64(i*blockSize))
+	sb, err := t.sumBlock((i - 1) / sumsPerBlk)
 	if err != nil {
 		return nil, err
 	}
-	if n != blockSize {
-		return nil, errBadTable
+	b, err := t.readBlock(i, binary.LittleEndian.Uint32(sb[4*((i-1)%sumsPerBlk):]))
+	if err != nil {
+		return nil, err
 	}
 	t.blocks[i] = b
 	return b, nil
@@ -146,28 +222,29 @@ func (t *ownerTable) find(h uint64) (idx uint64, found bool, err error) {
 	return free, false, nil
 }
 
-// get returns the addresses of key; overflow means they are in the overflow file.
-func (t *ownerTable) get(key string) (addrs []netip.Addr, overflow bool, err error) {
+// get returns the addresses of key; overflow means they are in the overflow file, whose
+// checksum is sum.
+func (t *ownerTable) get(key string) (addrs []netip.Addr, overflow bool, sum uint32, err error) {
 	i, found, err := t.find(keyHash(key))
 	if err != nil || !found {
-		return nil, false, err
+		return nil, false, 0, err
 	}
 	s, _, _ := t.slot(i)
 	n := int(s[8])
-	if n == 0xff {
-		return nil, true, nil
+	if n == cntOverflow {
+		return nil, true, binary.LittleEndian.Uint32(s[12:]), nil
 	}
 	if n > slotAddrs {
-		return nil, false, errBadTable
+		return nil, false, 0, errBadTable // a page's slot, or garbage
 	}
 	for j := 0; j < n; j++ {
 		a, ok := decodeAddr(s[9+j], s[16+16*j:32+16*j])
 		if !ok {
-			return nil, false, errBadTable
+			return nil, false, 0, errBadTable
 		}
 		addrs = append(addrs, a)
 	}
-	return addrs, false, nil
+	return addrs, false, 0, nil
 }
 
 func decodeAddr(fam byte, b []byte) (netip.Addr, bool) {
@@ -182,7 +259,7 @@ func decodeAddr(fam byte, b []byte) (netip.Addr, bool) {
 }
 
 // put stores key's addresses (none deletes it). It reports whether they must go to the
-// overflow file instead.
+// overflow file instead (encodeOwner(key, addrs), whose checksum the slot keeps).
 func (t *ownerTable) put(key string, addrs []netip.Addr) (overflow bool, err error) {
 	h := keyHash(key)
 	i, found, err := t.find(h)
@@ -195,6 +272,9 @@ func (t *ownerTable) put(key string, addrs []netip.Addr) (overflow bool, err err
 	s, blk, err := t.slot(i)
 	if err != nil {
 		return false, err
+	}
+	if found && s[8] == cntPage {
+		return false, errBadTable // a 64-bit hash collision with a page: rebuild
 	}
 	wasDead := binary.LittleEndian.Uint64(s) == hashDead
 	clear(s)
@@ -214,7 +294,8 @@ func (t *ownerTable) put(key string, addrs []netip.Addr) (overflow bool, err err
 			}
 		}
 		if len(addrs) > slotAddrs {
-			s[8], overflow = 0xff, true
+			s[8], overflow = cntOverflow, true
+			binary.LittleEndian.PutUint32(s[12:], blockSum(encodeOwner(key, addrs)))
 			break
 		}
 		s[8] = byte(len(addrs))
@@ -232,28 +313,107 @@ func (t *ownerTable) put(key string, addrs []netip.Addr) (overflow bool, err err
 	return overflow, nil
 }
 
+// pageHash keys a bitmap page's slot: SHA-256 of its name, another 64 bits of it than
+// keyHash takes, so that no record's content can name a page's slot (but by a 64-bit
+// collision, which put and get refuse).
+func pageHash(k pageKey) uint64 {
+	sum := sha256.Sum256([]byte(k.name()))
+	h := binary.LittleEndian.Uint64(sum[8:16])
+	if h <= hashDead {
+		h += 2
+	}
+	return h
+}
+
+// getPage returns the checksum of page k; found is false when the page has no file (all
+// its addresses are free).
+func (t *ownerTable) getPage(k pageKey) (sum uint32, found bool, err error) {
+	i, found, err := t.find(pageHash(k))
+	if err != nil || !found {
+		return 0, false, err
+	}
+	s, _, _ := t.slot(i)
+	if s[8] != cntPage {
+		return 0, false, errBadTable
+	}
+	return binary.LittleEndian.Uint32(s[12:]), true, nil
+}
+
+// putPage records the checksum of page k (pages are never deleted).
+func (t *ownerTable) putPage(k pageKey, sum uint32) error {
+	h := pageHash(k)
+	i, found, err := t.find(h)
+	if err != nil {
+		return err
+	}
+	s, blk, err := t.slot(i)
+	if err != nil {
+		return err
+	}
+	if found && s[8] != cntPage {
+		return errBadTable
+	}
+	if !found {
+		wasDead := binary.LittleEndian.Uint64(s) == hashDead
+		clear(s)
+		binary.LittleEndian.PutUint64(s, h)
+		s[8] = cntPage
+		t.used++
+		if wasDead && t.dead > 0 {
+			t.dead--
+		}
+		t.dirtyHeader = true
+	}
+	binary.LittleEndian.PutUint32(s[12:], sum)
+	t.dirtyBlocks[blk] = true
+	return nil
+}
+
 // full reports whether the table should be rebuilt larger (or cleaned of tombstones).
 func (t *ownerTable) full() bool { return (t.used+t.dead+1)*2 > t.slots }
 
-func (t *ownerTable) header() []byte {
-	h := make([]byte, blockSize)
+// sealHeader writes the counts into the header and returns its checksum.
+func (t *ownerTable) sealHeader() uint32 {
+	h := t.hdr
 	copy(h, ownersMagic)
 	le := binary.LittleEndian
 	le.PutUint64(h[8:], t.slots)
 	le.PutUint64(h[16:], t.used)
 	le.PutUint64(h[24:], t.dead)
-	return h
+	t.root = blockSum(h)
+	return t.root
 }
 
+// flush writes the changed blocks bottom-up (data blocks, their sum blocks, the header),
+// each after its checksum went into its parent; the caller then writes t.root into the
+// state. A call killed part-way leaves blocks that do not match their parents or a header
+// that does not match the state: the next call rebuilds.
 func (t *ownerTable) flush() error {
+	le := binary.LittleEndian
 	for blk := range t.dirtyBlocks {
+		j := (blk - 1) / sumsPerBlk
+		sb, err := t.sumBlock(j)
+		if err != nil {
+			return err
+		}
+		le.PutUint32(sb[4*((blk-1)%sumsPerBlk):], blockSum(t.blocks[blk]))
+		t.dirtySums[j] = true
 		if err := pwriteAll(t.fd, t.blocks[blk], int64(blk*blockSize)); err != nil {
 			return err
 		}
 	}
 	clear(t.dirtyBlocks)
+	for j := range t.dirtySums {
+		le.PutUint32(t.hdr[hdrSums+4*j:], blockSum(t.sums[j]))
+		if err := pwriteAll(t.fd, t.sums[j], int64((1+t.dataBlocks()+j)*blockSize)); err != nil {
+			return err
+		}
+		t.dirtyHeader = true
+	}
+	clear(t.dirtySums)
 	if t.dirtyHeader {
-		if err := pwriteAll(t.fd, t.header()[:32], 0); err != nil {
+		t.sealHeader()
+		if err := pwriteAll(t.fd, t.hdr, 0); err != nil {
 			return err
 		}
 		t.dirtyHeader = false
@@ -264,41 +424,60 @@ func (t *ownerTable) flush() error {
 // newTable is an empty in-memory table with room for n owners (at most a quarter full).
 func newTable(n uint64) *ownerTable {
 	slots := uint64(minSlots)
-	for n*4 > slots {
+	for n*4 > slots && slots < maxSlots {
 		slots *= 2
 	}
-	t := &ownerTable{fd: -1, slots: slots, blocks: map[uint64][]byte{}, dirtyBlocks: map[uint64]bool{}}
-	all := make([]byte, slots*slotSize)
-	for b := uint64(0); b < slots/slotsPerBlk; b++ {
+	t := &ownerTable{fd: -1, slots: slots, hdr: make([]byte, blockSize), blocks: map[uint64][]byte{}, sums: map[uint64][]byte{},
+		dirtyBlocks: map[uint64]bool{}, dirtySums: map[uint64]bool{}}
+	all := make([]byte, (t.fileBlocks()-1)*blockSize)
+	for b := uint64(0); b < t.dataBlocks(); b++ {
 		t.blocks[1+b] = all[b*blockSize : (b+1)*blockSize]
+	}
+	for j := uint64(0); j < t.sumBlocks(); j++ {
+		off := (t.dataBlocks() + j) * blockSize
+		t.sums[j] = all[off : off+blockSize]
 	}
 	return t
 }
 
-// save writes the whole in-memory table to name in idxfd and keeps it open there.
+// save writes the whole in-memory table to name in idxfd (one write, checksums computed)
+// and keeps it open there.
 func (t *ownerTable) save(idxfd int, name string) error {
 	fd, err := unix.Openat(idxfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
 	t.fd = fd
-	buf := t.header()
-	for b := uint64(1); b <= t.slots/slotsPerBlk; b++ {
+	le := binary.LittleEndian
+	for b := uint64(1); b <= t.dataBlocks(); b++ {
+		le.PutUint32(t.sums[(b-1)/sumsPerBlk][4*((b-1)%sumsPerBlk):], blockSum(t.blocks[b]))
+	}
+	for j := uint64(0); j < t.sumBlocks(); j++ {
+		le.PutUint32(t.hdr[hdrSums+4*j:], blockSum(t.sums[j]))
+	}
+	t.sealHeader()
+	buf := make([]byte, 0, t.fileBlocks()*blockSize)
+	buf = append(buf, t.hdr...)
+	for b := uint64(1); b <= t.dataBlocks(); b++ {
 		buf = append(buf, t.blocks[b]...)
+	}
+	for j := uint64(0); j < t.sumBlocks(); j++ {
+		buf = append(buf, t.sums[j]...)
 	}
 	if err := pwriteAll(fd, buf, 0); err != nil {
 		t.close()
 		return err
 	}
 	clear(t.dirtyBlocks)
+	clear(t.dirtySums)
 	t.dirtyHeader = false
 	return nil
 }
 
-// writeOwnerTable writes a whole new table for the given owners to name in idxfd, and
-// returns it opened.
-func writeOwnerTable(idxfd int, name string, owners map[string][]netip.Addr) (*ownerTable, error) {
-	t := newTable(uint64(len(owners)))
+// writeOwnerTable writes a whole new table for the given owners and the checksums of the
+// given pages to name in idxfd, with the owners' overflow files, and returns it opened.
+func writeOwnerTable(idxfd int, name string, owners map[string][]netip.Addr, pages map[pageKey]uint32) (*ownerTable, error) {
+	t := newTable(uint64(len(owners) + len(pages)))
 	var overflow []string
 	for key, addrs := range owners {
 		ov, err := t.put(key, addrs)
@@ -307,6 +486,11 @@ func writeOwnerTable(idxfd int, name string, owners map[string][]netip.Addr) (*o
 		}
 		if ov {
 			overflow = append(overflow, key)
+		}
+	}
+	for k, sum := range pages {
+		if err := t.putPage(k, sum); err != nil {
+			return nil, err
 		}
 	}
 	if err := t.save(idxfd, name); err != nil {
@@ -353,6 +537,9 @@ func (t *ownerTable) grow(idxfd int) (*ownerTable, error) {
 		}
 	}
 	nt := newTable(live)
+	if live*2 >= nt.slots {
+		return nil, errBadTable // more live slots than any table may hold
+	}
 	nt.used = live
 	for i := uint64(0); i < t.slots; i++ {
 		s, _, _ := t.slot(i)

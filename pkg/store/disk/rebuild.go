@@ -82,10 +82,12 @@ func (s *Store) scan(fn func(Record) error) error {
 	}
 }
 
-// rebuild makes a new index generation from the records, then points the state at it
-// and removes the old generations. A crash part-way leaves the old state, which does not
-// match, so the next call simply rebuilds again. When the index cannot be written (a full
-// disk), this call goes on with the index in memory (memOnly): a DEL still releases.
+// rebuild makes a new index generation from the records, then points the state at it.
+// A crash part-way leaves a state that does not match, so the next call simply rebuilds
+// again. When the index cannot be written (a full disk), what was written of it is
+// removed and this call goes on with the index in memory (memOnly): a DEL still
+// releases, and an ADD needs only the space of its record. On a read-only file system
+// the index is rebuilt in memory only, and nothing is written.
 func (s *Store) rebuild() error {
 	s.Rebuilds++
 	var before unix.Stat_t
@@ -127,8 +129,30 @@ func (s *Store) rebuild() error {
 			s.overflow[key] = true
 		}
 	}
+	if s.ro || s.dropped {
+		return nil
+	}
 	if err := s.writeIndex(&before); err != nil {
 		s.IndexErr = err
+		s.table.close()
+		s.table = nil
+		for _, p := range s.pages {
+			if p.fd >= 0 {
+				unix.Close(p.fd)
+				p.fd = -1
+			}
+			p.exists = false
+		}
+		if s.idxfd >= 0 {
+			unix.Close(s.idxfd)
+			s.idxfd = -1
+		}
+		// Give back the space the partial generation took: the record needs it more.
+		if old, _, err := s.generations(); err == nil {
+			for _, o := range old {
+				removeTree(s.metafd, o)
+			}
+		}
 		_ = s.invalidateState()
 		return nil
 	}
@@ -142,6 +166,16 @@ func (s *Store) writeIndex(before *unix.Stat_t) error {
 	if err != nil {
 		return err
 	}
+	s.wroteIndex = true
+	// The old generations go first: the state no longer trusts them, and on a nearly full
+	// disk their space is what the new one needs. A crash from here to the state's write
+	// leaves a state naming a generation that is gone (or not current): a rebuild.
+	if err := s.invalidateState(); err != nil {
+		return err
+	}
+	for _, o := range old {
+		removeTree(s.metafd, o)
+	}
 	name := idxPrefix + strconv.FormatUint(gen, 10)
 	if err := unix.Mkdirat(s.metafd, name, 0o700); err != nil {
 		return err
@@ -152,17 +186,18 @@ func (s *Store) writeIndex(before *unix.Stat_t) error {
 	if s.idxfd, err = openDir(s.metafd, name); err != nil {
 		return err
 	}
-	if s.table, err = writeOwnerTable(s.idxfd, ownersName, s.owners); err != nil {
-		return err
-	}
+	sums := make(map[pageKey]uint32, len(s.pages))
 	for k, p := range s.pages {
 		p.dirty = true
-		if err := p.flush(s.idxfd, k); err != nil {
+		if sums[k], err = p.flush(s.idxfd, k); err != nil {
 			return err
 		}
 	}
+	if s.table, err = writeOwnerTable(s.idxfd, ownersName, s.owners, sums); err != nil {
+		return err
+	}
 	s.stale = false
-	s.st = state{gen: gen}
+	s.st = state{gen: gen, root: s.table.root}
 	s.st.observe(before)
 	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
 		return err
@@ -171,9 +206,6 @@ func (s *Store) writeIndex(before *unix.Stat_t) error {
 		return err
 	}
 	s.marked = false
-	for _, o := range old {
-		removeTree(s.metafd, o)
-	}
 	_ = unix.Unlinkat(s.netfd, tmpName, 0)
 	return nil
 }

@@ -15,17 +15,22 @@ import (
 // half-way), and then the index is rebuilt from the records. ctime cannot be set from
 // user space, so a "touch -d" does not hide a change. On Linux 6.13+ a change right
 // after our fstat always gets a distinct timestamp (multigrain timestamps).
+//
+// Format 2 adds root: the checksum of the owner table's header, the root of the tree of
+// checksums that covers every block of the index (owners.go). A state of format 1 does
+// not decode, so an index of format 1 is rebuilt once.
 
 const (
 	stateName  = "state"
-	stateMagic = "LIPAMv1\n"
-	stateLen   = 8 + 8*7 + 4
+	stateMagic = "LIPAMv2\n"
+	stateLen   = 8 + 8*6 + 4 + 4
 )
 
 type state struct {
 	gen          uint64
 	ino          uint64
 	mtime, ctime unix.Timespec
+	root         uint32 // checksum of the owner table's header
 }
 
 func (s state) encode() []byte {
@@ -38,6 +43,7 @@ func (s state) encode() []byte {
 	le.PutUint64(b[32:], uint64(s.mtime.Nsec))
 	le.PutUint64(b[40:], uint64(s.ctime.Sec))
 	le.PutUint64(b[48:], uint64(s.ctime.Nsec))
+	le.PutUint32(b[56:], s.root)
 	le.PutUint32(b[stateLen-4:], checksum(b[:stateLen-4]))
 	return b
 }
@@ -55,6 +61,7 @@ func decodeState(b []byte) (state, bool) {
 		ino:   le.Uint64(b[16:]),
 		mtime: unix.Timespec{Sec: int64(le.Uint64(b[24:])), Nsec: int64(le.Uint64(b[32:]))},
 		ctime: unix.Timespec{Sec: int64(le.Uint64(b[40:])), Nsec: int64(le.Uint64(b[48:]))},
+		root:  le.Uint32(b[56:]),
 	}, true
 }
 
