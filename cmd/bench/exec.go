@@ -19,11 +19,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/local-ipam/local-ipam/cmd/bench/internal/rss"
+	"github.com/local-ipam/local-ipam/internal/rss"
 )
 
 const (
 	benchNetns = "/var/run/netns/bench"
+	// rssMarker makes this binary act as the peak-RSS middleman (internal/rss) when the
+	// dedicated rsshelper cannot be built. It is not passed on to the plugin.
+	rssMarker = "LOCAL_IPAM_BENCH_RSS_HELPER"
 )
 
 // tool is one slot of the comparison: "local-ipam" or "host-local", and the binary run in it.
@@ -151,8 +154,8 @@ func (t *tool) runRSS(ctx context.Context, helper []string, r req) (outcome, int
 	if ctx.Err() != nil {
 		return o, 0, fmt.Errorf("%s via the rss helper: %w", t.slot, ctx.Err())
 	}
-	var floor int64
-	if _, serr := fmt.Sscan(string(report), &o.code, &o.maxrss, &floor); err != nil || serr != nil {
+	var floor, sig, ns int64
+	if _, serr := fmt.Sscan(string(report), &o.code, &sig, &o.maxrss, &floor, &ns); err != nil || serr != nil {
 		return o, 0, fmt.Errorf("rss helper: %v, report %q, stderr %q", err, report, clip(se.Bytes()))
 	}
 	return o, floor, nil
@@ -160,12 +163,9 @@ func (t *tool) runRSS(ctx context.Context, helper []string, r req) (outcome, int
 
 // rssHelper returns the middleman's command and extra environment: the dedicated tiny helper
 // built into dir with the go command that runs this benchmark, or else this binary re-executed
-// with rss.Marker set (a higher floor, about 3.5 MiB).
+// with rssMarker set (a higher floor, about 3.5 MiB).
 func rssHelper(dir string) ([]string, string, error) {
-	out := filepath.Join(dir, "rsshelper")
-	c := exec.Command("go", "build", "-trimpath", "-o", out, "github.com/local-ipam/local-ipam/cmd/bench/rsshelper")
-	c.Env = append(os.Environ(), "CGO_ENABLED=0")
-	msg, err := c.CombinedOutput()
+	out, msg, err := rss.Build(dir)
 	if err == nil {
 		return []string{out}, "", nil
 	}
@@ -173,7 +173,7 @@ func rssHelper(dir string) ([]string, string, error) {
 	if serr != nil {
 		return nil, "", serr
 	}
-	return []string{self, rss.Marker + "=1"}, fmt.Sprintf("could not build the rss helper (%v: %s); using the benchmark binary itself, a higher floor", err, clip(msg)), nil
+	return []string{self, rssMarker + "=1"}, fmt.Sprintf("could not build the rss helper (%v: %s); using the benchmark binary itself, a higher floor", err, clip(msg)), nil
 }
 
 // netConf is the network configuration a runtime passes: a bridge network whose ipam section

@@ -5,20 +5,20 @@ import (
 	"os"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/cmd/bench/internal/rss"
+	"github.com/local-ipam/local-ipam/internal/rss"
 )
 
 // TestMain lets the test binary act as the rss middleman, as the benchmark binary does.
 func TestMain(m *testing.M) {
-	if os.Getenv(rss.Marker) == "1" {
-		os.Exit(rss.Main(os.Args))
+	if os.Getenv(rssMarker) == "1" {
+		os.Exit(rss.Main(os.Args, rssMarker))
 	}
 	os.Exit(m.Run())
 }
 
 func TestRunRSS(t *testing.T) {
 	hl := hostLocal(t)
-	helper := []string{os.Args[0], rss.Marker + "=1"}
+	helper := []string{os.Args[0], rssMarker + "=1"}
 	r := req{cmd: "VERSION", stdin: versionStdin}
 	o, floor, err := hl.runRSS(context.Background(), helper, r)
 	if err != nil {

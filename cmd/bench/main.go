@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/local-ipam/local-ipam/cmd/bench/internal/rss"
+	"github.com/local-ipam/local-ipam/internal/rss"
 )
 
 type config struct {
@@ -43,8 +43,8 @@ type config struct {
 }
 
 func main() {
-	if os.Getenv(rss.Marker) == "1" {
-		os.Exit(rss.Main(os.Args))
+	if os.Getenv(rssMarker) == "1" {
+		os.Exit(rss.Main(os.Args, rssMarker))
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
