@@ -6,10 +6,13 @@ package main
 // names in the config, as different hosts' configs would say.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -568,4 +571,59 @@ func TestCluster(t *testing.T) {
 			t.Errorf("%s holds %q, want %s", id, got[id], a)
 		}
 	}
+}
+
+// TestKilled: ADDs of a dual-stack network SIGKILLed at random instants (the process is
+// local-ipam, then local-ipam-etcd after the hand-off). Whatever a killed ADD managed is a
+// whole reservation of its container, so the runtime's DEL of each container leaves the
+// pool empty, and the pool is then fully usable.
+func TestKilled(t *testing.T) {
+	eps := etcdtest.StartEmbedded(t)
+	n := newEtcdNet("killed", eps, map[string]any{"ranges": []any{
+		[]any{map[string]any{"subnet": "10.70.0.0/27"}},
+		[]any{map[string]any{"subnet": "fd00:70::/123"}},
+	}})
+	bin := testexec.Bin(t, "local-ipam")
+	rng := rand.New(rand.NewPCG(7, 7))
+	const calls = 60
+	killed := 0
+	for i := range calls {
+		id := fmt.Sprintf("k%d", i)
+		cmd := exec.Command(bin)
+		cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id, "CNI_IFNAME=eth0", "CNI_NETNS=/x", "CNI_PATH=" + filepath.Dir(bin)}
+		cmd.Stdin = bytes.NewReader(n.conf(t, "a", nil))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// From a few microseconds (still local-ipam) to 12 ms (local-ipam-etcd mid-way).
+		time.Sleep(time.Duration(rng.IntN(12000)) * time.Microsecond)
+		_ = cmd.Process.Kill()
+		if err := cmd.Wait(); err != nil {
+			killed++
+		}
+	}
+	t.Logf("%d of %d ADDs killed before they finished", killed, calls)
+	if killed < calls/4 {
+		t.Fatalf("only %d of %d ADDs were killed: the test did not test much", killed, calls)
+	}
+	// Every reservation left is whole: its container and both families are consistent
+	// with what list and CHECK-like reads see; DEL of every container empties the pool.
+	left := list(t, n)
+	t.Logf("%d reservations left by the killed and finished ADDs", len(left))
+	for _, e := range left {
+		if !strings.HasPrefix(e.ContainerID, "k") || e.IfName != "eth0" {
+			t.Errorf("reservation %+v of no container this test made", e)
+		}
+	}
+	for i := range calls {
+		wantOK(t, del(t, n, "a", fmt.Sprintf("k%d", i)), "DEL")
+	}
+	if l := list(t, n); len(l) != 0 {
+		t.Fatalf("after DEL of every container: %v", l)
+	}
+	// Fully usable: the /27 gives its 29 addresses (.1 is the gateway) to 29 ADDs.
+	for i := range 29 {
+		wantOK(t, add(t, n, "a", fmt.Sprintf("after%d", i)), "ADD after the kills")
+	}
+	wantCode(t, add(t, n, "a", "one-too-many"), 100, "ADD to the full /27")
 }
