@@ -7,6 +7,8 @@ package store
 import (
 	"net/netip"
 	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
 )
 
 // LineBreak separates container ID and ifname in a record, as host-local writes it.
@@ -63,4 +65,21 @@ type Store interface {
 	Commit() error
 	// Close commits and releases the lock.
 	Close() error
+}
+
+// GCKeeps returns GC's rule for the valid attachments of a GC call: whether the record
+// with this (trimmed) content stays. host-local v1.10.0's outcome, which every store
+// keeps: an attachment's record stays when it is valid; a record naming only a container
+// ID (old host-local) stays when that container has any valid attachment.
+func GCKeeps(valid []types.GCAttachment) func(content string) bool {
+	keep := make(map[string]bool, 2*len(valid))
+	keepLegacy := make(map[string]bool, len(valid))
+	for _, a := range valid {
+		id := strings.TrimSpace(a.ContainerID)
+		keep[id+LineBreak+a.IfName] = true
+		keepLegacy[id] = true
+	}
+	return func(content string) bool {
+		return keep[content] || (!strings.Contains(content, LineBreak) && keepLegacy[content])
+	}
 }

@@ -568,23 +568,7 @@ func (s *Store) spaceFor(err error) bool {
 		return false
 	}
 	s.dropped = true
-	s.table.close()
-	s.table = nil
-	for _, p := range s.pages {
-		if p.fd >= 0 {
-			unix.Close(p.fd)
-			p.fd = -1
-		}
-	}
-	if s.idxfd >= 0 {
-		unix.Close(s.idxfd)
-		s.idxfd = -1
-	}
-	if old, _, gerr := s.generations(); gerr == nil {
-		for _, o := range old {
-			removeTree(s.metafd, o)
-		}
-	}
+	s.dropIndexFiles()
 	// An empty state never matches: the next call rebuilds, as after a "changing" mark.
 	if s.stfd >= 0 {
 		if terr := unix.Ftruncate(s.stfd, 0); terr != nil {
@@ -756,7 +740,8 @@ func (s *Store) saveState() error {
 	return nil
 }
 
-func (s *Store) release() {
+// closeIndexFiles closes the index generation's files (the table and the pages).
+func (s *Store) closeIndexFiles() {
 	s.table.close()
 	s.table = nil
 	for _, p := range s.pages {
@@ -765,7 +750,26 @@ func (s *Store) release() {
 			p.fd = -1
 		}
 	}
-	for _, fd := range []*int{&s.idxfd, &s.stfd, &s.metafd, &s.netfd} {
+	if s.idxfd >= 0 {
+		unix.Close(s.idxfd)
+		s.idxfd = -1
+	}
+}
+
+// dropIndexFiles closes the index generation's files and removes every generation: to
+// give their space back to the records, which need it more.
+func (s *Store) dropIndexFiles() {
+	s.closeIndexFiles()
+	if old, _, err := s.generations(); err == nil {
+		for _, o := range old {
+			removeTree(s.metafd, o)
+		}
+	}
+}
+
+func (s *Store) release() {
+	s.closeIndexFiles()
+	for _, fd := range []*int{&s.stfd, &s.metafd, &s.netfd} {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1

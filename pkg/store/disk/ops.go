@@ -53,13 +53,7 @@ func (s *Store) ModTime(a netip.Addr) time.Time {
 // old host-local record) is kept when that container has any valid attachment. It goes
 // on past files it cannot read or remove, and returns what it could not do.
 func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error) {
-	keep := make(map[string]bool, 2*len(valid))
-	keepLegacy := make(map[string]bool, len(valid))
-	for _, a := range valid {
-		id := strings.TrimSpace(a.ContainerID)
-		keep[id+store.LineBreak+a.IfName] = true
-		keepLegacy[id] = true
-	}
+	keeps := store.GCKeeps(valid)
 	dfd, err := openDir(s.netfd, ".")
 	if err != nil {
 		return nil, cnierr.IO(err, "cannot list %s", s.dir)
@@ -81,7 +75,7 @@ func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error)
 			continue // host-local skips what it cannot read, too
 		}
 		key := strings.TrimSpace(string(data))
-		if keep[key] || (!strings.Contains(key, store.LineBreak) && keepLegacy[key]) {
+		if keeps(key) {
 			continue
 		}
 		if err := s.beginChange(); err != nil {

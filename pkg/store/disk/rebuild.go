@@ -134,25 +134,11 @@ func (s *Store) rebuild() error {
 	}
 	if err := s.writeIndex(&before); err != nil {
 		s.IndexErr = err
-		s.table.close()
-		s.table = nil
 		for _, p := range s.pages {
-			if p.fd >= 0 {
-				unix.Close(p.fd)
-				p.fd = -1
-			}
 			p.exists = false
 		}
-		if s.idxfd >= 0 {
-			unix.Close(s.idxfd)
-			s.idxfd = -1
-		}
 		// Give back the space the partial generation took: the record needs it more.
-		if old, _, err := s.generations(); err == nil {
-			for _, o := range old {
-				removeTree(s.metafd, o)
-			}
-		}
+		s.dropIndexFiles()
 		_ = s.invalidateState()
 		return nil
 	}

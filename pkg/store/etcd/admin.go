@@ -169,16 +169,9 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 // ID is kept when that container has any valid attachment. Other nodes' reservations are
 // never touched: their own GC knows their attachments. It reads only this node's index.
 func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error) {
-	keep := make(map[string]bool, 2*len(valid))
-	keepLegacy := make(map[string]bool, len(valid))
-	for _, a := range valid {
-		id := strings.TrimSpace(a.ContainerID)
-		keep[id+store.LineBreak+a.IfName] = true
-		keepLegacy[id] = true
-	}
+	keeps := store.GCKeeps(valid)
 	vs, err := s.nodeRecords(func(e entry, _ *mvccpb.KeyValue) bool {
-		key := strings.TrimSpace(e.Owner)
-		return keep[key] || (!strings.Contains(key, store.LineBreak) && keepLegacy[key])
+		return keeps(strings.TrimSpace(e.Owner))
 	})
 	if err != nil {
 		return nil, err
