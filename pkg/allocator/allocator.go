@@ -94,18 +94,14 @@ func reserveRequested(st store.Store, set ranges.Set, excl ranges.Exclusions, id
 	if _, ok := excl.Covering(want); ok {
 		return Allocation{}, cnierr.New(cnierr.AddressNotAllowed, "", "requested ip %s is excluded", want)
 	}
-	ok, err := st.Reserve(want, o)
+	// A requested address moves the cursor too (host-local does the same).
+	ok, err := reserveAt(st, want, o, idx)
 	if err != nil {
 		return Allocation{}, err
 	}
 	if !ok {
 		return Allocation{}, cnierr.New(cnierr.AddressInUse, "",
 			"requested IP address %s is not available in range set %s", want, set)
-	}
-	// A requested address moves the cursor too (host-local does the same).
-	if err := st.SetLastReserved(idx, want); err != nil {
-		_, _ = st.Release(want, o)
-		return Allocation{}, err
 	}
 	return alloc(set, idx, want), nil
 }
@@ -131,7 +127,7 @@ func reserveNext(st store.Store, set ranges.Set, excl ranges.Exclusions, idx int
 	}
 	var got netip.Addr
 	err = walkFree(st, set, excl, last, func(a netip.Addr) (bool, error) {
-		ok, err := st.Reserve(a, o)
+		ok, err := reserveAt(st, a, o, idx)
 		if ok {
 			got = a
 		}
@@ -143,11 +139,25 @@ func reserveNext(st store.Store, set ranges.Set, excl ranges.Exclusions, idx int
 	if !got.IsValid() {
 		return Allocation{}, cnierr.New(cnierr.NoFreeAddress, "", "no IP addresses available in range set: %s", set)
 	}
-	if err := st.SetLastReserved(idx, got); err != nil {
-		_, _ = st.Release(got, o)
-		return Allocation{}, err
-	}
 	return alloc(set, idx, got), nil
+}
+
+// reserveAt reserves a for o and moves set idx's cursor to it: in one step when the store
+// can (store.CursorReserver), else Reserve then SetLastReserved, giving a back if the
+// cursor cannot be written.
+func reserveAt(st store.Store, a netip.Addr, o store.Owner, idx int) (bool, error) {
+	if cr, ok := st.(store.CursorReserver); ok {
+		return cr.ReserveAt(a, o, idx)
+	}
+	ok, err := st.Reserve(a, o)
+	if err != nil || !ok {
+		return ok, err
+	}
+	if err := st.SetLastReserved(idx, a); err != nil {
+		_, _ = st.Release(a, o)
+		return false, err
+	}
+	return true, nil
 }
 
 // walkFree offers take the free addresses of set in host-local's round-robin order from

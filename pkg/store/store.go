@@ -67,6 +67,14 @@ type Store interface {
 	Close() error
 }
 
+// CursorReserver is a Store that can reserve an address and move a range set's cursor to
+// it in one step (etcd: one transaction, one durable write, instead of two). The
+// allocator uses it when a store has it; the outcome is that of Reserve followed, on
+// success, by SetLastReserved.
+type CursorReserver interface {
+	ReserveAt(a netip.Addr, o Owner, set int) (bool, error)
+}
+
 // GCKeeps returns GC's rule for the valid attachments of a GC call: whether the record
 // with this (trimmed) content stays. host-local v1.10.0's outcome, which every store
 // keeps: an attachment's record stays when it is valid; a record naming only a container

@@ -93,7 +93,10 @@ type holding struct {
 	rev  int64 // CreateRevision of the reservation
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store          = (*Store)(nil)
+	_ store.CursorReserver = (*Store)(nil)
+)
 
 // A CNI plugin's stdout is the protocol and its stderr is read by people: gRPC's own
 // logger (which etcd's client does not silence) must say nothing.

@@ -328,6 +328,17 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 // page is the one read. It returns false only when the ip key exists; when the page
 // changed (another machine reserved or released in it) it reads it again and retries.
 func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
+	return s.reserve(a, o, -1)
+}
+
+// ReserveAt implements store.CursorReserver: Reserve, moving range set set's cursor to a
+// in the same transaction (one durable write for the two).
+func (s *Store) ReserveAt(a netip.Addr, o store.Owner, set int) (bool, error) {
+	return s.reserve(a, o, set)
+}
+
+// reserve is Reserve, and moves cursor set to a with it when set >= 0.
+func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 	a = normAddr(a)
 	if !a.IsValid() {
 		return false, badAddr(a)
@@ -358,6 +369,9 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 		if allOnes(nb) {
 			ops = append(ops, clientv3.OpPut(s.fullKey(p), ""))
 		}
+		if set >= 0 {
+			ops = append(ops, clientv3.OpPut(s.lastKey(set), a.String()))
+		}
 		var resp *clientv3.TxnResponse
 		retried, err := s.doRetried("reserve "+a.String(), func(ctx context.Context) (err error) {
 			resp, err = s.cli.Txn(ctx).If(
@@ -377,6 +391,9 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 			}
 			s.pages[p] = &page{bits: nb, rev: resp.Header.Revision}
 			s.held[a] = holding{key: key, node: s.cfg.Node, rev: resp.Header.Revision}
+			if set >= 0 {
+				s.last[set] = a
+			}
 			return true, nil
 		}
 		if _, err := s.setPage(p, firstKV(resp, 1)); err != nil {
@@ -388,6 +405,9 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 			if own := firstKV(resp, 2); ambiguous && own != nil && own.CreateRevision == ipKV.CreateRevision {
 				if got, ok := parseEntry(own.Value); ok && got.Token == e.Token {
 					s.held[a] = holding{key: key, node: s.cfg.Node, rev: ipKV.CreateRevision}
+					if set >= 0 {
+						s.last[set] = a // it was in the same transaction
+					}
 					return true, nil
 				}
 			}

@@ -30,6 +30,43 @@ func Run(t *testing.T, newNet func(t *testing.T) Opener) {
 	})
 	t.Run("FirstFreeEdges", func(t *testing.T) { testFirstFreeEdges(t, newNet(t)) })
 	t.Run("SurvivesReopen", func(t *testing.T) { testReopen(t, newNet(t)) })
+	t.Run("ReserveAt", func(t *testing.T) { testReserveAt(t, newNet(t)) })
+}
+
+// testReserveAt: a store.CursorReserver's ReserveAt is Reserve plus, on success only,
+// SetLastReserved.
+func testReserveAt(t *testing.T, open Opener) {
+	s := open(t)
+	cr, ok := s.(store.CursorReserver)
+	if !ok {
+		mustClose(t, s)
+		t.Skip("this store has no ReserveAt; the allocator calls Reserve and SetLastReserved instead")
+	}
+	a, b := netip.MustParseAddr("10.3.0.7"), netip.MustParseAddr("10.3.0.9")
+	if ok, err := cr.ReserveAt(a, alice, 2); err != nil || !ok {
+		t.Fatalf("ReserveAt(%v) = %v, %v", a, ok, err)
+	}
+	if ok, err := cr.ReserveAt(a, bob, 2); err != nil || ok {
+		t.Fatalf("ReserveAt of a taken address = %v, %v", ok, err)
+	}
+	if got, _ := s.LastReserved(2); got != a {
+		t.Errorf("cursor after ReserveAt(%v) and a refused ReserveAt: %v", a, got)
+	}
+	mustClose(t, s)
+	s = open(t)
+	defer mustClose(t, s)
+	if got, _ := s.LastReserved(2); got != a {
+		t.Errorf("cursor after reopen: %v, want %v", got, a)
+	}
+	if h, ok, _ := s.Holder(a); !ok || h != alice {
+		t.Errorf("holder of %v: %v %v", a, h, ok)
+	}
+	if ok, err := s.(store.CursorReserver).ReserveAt(b, bob, 2); err != nil || !ok {
+		t.Fatalf("ReserveAt(%v) = %v, %v", b, ok, err)
+	}
+	if got, _ := s.LastReserved(2); got != b {
+		t.Errorf("cursor after ReserveAt(%v): %v", b, got)
+	}
 }
 
 func mustClose(t *testing.T, s store.Store) {
