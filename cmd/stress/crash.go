@@ -106,12 +106,46 @@ func logUniform(rng *rand.Rand, lo, hi time.Duration) time.Duration {
 	return time.Duration(math.Exp(l + rng.Float64()*(h-l)))
 }
 
+// stormSpec is a crash-random storm: workers at a time, perWorker attachments each, kills
+// drawn log-uniform from 1 µs to maxDelay (half of them; the other half uniform from
+// lateFrom to 1.2 times a typical call of the verb).
+type stormSpec struct {
+	prefix             string
+	workers, perWorker int
+	target, rounds     int // SIGKILLs sent, quiescent checks
+	shortTarget        int // in one round
+	maxDelay           time.Duration
+	lateFrom           float64 // the uniform half: from lateFrom to 1.2 times a typical call
+}
+
 func crashRandom(x *job) error {
 	n, sets := crashNetwork(x.dir + "/data")
-	const workers, perWorker = 6, 12
-	target, rounds := 900, 3
+	return x.killStorm(n, sets, stormSpec{prefix: "cr", workers: 6, perWorker: 12, target: 900, rounds: 3, shortTarget: 150, maxDelay: 3 * time.Millisecond})
+}
+
+// crashEtcd is crash-random on a network kept in etcd, used by 4 machines. An etcd call
+// lasts several times a disk call (two programs started, round trips to the member):
+// the kills are drawn up to 20 ms, and half of them over the last 70% of a typical call,
+// where its etcd work is.
+func crashEtcd(x *job) error {
+	ranges := [][]map[string]string{{{"subnet": "10.34.0.0/26"}}, {{"subnet": "fd00:34::/64"}}}
+	n := network{name: "stress-crash-etcd", dataDir: x.dir + "/data", ipam: map[string]any{"ranges": ranges}}
+	sets := []rangeSet{subnetSet(netip.MustParsePrefix("10.34.0.0/26")), subnetSet(netip.MustParsePrefix("fd00:34::/64"))}
+	n, err := x.etcdNetwork(n, 4)
+	if err != nil {
+		return err
+	}
+	return x.killStorm(n, sets, stormSpec{prefix: "ce", workers: 8, perWorker: 9, target: 900, rounds: 3, shortTarget: 100, maxDelay: 20 * time.Millisecond, lateFrom: 0.5})
+}
+
+// killStorm: workers ADD, DEL and CHECK their attachments, most calls SIGKILLed at a
+// random instant; after each round the runtime settles (afterStorm), and at the end DEL of
+// everything and a fill of the first set (endOfCrash).
+func (x *job) killStorm(n network, sets []rangeSet, spec stormSpec) error {
+	workers, perWorker := spec.workers, spec.perWorker
+	target, rounds := spec.target, spec.rounds
 	if x.short {
-		target, rounds = 150, 1
+		target, rounds = spec.shortTarget, 1
 	}
 	t := newTracker(x, sets)
 	ks := newKillStats()
@@ -119,7 +153,7 @@ func crashRandom(x *job) error {
 	own := make([][]*att, workers)
 	for w := range own {
 		for j := 0; j < perWorker; j++ {
-			a := &att{id: fmt.Sprintf("cr-w%d-c%02d", w, j), ifname: "eth0", lastDel: "never ADDed"}
+			a := &att{id: fmt.Sprintf("%s-w%d-c%02d", spec.prefix, w, j), ifname: "eth0", lastDel: "never ADDed", node: n.machine(w)}
 			own[w] = append(own[w], a)
 			all = append(all, a)
 		}
@@ -146,9 +180,9 @@ func crashRandom(x *job) error {
 					if k.kill {
 						sent.Add(1)
 						if rng.IntN(2) == 0 {
-							k.after = logUniform(rng, time.Microsecond, 3*time.Millisecond)
+							k.after = logUniform(rng, time.Microsecond, spec.maxDelay)
 						} else {
-							k.after = time.Duration(rng.Float64() * 1.2 * float64(ks.typical(verb)))
+							k.after = time.Duration((spec.lateFrom + rng.Float64()*(1.2-spec.lateFrom)) * float64(ks.typical(verb)))
 						}
 					}
 					var o outcome
@@ -170,9 +204,12 @@ func crashRandom(x *job) error {
 		}
 		x.afterStorm(t, n, sets, all, fmt.Sprintf("after crash round %d of %d", r, rounds))
 	}
-	x.endOfCrash(t, n, sets, all, "cr")
+	x.endOfCrash(t, n, sets, all, spec.prefix)
 	s, landed := ks.total()
 	x.fault(landed)
+	if len(n.nodes) > 0 {
+		x.note("%d machines; %d attachments whose ADD was killed held reservations before the runtime's DEL freed them", len(n.nodes), t.leftByKills)
+	}
 	x.note("%d SIGKILLs sent, %d landed before exit (by verb, landed/sent: %s); %d%% of the delays under 100 µs; %s",
 		s, landed, ks, 100*ks.early/max(s, 1), t.summary())
 	return nil
@@ -181,8 +218,27 @@ func crashRandom(x *job) error {
 // afterStorm: the runtime DELs what is dirty, then the records and CHECK must agree with
 // what the harness knows.
 func (x *job) afterStorm(t *tracker, n network, sets []rangeSet, all []*att, when string) {
+	if n.etcd != nil {
+		// How many killed ADDs had reserved before dying (dirty without a result: its
+		// ADD, or a DEL after it, was killed), before the runtime's DEL frees them.
+		killedAdd := map[string]bool{}
+		for _, a := range all {
+			if a.dirty && a.addrs == nil {
+				killedAdd[a.key()] = true
+			}
+		}
+		reserved := map[string]bool{}
+		for _, r := range n.records().read(x) {
+			if k := string(r.content); killedAdd[k] {
+				reserved[k] = true
+			}
+		}
+		t.mu.Lock()
+		t.leftByKills += len(reserved)
+		t.mu.Unlock()
+	}
 	x.settle(t, n, all)
-	x.checkRecords(n.dir(), sets, all, when)
+	x.checkRecords(n.records(), sets, all, when)
 	for _, a := range all {
 		if a.live {
 			x.doCheck(t, n, a, killSpec{})
@@ -193,7 +249,7 @@ func (x *job) afterStorm(t *tracker, n network, sets []rangeSet, all []*att, whe
 // endOfCrash: DEL of everything leaves no record, and the whole range is usable again.
 func (x *job) endOfCrash(t *tracker, n network, sets []rangeSet, all []*att, prefix string) {
 	x.delAll(n, all, 4)
-	left, empty := x.expectNoRecords(n.dir(), "after the crashes, DEL of every attachment")
+	left, empty := x.expectNoRecords(n.records(), "after the crashes, DEL of every attachment")
 	if left > 0 {
 		x.note("%d records left after DEL of everything (%d of them empty records of killed ADDs): %d addresses blocked for good", left, empty, left)
 	}

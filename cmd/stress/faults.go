@@ -187,13 +187,13 @@ func (f *fixture) recovered(when string) {
 	} else {
 		x.doCheck(f.t, f.n, a, killSpec{})
 	}
-	x.checkRecords(f.n.dir(), f.sets, f.atts, when)
+	x.checkRecords(f.n.records(), f.sets, f.atts, when)
 }
 
 // finish DELs everything, expects no record, and fills the range.
 func (f *fixture) finish(when string) {
 	f.x.delAll(f.n, f.atts, 4)
-	f.x.expectNoRecords(f.n.dir(), when)
+	f.x.expectNoRecords(f.n.records(), when)
 	f.x.fillCheck(f.n, f.sets, int(f.sets[0].size), f.n.name+"-fill", when, 4)
 }
 
@@ -306,7 +306,7 @@ func faultENOSPC(x *job) error {
 		sp.free()
 		f.recovered(when + ", space freed")
 		x.delAll(n, f.atts, 2)
-		x.expectNoRecords(n.dir(), when+", all DELeted")
+		x.expectNoRecords(n.records(), when+", all DELeted")
 		if err := os.RemoveAll(n.dir()); err != nil {
 			return err
 		}
@@ -591,7 +591,7 @@ func faultNotDir(x *job) error {
 		}
 		f.recovered(c.name + ", fixed")
 		x.delAll(n, f.atts, 2)
-		x.expectNoRecords(n.dir(), c.name+", fixed, all DELeted")
+		x.expectNoRecords(n.records(), c.name+", fixed, all DELeted")
 	}
 	x.note("ADD and DEL with a data dir that is a file, under a file, or a symlink to a file; then fixed")
 	return nil

@@ -7,6 +7,9 @@ package main
 // reads its index) must agree with the records about whether the pool is full. At the end
 // every attachment is DELeted: no record may remain, and a fresh round of ADDs must get
 // every address of a small range.
+//
+// load-etcd runs the same on a network kept in etcd, the workers spread over machines
+// (store nodes); its records are the reservations `local-ipam list` shows (etcd.go).
 
 import (
 	"fmt"
@@ -23,12 +26,14 @@ type loadSpec struct {
 	ops, shortOps int
 	rounds        int
 	fill          bool // small first set: check that a fresh round of ADDs fills it
+	machines      int  // > 0: the network is kept in etcd, the workers spread over this many machines
 }
 
 var (
 	load16   = loadSpec{name: "ld16", subnets: []string{"10.16.0.0/16"}, workers: 32, attsPerWorker: 8, ops: 4000, shortOps: 640, rounds: 5}
 	load26   = loadSpec{name: "ld26", subnets: []string{"10.26.0.0/26"}, workers: 32, attsPerWorker: 4, ops: 4000, shortOps: 640, rounds: 5, fill: true}
 	loadDual = loadSpec{name: "ldd", subnets: []string{"10.27.0.0/26", "fd00:27::/64"}, workers: 32, attsPerWorker: 4, ops: 3000, shortOps: 480, rounds: 4, fill: true}
+	loadEtcd = loadSpec{name: "lde", subnets: []string{"10.28.0.0/26", "fd00:28::/64"}, workers: 32, attsPerWorker: 4, ops: 3000, shortOps: 320, rounds: 4, fill: true, machines: 4}
 )
 
 func (s loadSpec) network(dataDir string) (network, []rangeSet) {
@@ -44,6 +49,12 @@ func (s loadSpec) network(dataDir string) (network, []rangeSet) {
 func loadScenario(spec loadSpec) func(x *job) error {
 	return func(x *job) error {
 		n, sets := spec.network(x.dir + "/data")
+		if spec.machines > 0 {
+			var err error
+			if n, err = x.etcdNetwork(n, spec.machines); err != nil {
+				return err
+			}
+		}
 		ops, rounds := spec.ops, spec.rounds
 		if x.short {
 			ops, rounds = spec.shortOps, 2
@@ -53,7 +64,7 @@ func loadScenario(spec loadSpec) func(x *job) error {
 		var all []*att
 		for w := range workers {
 			for j := 0; j < spec.attsPerWorker; j++ {
-				a := &att{id: fmt.Sprintf("%s-w%02d-c%d", spec.name, w, j/2), ifname: []string{"eth0", "net1"}[j%2], lastDel: "never ADDed"}
+				a := &att{id: fmt.Sprintf("%s-w%02d-c%d", spec.name, w, j/2), ifname: []string{"eth0", "net1"}[j%2], lastDel: "never ADDed", node: n.machine(w)}
 				workers[w] = append(workers[w], a)
 				all = append(all, a)
 			}
@@ -95,7 +106,7 @@ func loadScenario(spec loadSpec) func(x *job) error {
 				return err
 			}
 			when := fmt.Sprintf("after round %d of %d", r, rounds)
-			nrec := x.checkRecords(n.dir(), sets, all, when)
+			nrec := x.checkRecords(n.records(), sets, all, when)
 			x.logf("%s: %d records; %s", when, nrec, t.summary())
 			if x.isLocal() {
 				x.checkStatus(n, sets, when)
@@ -103,12 +114,16 @@ func loadScenario(spec loadSpec) func(x *job) error {
 			}
 		}
 		x.delAll(n, all, spec.workers)
-		x.expectNoRecords(n.dir(), "after DEL of every attachment")
+		x.expectNoRecords(n.records(), "after DEL of every attachment")
 		if spec.fill {
 			x.fillCheck(n, sets, int(sets[0].size), spec.name+"-fill", "after the load", 8)
 		}
 		if x.isLocal() {
 			x.checkStatus(n, sets, "at the end")
+		}
+		if len(n.nodes) > 0 {
+			x.note("%d machines; %s; %d quiescent checks of the reservations (local-ipam list)", len(n.nodes), t.summary(), rounds)
+			return nil
 		}
 		x.note("%s; %d quiescent checks of the records", t.summary(), rounds)
 		return nil
@@ -119,7 +134,7 @@ func loadScenario(spec loadSpec) func(x *job) error {
 // exactly when the records fill a range set.
 func (x *job) checkStatus(n network, sets []rangeSet, when string) {
 	count := make([]uint64, len(sets))
-	for _, r := range x.readRecords(n.dir()) {
+	for _, r := range n.records().read(x) {
 		if s := setOf(sets, r.addr); s >= 0 {
 			count[s]++
 		}

@@ -15,8 +15,10 @@
 //	go run ./cmd/stress -bin-dir bin -markdown            # the tables of docs/RELIABILITY.md
 //
 // Scenarios (for -only): load-16, load-26, load-dual, crash-random, crash-io,
-// fault-enospc, fault-readonly, fault-notdir, fault-perm, damage, hostile. Those that need
-// root (mounts, fanotify, setuid, chattr) are reported as skipped without it.
+// fault-enospc, fault-readonly, fault-notdir, fault-perm, damage, hostile, load-etcd,
+// crash-etcd. Those that need root (mounts, fanotify, setuid, chattr) are reported as
+// skipped without it. The etcd ones (local-ipam only: not applicable to host-local) run
+// against one etcd member the suite embeds, started when the first of them runs.
 //
 // Exit status: 0 when local-ipam showed no violation; 1 when it did, or when the harness
 // itself failed (a scenario could not be set up); 2 for bad flags.
@@ -137,6 +139,7 @@ type suite struct {
 	o       options
 	plugins []*plugin
 	root    string
+	etcd    *etcdServer // started by the first etcd scenario
 	logf    func(string, ...any)
 }
 
@@ -156,10 +159,11 @@ func newSuite(o options, plugins []*plugin, logf func(string, ...any)) (*suite, 
 	if warn := setupRSSHelper(root); warn != "" {
 		logf("warning: %s", warn)
 	}
-	return &suite{o: o, plugins: plugins, root: root, logf: logf}, nil
+	return &suite{o: o, plugins: plugins, root: root, etcd: newEtcdServer(filepath.Join(root, "etcd")), logf: logf}, nil
 }
 
 func (s *suite) cleanup() {
+	s.etcd.close()
 	if s.o.keep {
 		s.logf("scratch directories kept in %s", s.root)
 		return
@@ -208,7 +212,7 @@ func (s *suite) runOne(ctx context.Context, sc scenario, p *plugin, salt uint64)
 			s.logf("%-14s %-10s "+format, append([]any{sc.name, p.slot}, a...)...)
 		}
 	}
-	res := runScenario(ctx, sc, p, dir, s.root, s.o.short, s.o.seed, salt, logf)
+	res := runScenario(ctx, sc, p, dir, s.root, s.etcd, s.o.short, s.o.seed, salt, logf)
 	status := fmt.Sprintf("%d ops, %d faults, %d violations", res.ops.Load(), res.faults.Load(), res.violationCount())
 	if res.err != nil {
 		status += ", HARNESS ERROR: " + res.err.Error()
@@ -216,15 +220,22 @@ func (s *suite) runOne(ctx context.Context, sc scenario, p *plugin, salt uint64)
 	if res.skipped != "" {
 		status = "skipped: " + res.skipped
 	}
+	if res.notApplicable != "" {
+		status = "not applicable: " + res.notApplicable
+	}
 	s.logf("%-14s %-10s %s in %.1fs", sc.name, p.slot, status, res.elapsed.Seconds())
 	return res
 }
 
 // runScenario runs sc against p in dir (under root, which must be traversable by every
-// uid). A harness failure (set-up impossible, a binary that cannot be started, a panic of
+// uid); etcd is the member its etcd scenarios use (nil: none). A harness failure (set-up impossible, a binary that cannot be started, a panic of
 // the harness) is the result's err; what the plugin did wrong is its violations.
-func runScenario(ctx context.Context, sc scenario, p *plugin, dir, root string, short bool, seed, salt uint64, logf func(string, ...any)) *result {
+func runScenario(ctx context.Context, sc scenario, p *plugin, dir, root string, etcd *etcdServer, short bool, seed, salt uint64, logf func(string, ...any)) *result {
 	res := &result{plugin: p.slot}
+	if sc.localOnly != "" && !p.isLocal() {
+		res.notApplicable = sc.localOnly
+		return res
+	}
 	if sc.needsRoot != "" && os.Geteuid() != 0 {
 		res.skipped = "needs root (" + sc.needsRoot + ")"
 		return res
@@ -238,7 +249,7 @@ func runScenario(ctx context.Context, sc scenario, p *plugin, dir, root string, 
 		logf = func(string, ...any) {}
 	}
 	x := &job{
-		Context: ctx, p: p, dir: dir, short: short, res: res,
+		Context: ctx, p: p, name: sc.name, dir: dir, etcd: etcd, short: short, res: res,
 		rng:  rand.New(rand.NewPCG(seed, salt)),
 		seed: seed ^ salt*0x9e3779b97f4a7c15,
 		logf: logf,

@@ -263,6 +263,48 @@ type network struct {
 	name    string
 	dataDir string
 	ipam    map[string]any
+	// A network kept in etcd (etcd.go): its reservations, read with local-ipam's list, and
+	// the machines (store nodes) whose runtimes call the plugin.
+	etcd  *etcdStore
+	nodes []string
+}
+
+// records is where the network's reservations are read: its directory, or etcd.
+func (n network) records() reservations {
+	if n.etcd != nil {
+		return n.etcd
+	}
+	return diskStore(n.dir())
+}
+
+// machine is the node of the i-th attachment of a round-robin spread over the network's
+// machines ("" for a disk network).
+func (n network) machine(i int) string {
+	if len(n.nodes) == 0 {
+		return ""
+	}
+	return n.nodes[i%len(n.nodes)]
+}
+
+// on is the network as configured on machine node: its store's node set to it. A disk
+// network, or node "", is the same everywhere.
+func (n network) on(node string) network {
+	st, ok := n.ipam["store"].(map[string]any)
+	if !ok || node == "" {
+		return n
+	}
+	ipam := make(map[string]any, len(n.ipam))
+	for k, v := range n.ipam {
+		ipam[k] = v
+	}
+	store := make(map[string]any, len(st)+1)
+	for k, v := range st {
+		store[k] = v
+	}
+	store["node"] = node
+	ipam["store"] = store
+	n.ipam = ipam
+	return n
 }
 
 // conf is the network config a runtime passes: a bridge network whose ipam section names

@@ -22,6 +22,7 @@ type scenario struct {
 	name      string
 	about     string // what it does, one line
 	needsRoot string // non-empty: why it needs root (skipped without)
+	localOnly string // non-empty: why it does not apply to host-local
 	run       func(x *job) error
 }
 
@@ -38,13 +39,20 @@ var scenarios = []scenario{
 	{name: "fault-perm", about: "the plugin as uid 65534 on root's 0755 data dir; chattr +i on the network directory and on a record", needsRoot: "setuid, chattr", run: faultPerm},
 	{name: "damage", about: "a damaged store: empty, garbage and torn records, a directory, symlink, FIFO or 256 MiB file named like an address, symlinked network dir, lock, cursor and index, missing or corrupt index", run: damageScenario},
 	{name: "hostile", about: "hostile input: malformed, 10 MB and deeply nested JSON, wrong types, bad CIDRs, huge IPv6 ranges, bad CNI_ARGS, missing environment, resolvConf on a device", run: hostileScenario},
+	{name: "load-etcd", about: "the load scenario on a cluster-wide pool in etcd (an IPv4 /26 that runs full + an IPv6 /64): 32 processes spread over 4 machines (store nodes), the reservations read with local-ipam list", localOnly: noEtcd, run: loadScenario(loadEtcd)},
+	{name: "crash-etcd", about: "ADD/DEL/CHECK processes (8 at a time, over 4 machines, on an etcd pool: IPv4 /26 + IPv6 /64) SIGKILLed at random instants, 1 µs to 20 ms after exec; the runtime DELs every container whose ADD was killed or failed", localOnly: noEtcd, run: crashEtcd},
 }
+
+// noEtcd is why the etcd scenarios do not apply to host-local.
+const noEtcd = "host-local has no etcd store"
 
 // job is one scenario run against one plugin.
 type job struct {
 	context.Context
 	p     *plugin
+	name  string // the scenario's
 	dir   string // scratch directory of this (scenario, plugin)
+	etcd  *etcdServer
 	short bool
 	rng   *rand.Rand // for the scenario's own goroutine; workers make their own from seed
 	seed  uint64
@@ -110,8 +118,10 @@ type result struct {
 	notes      []string
 	details    []string
 	skipped    string
-	err        error // the harness could not run the scenario
-	elapsed    time.Duration
+	// notApplicable: the scenario does not apply to this plugin (why).
+	notApplicable string
+	err           error // the harness could not run the scenario
+	elapsed       time.Duration
 }
 
 func (r *result) violationCount() int {
@@ -263,6 +273,9 @@ func (r *report) text(w io.Writer) {
 			case res.skipped != "":
 				fmt.Fprintf(w, "%-14s %-10s %7s %7s %10s %7s  skipped: %s\n", name, res.plugin, "-", "-", "-", "-", res.skipped)
 				continue
+			case res.notApplicable != "":
+				fmt.Fprintf(w, "%-14s %-10s %7s %7s %10s %7s  not applicable: %s\n", name, res.plugin, "-", "-", "-", "-", res.notApplicable)
+				continue
 			case res.err != nil:
 				v = "ERROR"
 			}
@@ -304,6 +317,8 @@ func (r *report) markdown(w io.Writer) {
 			switch {
 			case res.skipped != "":
 				fmt.Fprintf(w, "| %s | %s | - | - | - | skipped: %s |\n", name, res.plugin, res.skipped)
+			case res.notApplicable != "":
+				fmt.Fprintf(w, "| %s | %s | - | - | - | not applicable: %s |\n", name, res.plugin, res.notApplicable)
 			case res.err != nil:
 				fmt.Fprintf(w, "| %s | %s | %d | %d | ERROR | %s |\n", name, res.plugin, ops, faults, mdEscape(r.tidy(res.err.Error())))
 			default:

@@ -18,7 +18,7 @@ type killSpec struct {
 // runtime will DEL it). Unexpected failures are violations.
 func (x *job) doAdd(t *tracker, n network, a *att, k killSpec) outcome {
 	op := t.addStart(a)
-	o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil), kill: k.kill, killAfter: k.after})
+	o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n.on(a.node), nil), kill: k.kill, killAfter: k.after})
 	t.took("ADD", a, o)
 	switch {
 	case o.ok():
@@ -61,7 +61,7 @@ func (x *job) doAdd(t *tracker, n network, a *att, k killSpec) outcome {
 func (x *job) doDupAdd(t *tracker, n network, a *att) outcome {
 	t.countDup()
 	op := t.addStart(a)
-	o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil)})
+	o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n.on(a.node), nil)})
 	if o.ok() {
 		addrs, _ := parseAdd(o)
 		x.violate("t=%v: a second ADD of %s (which holds %v) succeeded with %v instead of being refused as a duplicate", t.now(), a, a.addrs, addrs)
@@ -89,7 +89,7 @@ func (x *job) doDupAdd(t *tracker, n network, a *att) outcome {
 func (x *job) doDel(t *tracker, n network, a *att, k killSpec) outcome {
 	t.delStart(a)
 	a.live = false
-	o := x.call(call{cmd: "DEL", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil), kill: k.kill, killAfter: k.after})
+	o := x.call(call{cmd: "DEL", id: a.id, ifname: a.ifname, stdin: x.conf(n.on(a.node), nil), kill: k.kill, killAfter: k.after})
 	t.took("DEL", a, o)
 	switch {
 	case o.ok():
@@ -118,7 +118,7 @@ func tryAgain(p *plugin, e cniError) bool { return p.isLocal() && e.Code == 11 }
 // doCheck runs a CHECK of a live attachment with its ADD result as prevResult: it must pass.
 func (x *job) doCheck(t *tracker, n network, a *att, k killSpec) outcome {
 	t.countCheck()
-	o := x.call(call{cmd: "CHECK", id: a.id, ifname: a.ifname, stdin: x.conf(n, a.prev), kill: k.kill, killAfter: k.after})
+	o := x.call(call{cmd: "CHECK", id: a.id, ifname: a.ifname, stdin: x.conf(n.on(a.node), a.prev), kill: k.kill, killAfter: k.after})
 	t.took("CHECK", a, o)
 	if e, bad := parseError(o); !o.ok() && bad == "" && tryAgain(x.p, e) {
 		t.countTryAgain()

@@ -19,13 +19,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// entry is one name in a network directory.
+// entry is one name in a network directory, or one reservation of a network kept in etcd
+// (a regular "file" named like its address, holding "<id>\r\n<ifname>").
 type entry struct {
 	name    string
 	addr    netip.Addr  // valid when the name is an address in canonical form: a record
 	mode    fs.FileMode // type bits (0 for a regular file)
 	content []byte      // regular files: the first 64 KiB
 	size    int64
+	node    string // etcd: the node the reservation is tagged with
 }
 
 func (e entry) regular() bool { return e.mode&fs.ModeType == 0 }
@@ -113,6 +115,24 @@ func (x *job) readRecords(dir string) []entry {
 	return records(es)
 }
 
+// reservations is where a network's reservations are read from the outside, for the
+// checks shared by the disk and etcd scenarios: the network directory (diskStore), or what
+// the operator's `local-ipam list --conf FILE --json` shows (etcdStore, etcd.go).
+type reservations interface {
+	// read returns the reservations as entries named like their address (for the disk
+	// store: every name of the directory that is an address, whatever its type). A
+	// harness failure panics, as readRecords does.
+	read(x *job) []entry
+	// where names the reservation of an address in a message (its file).
+	where(name string) string
+}
+
+// diskStore is a network directory.
+type diskStore string
+
+func (d diskStore) read(x *job) []entry      { return x.readRecords(string(d)) }
+func (d diskStore) where(name string) string { return filepath.Join(string(d), name) }
+
 // --- attachments ----------------------------------------------------------------------
 
 // att is one attachment (container ID, ifname) the harness drives. Its fields are touched
@@ -123,6 +143,7 @@ type att struct {
 	addrs      []netip.Addr // what that ADD returned
 	prev       []byte       // the ADD result: prevResult for CHECK
 	dirty      bool         // an ADD or DEL was killed or failed: the runtime must DEL it
+	node       string       // etcd scenarios: the machine whose runtime drives it (its calls carry this node)
 	counted    bool         // counted in tracker.possible (from ADD start to DEL success)
 	lastDel    string       // what the harness last saw happen to it, for messages
 	last       outcome      // the last ADD (fault scenarios)
@@ -184,21 +205,21 @@ func setOf(sets []rangeSet, a netip.Addr) int {
 
 // --- checks shared by the scenarios ------------------------------------------------------
 
-// checkRecords compares the records of dir with the attachments the harness drives (no call
+// checkRecords compares the records of rs with the attachments the harness drives (no call
 // may be running): every record is a regular file holding exactly "<id>\r\n<ifname>" of a
 // live attachment that was given that address; every address a live attachment was given
 // has its record; no attachment holds two addresses of one range set. when says at which
 // point of the scenario (for messages).
-func (x *job) checkRecords(dir string, sets []rangeSet, atts []*att, when string) (nrec int) {
+func (x *job) checkRecords(rs reservations, sets []rangeSet, atts []*att, when string) (nrec int) {
 	byKey := map[string]*att{}
 	for _, a := range atts {
 		byKey[a.key()] = a
 	}
-	recs := x.readRecords(dir)
+	recs := rs.read(x)
 	perSet := map[string]map[int][]netip.Addr{}
 	seen := map[netip.Addr]bool{}
 	for _, r := range recs {
-		path := filepath.Join(dir, r.name)
+		path := rs.where(r.name)
 		if !r.regular() {
 			x.violate("%s: %s is a %s, not a record", when, path, r.kind())
 			continue
@@ -218,6 +239,8 @@ func (x *job) checkRecords(dir string, sets []rangeSet, atts []*att, when string
 			x.violateOnce("leak "+path+string(r.content), "%s: record %s names %s, which holds nothing (%s): a leaked address", when, path, a, a.lastDel)
 		case !slices.Contains(a.addrs, r.addr):
 			x.violate("%s: record %s names %s, which was given %v", when, path, a, a.addrs)
+		case r.node != a.node:
+			x.violate("%s: record %s names %s, whose ADD ran on node %q, but is tagged with node %q", when, path, a, a.node, r.node)
 		}
 		seen[r.addr] = true
 		if s := setOf(sets, r.addr); s >= 0 {
@@ -235,7 +258,7 @@ func (x *job) checkRecords(dir string, sets []rangeSet, atts []*att, when string
 		}
 		for _, ad := range a.addrs {
 			if !seen[ad] {
-				x.violate("%s: %s was given %s (its ADD succeeded, no DEL since) but %s holds no record of it", when, a, ad, filepath.Join(dir, ad.String()))
+				x.violate("%s: %s was given %s (its ADD succeeded, no DEL since) but there is no record %s", when, a, ad, rs.where(ad.String()))
 			}
 		}
 	}
@@ -258,11 +281,11 @@ func tornPrefix(content []byte, byKey map[string]*att) bool {
 	return false
 }
 
-// expectNoRecords: after DEL of every attachment the directory holds no record.
+// expectNoRecords: after DEL of every attachment there is no record.
 // It returns how many records were left, and how many of them were empty.
-func (x *job) expectNoRecords(dir, when string) (left, empty int) {
-	for _, r := range x.readRecords(dir) {
-		path := filepath.Join(dir, r.name)
+func (x *job) expectNoRecords(rs reservations, when string) (left, empty int) {
+	for _, r := range rs.read(x) {
+		path := rs.where(r.name)
 		left++
 		switch {
 		case !r.regular():
@@ -289,7 +312,7 @@ func (x *job) fillCheck(n network, sets []rangeSet, want int, prefix, when strin
 	total := want + par
 	atts := make([]*att, total)
 	for i := range atts {
-		atts[i] = &att{id: fmt.Sprintf("%s-%03d", prefix, i), ifname: "eth0"}
+		atts[i] = &att{id: fmt.Sprintf("%s-%03d", prefix, i), ifname: "eth0", node: n.machine(i)}
 	}
 	res := make([]got, total)
 	var wg sync.WaitGroup
@@ -300,7 +323,7 @@ func (x *job) fillCheck(n network, sets []rangeSet, want int, prefix, when strin
 			defer wg.Done()
 			for i := range next {
 				a := atts[i]
-				o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil)})
+				o := x.call(call{cmd: "ADD", id: a.id, ifname: a.ifname, stdin: x.conf(n.on(a.node), nil)})
 				res[i] = got{a: a, o: o}
 				if o.ok() {
 					res[i].ads, _ = parseAdd(o)
@@ -341,7 +364,7 @@ func (x *job) fillCheck(n network, sets []rangeSet, want int, prefix, when strin
 	if ok != want {
 		var free []string
 		if ok < want && len(sets) > 0 {
-			free = x.unusable(n.dir(), sets[0], owner)
+			free = x.unusable(n.records(), sets[0], owner)
 		}
 		msg := ""
 		if len(free) > 0 {
@@ -350,18 +373,18 @@ func (x *job) fillCheck(n network, sets []rangeSet, want int, prefix, when strin
 		x.violate("%s: a fresh round of ADDs got %d addresses of the %d the range set %s has (%d answered no free address)%s",
 			when, ok, want, sets[0].desc, exhausted, msg)
 	}
-	x.checkRecords(n.dir(), sets, atts, when+", range filled")
+	x.checkRecords(n.records(), sets, atts, when+", range filled")
 	x.delAll(n, atts, par)
-	x.expectNoRecords(n.dir(), when+", fill round DELeted")
+	x.expectNoRecords(n.records(), when+", fill round DELeted")
 }
 
 // unusable lists the addresses of a small set that a fill round did not give out, with
-// what the directory holds under that name.
-func (x *job) unusable(dir string, s rangeSet, given map[netip.Addr]*att) []string {
+// what the store holds under that name.
+func (x *job) unusable(rs reservations, s rangeSet, given map[netip.Addr]*att) []string {
 	if s.size > 4096 {
 		return nil
 	}
-	es, _ := readNetDir(dir)
+	es := rs.read(x)
 	byName := map[string]entry{}
 	for _, e := range es {
 		byName[e.name] = e
@@ -371,7 +394,7 @@ func (x *job) unusable(dir string, s rangeSet, given map[netip.Addr]*att) []stri
 		if a == s.gw || given[a] != nil {
 			continue
 		}
-		what := "no file"
+		what := "no record"
 		if e, ok := byName[a.String()]; ok {
 			switch {
 			case !e.regular():
@@ -397,7 +420,7 @@ func (x *job) delAll(n network, atts []*att, par int) {
 		go func() {
 			defer wg.Done()
 			for a := range next {
-				o := x.call(call{cmd: "DEL", id: a.id, ifname: a.ifname, stdin: x.conf(n, nil)})
+				o := x.call(call{cmd: "DEL", id: a.id, ifname: a.ifname, stdin: x.conf(n.on(a.node), nil)})
 				if !o.ok() {
 					x.violate("DEL of %s failed: %s", a, describe(o))
 					continue

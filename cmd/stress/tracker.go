@@ -33,6 +33,7 @@ type tracker struct {
 	adds, addOK, exhausted, dels, checks, dups int
 	peakLive, live                             int
 	tryAgain                                   int           // code 11: the lock was not free within local-ipam's 60 s
+	leftByKills                                int           // etcd crashes: killed ADDs that had reserved, seen before the runtime's DEL
 	slowest                                    time.Duration // the longest call
 	slowestWhat                                string
 }
