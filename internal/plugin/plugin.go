@@ -229,12 +229,18 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(c)
+	o := owner(args)
+	var st Network
+	if c.Store.Type == config.StoreEtcd {
+		st, err = opts.OpenEtcd(c)
+	} else {
+		// The records this ADD will write are prepared before the network's lock.
+		st, err = disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot, Records: len(c.Pool.Sets), Owner: o})
+	}
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	o := owner(args)
 	allocs, err := allocator.Allocate(st, c.Pool, o, c.Requested)
 	if err != nil {
 		return err
