@@ -489,3 +489,66 @@ func TestOwnerTableGrowthAndOverflow(t *testing.T) {
 		t.Fatalf("overflow file left behind: %v", ents)
 	}
 }
+
+// Records prepared before the lock (Options.Records) end up exactly as written ones: the
+// owner's content at the address's name; a prepared file survives a taken address for the
+// next try, is never used for another owner, and nothing of it is left behind.
+func TestPreparedRecords(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, "net")
+	if ok, _ := s.Reserve(ip("10.9.0.3"), a2); !ok {
+		t.Fatal("setup Reserve failed")
+	}
+	closeIt(t, s)
+
+	s, err := disk.Open(dir, "net", disk.Options{Records: 2, Owner: a1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Reserve(ip("10.9.0.3"), a1); ok || err != nil {
+		t.Fatalf("Reserve of a2's address = %v, %v", ok, err)
+	}
+	for _, a := range []string{"10.9.0.4", "fd00::4"} {
+		if ok, err := s.Reserve(ip(a), a1); !ok || err != nil {
+			t.Fatalf("Reserve(%s) = %v, %v", a, ok, err)
+		}
+	}
+	// Both prepared files are used up: a third reservation is written the usual way.
+	if ok, err := s.Reserve(ip("10.9.0.5"), a1); !ok || err != nil {
+		t.Fatalf("third Reserve = %v, %v", ok, err)
+	}
+	// Another owner never gets a1's prepared content.
+	if ok, err := s.Reserve(ip("10.9.0.6"), a2); !ok || err != nil {
+		t.Fatalf("Reserve for a2 = %v, %v", ok, err)
+	}
+	closeIt(t, s)
+	want := map[string]string{
+		"10.9.0.3": "c2\r\neth0", "10.9.0.4": "c1\r\neth0", "fd00::4": "c1\r\neth0",
+		"10.9.0.5": "c1\r\neth0", "10.9.0.6": "c2\r\neth0",
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "net"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range ents {
+		if _, err := netip.ParseAddr(e.Name()); err == nil {
+			got[e.Name()] = read(t, filepath.Join(dir, "net", e.Name()))
+		} else if !strings.HasPrefix(e.Name(), "last_reserved_ip.") && e.Name() != "lock" && e.Name() != ".local-ipam" {
+			t.Errorf("stray file %s", e.Name())
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("records %v, want %v", got, want)
+	}
+
+	// A call that reserves nothing leaves nothing.
+	s, err = disk.Open(dir, "net", disk.Options{Records: 3, Owner: a1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeIt(t, s)
+	if n, _ := os.ReadDir(filepath.Join(dir, "net")); len(n) != len(ents) {
+		t.Errorf("an ADD that reserved nothing changed the directory: %d entries, was %d", len(n), len(ents))
+	}
+}
