@@ -198,6 +198,7 @@ type Cluster struct {
 	bin     string
 	initial string
 	members []*member
+	fsync   bool // members fsync, as in production (benchmarks); tests run without
 }
 
 type member struct {
@@ -211,24 +212,34 @@ type member struct {
 // NewCluster starts an n-member cluster with its data and logs under dir and waits until
 // every member is ready. Close kills it.
 func NewCluster(dir string, n int) (*Cluster, error) {
+	return newClusterRetry(dir, n, false)
+}
+
+// NewClusterFsync is NewCluster with members that fsync their writes, as production
+// members do: for benchmarks.
+func NewClusterFsync(dir string, n int) (*Cluster, error) {
+	return newClusterRetry(dir, n, true)
+}
+
+func newClusterRetry(dir string, n int, fsync bool) (*Cluster, error) {
 	bin, err := MemberBinary()
 	if err != nil {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		c, err := newCluster(dir, bin, n, attempt)
+		c, err := newCluster(dir, bin, n, attempt, fsync)
 		if err == nil || attempt == 3 {
 			return c, err
 		}
 	}
 }
 
-func newCluster(dir, bin string, n, attempt int) (*Cluster, error) {
+func newCluster(dir, bin string, n, attempt int, fsync bool) (*Cluster, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{dir: filepath.Join(dir, fmt.Sprintf("cluster%d", attempt)), bin: bin}
+	c := &Cluster{dir: filepath.Join(dir, fmt.Sprintf("cluster%d", attempt)), bin: bin, fsync: fsync}
 	var initial []string
 	for i := range n {
 		m := &member{
@@ -294,7 +305,11 @@ func (c *Cluster) Start(i int) error {
 	if m.cmd != nil {
 		return fmt.Errorf("member %d is running", i)
 	}
-	cmd := exec.Command(c.bin, "-name", m.name, "-dir", m.dir, "-client", m.client, "-peer", m.peer, "-initial-cluster", c.initial)
+	args := []string{"-name", m.name, "-dir", m.dir, "-client", m.client, "-peer", m.peer, "-initial-cluster", c.initial}
+	if c.fsync {
+		args = append(args, "-fsync")
+	}
+	cmd := exec.Command(c.bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err

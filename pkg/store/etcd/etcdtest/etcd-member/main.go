@@ -22,12 +22,14 @@ func main() {
 	client := flag.String("client", "", "client URL")
 	peer := flag.String("peer", "", "peer URL")
 	initial := flag.String("initial-cluster", "", "name=peerURL,...")
+	fsync := flag.Bool("fsync", false, "fsync writes, as a production member does (benchmarks)")
 	flag.Parse()
 	cfg, err := etcdtest.MemberConfig(*name, *dir, *client, *peer, *initial)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	cfg.UnsafeNoFsync = !*fsync
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
