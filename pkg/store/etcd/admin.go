@@ -41,15 +41,22 @@ func (s *Store) nodeRecords(keep func(e entry, kv *mvccpb.KeyValue) bool) ([]vic
 	return out, err
 }
 
+// afterBatch, when set (tests only), runs after each batch of releaseMany.
+var afterBatch func()
+
 // releaseMany releases the victims, batchRecords to a transaction; a batch whose
 // transaction fails (a page or a reservation changed since read) is released one by one.
 func (s *Store) releaseMany(vs []victim) ([]netip.Addr, error) {
 	var done []netip.Addr
 	for len(vs) > 0 {
+		s.renew() // each batch has the call's timeout (see renew)
 		n := min(len(vs), batchRecords)
 		batch := vs[:n]
 		vs = vs[n:]
 		ok, retried, err := s.releaseBatch(batch)
+		if afterBatch != nil {
+			afterBatch()
+		}
 		if err != nil {
 			return done, err
 		}
@@ -270,11 +277,12 @@ func (s *Store) CountReserved(from, to netip.Addr) (int, error) {
 // Networks lists the networks that have any key under the prefix: one keys-only get of
 // one key per network, whatever their size.
 func Networks(cfg Config) ([]string, error) {
-	cli, ctx, cancel, cfg, err := dial(cfg)
+	cli, cctx, stop, cfg, err := dial(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, cli: cli, ctx: ctx, cancel: cancel}
+	s := &Store{cfg: cfg, cli: cli, root: cctx, stop: stop}
+	s.renew()
 	defer s.Close()
 	root := cfg.Prefix + "/"
 	from, end := root, prefixEnd(root)

@@ -442,3 +442,31 @@ func TestBigPoolBoundedRoundTrips(t *testing.T) {
 var netListen = func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 
 type netTCPAddr = net.TCPAddr
+
+// A GC that takes longer than the timeout as a whole is not cut short: each batch has the
+// timeout of its own (renew). Batches are slowed down so that the whole GC takes several
+// timeouts whatever the machine.
+func TestGCLongerThanTimeout(t *testing.T) {
+	network := newNetwork()
+	filler := mustOpen(t, cfgFor(shared, "node-a"), network)
+	const n = 10 * batchRecords
+	for i := range n {
+		mustReserve(t, filler, fmt.Sprintf("10.2.0.%d", i+1), own(fmt.Sprintf("c%d", i), "eth0"))
+	}
+	cfg := cfgFor(shared, "node-a")
+	cfg.Timeout = 500 * time.Millisecond
+	s := mustOpen(t, cfg, network)
+	afterBatch = func() { time.Sleep(150 * time.Millisecond) }
+	defer func() { afterBatch = nil }()
+	start := time.Now()
+	removed, err := s.GC(nil)
+	if err != nil || len(removed) != n {
+		t.Fatalf("GC over %v removed %d of %d: %v", time.Since(start), len(removed), n, err)
+	}
+	if took := time.Since(start); took < 2*cfg.Timeout {
+		t.Fatalf("the GC took %v: it did not outlast the timeout, the test tests nothing", took)
+	}
+	if held := checkConsistent(t, rawClient(t, shared), s); len(held) != 0 {
+		t.Errorf("%d left after GC", len(held))
+	}
+}

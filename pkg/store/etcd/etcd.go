@@ -68,8 +68,10 @@ type Store struct {
 	network string
 	base    string // "<prefix>/<network>/"
 	cli     *clientv3.Client
-	ctx     context.Context // carries the call's deadline
+	ctx     context.Context // carries the deadline of the call (or of a long one's step)
 	cancel  context.CancelFunc
+	root    context.Context // the client's: no deadline, canceled by Close
+	stop    context.CancelFunc
 
 	pages   map[pageID]*page
 	markers *markers // the full markers last read
@@ -117,15 +119,16 @@ func Open(cfg Config, network string) (*Store, error) {
 	if !validName(cfg.Node) || strings.ContainsAny(cfg.Node, "\r\n") {
 		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid etcd node name %q (required; no '/', NUL or line break)", cfg.Node)
 	}
-	cli, ctx, cancel, cfg, err := dial(cfg)
+	cli, root, stop, cfg, err := dial(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s := &Store{
 		cfg: cfg, network: network, base: cfg.Prefix + "/" + network + "/",
-		cli: cli, ctx: ctx, cancel: cancel,
+		cli: cli, root: root, stop: stop,
 		pages: map[pageID]*page{}, held: map[netip.Addr]holding{}, last: map[int]netip.Addr{},
 	}
+	s.renew()
 	// clientv3.New does not fail on a dead endpoint: a linearizable read proves that the
 	// cluster is reachable and has a leader with quorum. It reads the cursors, which the
 	// allocator needs next anyway.
@@ -151,8 +154,9 @@ func Open(cfg Config, network string) (*Store, error) {
 	return s, nil
 }
 
-// dial makes the client and the call's context; it does not talk to etcd (unless
-// authentication is configured, which needs a token).
+// dial makes the client and its context (no deadline: each call sets its own, see
+// renew); it does not talk to etcd (unless authentication is configured, which needs a
+// token).
 func dial(cfg Config) (*clientv3.Client, context.Context, context.CancelFunc, Config, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -168,7 +172,7 @@ func dial(cfg Config) (*clientv3.Client, context.Context, context.CancelFunc, Co
 	if err != nil {
 		return nil, nil, nil, cfg, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	ctx, cancel := context.WithCancel(context.Background())
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.Timeout,
@@ -241,9 +245,22 @@ func (s *Store) Commit() error { return nil }
 func (s *Store) Close() error {
 	s.once.Do(func() {
 		s.cancel()
+		s.stop()
 		_ = s.cli.Close() // local: it only reports the canceled context
 	})
 	return nil
+}
+
+// renew starts a deadline of cfg.Timeout for what follows: at Open for the whole of an
+// ordinary call, and before each step of a long one (each batch of GC and
+// FreeOnReboot), so that freeing tens of thousands of one machine's reservations is not
+// cut short while every step stays bounded (a dead cluster still fails within the
+// timeout).
+func (s *Store) renew() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.ctx, s.cancel = context.WithTimeout(s.root, s.cfg.Timeout)
 }
 
 // do runs one etcd request, again on errors that say "try again" (a lost leader, a member
