@@ -627,3 +627,41 @@ func TestKilled(t *testing.T) {
 	}
 	wantCode(t, add(t, n, "a", "one-too-many"), 100, "ADD to the full /27")
 }
+
+// TestBigConfigHandoff: a config of megabytes goes through the hand-off whole (local-ipam
+// reads it, then gives it to local-ipam-etcd on a memfd as stdin). Once, a big config let
+// the garbage collector close the real stdin, the memfd became descriptor 0, and the
+// hand-off failed with EINVAL.
+func TestBigConfigHandoff(t *testing.T) {
+	eps := etcdtest.StartEmbedded(t)
+	var routes []any
+	for i := range 50000 {
+		routes = append(routes, map[string]any{"dst": fmt.Sprintf("20.%d.%d.0/24", i/256, i%256)})
+	}
+	n := newEtcdNet("big", eps, map[string]any{"subnet": "10.90.0.0/24", "routes": routes})
+	conf := n.conf(t, "a", nil)
+	if len(conf) < 1<<20 {
+		t.Fatalf("config of %d bytes: not big enough to test anything", len(conf))
+	}
+	o := plugin(t, testexec.Call{Cmd: "ADD", ID: "big", IfName: "eth0", Conf: conf})
+	wantOK(t, o, "ADD with a big config")
+	var res struct {
+		IPs    []any `json:"ips"`
+		Routes []any `json:"routes"`
+	}
+	if err := json.Unmarshal([]byte(o.Stdout), &res); err != nil || len(res.IPs) != 1 || len(res.Routes) != len(routes) {
+		t.Fatalf("result: %d addresses, %d routes (%v), want 1 and %d", len(res.IPs), len(res.Routes), err, len(routes))
+	}
+
+	// Errors name a long endpoint list by its first few.
+	many := make([]string, 5000)
+	for i := range many {
+		many[i] = closedPort(t)
+	}
+	down := newEtcdNet("down", many, map[string]any{"subnet": "10.91.0.0/24"})
+	down.timeout = time.Second
+	e := wantCode(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "c", IfName: "eth0", Conf: down.conf(t, "a", nil)}), 11, "ADD with 5,000 dead endpoints")
+	if !strings.Contains(e.Msg, "and 4995 more") || len(e.Msg) > 1000 {
+		t.Errorf("message of %d bytes: %.300q", len(e.Msg), e.Msg)
+	}
+}

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strings"
 
@@ -59,5 +60,9 @@ func open(c *config.Config) (ipam.Network, error) {
 			return nil, err
 		}
 	}
-	return network{st, "etcd store " + strings.Join(s.Endpoints, ",") + s.Prefix + "/" + c.Name}, nil
+	at := s.Endpoints[0]
+	if len(s.Endpoints) > 1 {
+		at += fmt.Sprintf(" and %d more", len(s.Endpoints)-1)
+	}
+	return network{st, "etcd store " + st.String() + " at " + at}, nil
 }

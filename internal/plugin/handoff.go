@@ -54,8 +54,14 @@ func handoff(stdin []byte) error {
 		if _, err := unix.Seek(fd, 0, 0); err != nil {
 			return cnierr.IO(err, "cannot hand the call to %s", bin)
 		}
-		// dup3 clears close-on-exec on the new descriptor 0.
-		if err := unix.Dup3(fd, 0, 0); err != nil {
+		// dup3 clears close-on-exec on the new descriptor 0 (if the memfd is 0 already,
+		// clear it by hand: dup3 refuses equal descriptors).
+		if fd == 0 {
+			_, err = unix.FcntlInt(0, unix.F_SETFD, 0)
+		} else {
+			err = unix.Dup3(fd, 0, 0)
+		}
+		if err != nil {
 			return cnierr.IO(err, "cannot hand the call to %s", bin)
 		}
 	}

@@ -136,9 +136,15 @@ func captureStdin() []byte {
 	} else {
 		go write()
 	}
+	// Keep the real stdin reachable: once unreferenced, its *os.File's finalizer would
+	// close descriptor 0 at some garbage collection, and the next file opened (the
+	// hand-off's memfd, say) would become descriptor 0 by surprise.
+	realStdin = os.Stdin
 	os.Stdin = r
 	return data
 }
+
+var realStdin *os.File
 
 // printError writes the spec's error object: cniVersion, code, msg and details. By hand,
 // like the result (result.go): encoding/json's reflection would cost a failing ADD more

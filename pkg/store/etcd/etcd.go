@@ -329,7 +329,7 @@ func mapErr(cfg Config, err error, what string) error {
 	if errors.As(err, &te) {
 		return te
 	}
-	eps := strings.Join(cfg.Endpoints, ",")
+	eps := endpointList(cfg.Endpoints)
 	ee := rpctypes.Error(err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), grpcCode(err) == codes.DeadlineExceeded:
@@ -350,4 +350,14 @@ func mapErr(cfg Config, err error, what string) error {
 
 func corrupt(key string, format string, a ...any) error {
 	return cnierr.New(cnierr.StoreCorrupt, key, "etcd key %s: %s", key, fmt.Sprintf(format, a...))
+}
+
+// endpointList names the endpoints in a message: all of a normal cluster's, the first few
+// of a list so long that naming them all would bury the message.
+func endpointList(eps []string) string {
+	const most = 5
+	if len(eps) <= most {
+		return strings.Join(eps, ",")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(eps[:most], ","), len(eps)-most)
 }
