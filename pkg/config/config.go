@@ -168,6 +168,10 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 	if c.Store, err = validStore(n.IPAM.Store); err != nil {
 		return nil, err
 	}
+	if c.Store.Type == StoreEtcd && len(c.Name) > 255 {
+		// A key component, bounded as the disk store's directory name is.
+		return nil, invalid("network name is %d bytes long; at most 255 with the etcd store", len(c.Name))
+	}
 	c.AttachmentsErr = n.AttachmentsErr
 	switch {
 	case n.ValidAttachments != nil:

@@ -154,8 +154,16 @@ func validStore(s *storeJSON) (Store, error) {
 		}
 		st.Node = h
 	}
-	if strings.ContainsAny(st.Node, "/\x00") {
-		return Store{}, invalid("ipam.store.node %q must not contain / or NUL", st.Node)
+	if strings.ContainsAny(st.Node, "/\x00\r\n") {
+		return Store{}, invalid("ipam.store.node %q must not contain /, NUL or a line break", st.Node)
+	}
+	// Keys are sent whole in every request: bounded like a file name (the network's
+	// name is, on disk), so that no key comes near etcd's request size limit.
+	if len(st.Node) > 255 {
+		return Store{}, invalid("ipam.store.node is %d bytes long; at most 255", len(st.Node))
+	}
+	if len(st.Prefix) > 1024 {
+		return Store{}, invalid("ipam.store.prefix is %d bytes long; at most 1024", len(st.Prefix))
 	}
 	return st, nil
 }

@@ -59,8 +59,15 @@ func TestStoreSection(t *testing.T) {
 		{"negative timeout", `{"type":"etcd","endpoints":["http://e"],"timeout":"-1s"}`, "positive"},
 		{"huge timeout", `{"type":"etcd","endpoints":["http://e"],"timeout":1e300}`, "out of range"},
 		{"node with slash", `{"type":"etcd","endpoints":["http://e"],"node":"a/b"}`, "must not contain"},
+		{"node with line break", `{"type":"etcd","endpoints":["http://e"],"node":"a\nb"}`, "must not contain"},
+		{"node too long", `{"type":"etcd","endpoints":["http://e"],"node":"` + strings.Repeat("n", 256) + `"}`, "at most 255"},
+		{"prefix too long", `{"type":"etcd","endpoints":["http://e"],"prefix":"/` + strings.Repeat("p", 1024) + `"}`, "at most 1024"},
 		{"store not an object", `"etcd"`, "want an object"},
 		{"endpoints not a list", `{"type":"etcd","endpoints":"http://e"}`, "endpoints"},
+	}
+	long := []byte(`{"cniVersion":"1.1.0","name":"` + strings.Repeat("n", 256) + `","ipam":{"subnet":"10.1.2.0/24","store":{"type":"etcd","endpoints":["http://e"],"node":"x"}}}`)
+	if _, err := config.Load(long, ""); cnierr.Code(err) != cnierr.InvalidConfig {
+		t.Errorf("a 256-byte network name with etcd: %v, want code 7", err)
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
