@@ -59,7 +59,8 @@ fuzz:
 	@for t in pkg/config:FuzzLoad pkg/config:FuzzAgreesWithHostLocal pkg/ranges:FuzzWalk \
 		pkg/ranges:FuzzExclusions pkg/ranges:FuzzParse pkg/store:FuzzParseKey \
 		pkg/store/disk:FuzzRecordName pkg/store/disk:FuzzState pkg/store/disk:FuzzOwnerCodec \
-		pkg/store/disk:FuzzOwnerTable pkg/store/disk:FuzzOwnerTableFile pkg/store/disk:FuzzPage; do \
+		pkg/store/disk:FuzzOwnerTable pkg/store/disk:FuzzOwnerTableFile pkg/store/disk:FuzzPage \
+		pkg/store/etcd:FuzzKeyNames; do \
 		echo "== $$t"; $(GO) test -run XXX -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 20x -parallel 1 ./$${t%%:*} || exit 1; done
 
 demo: build

@@ -1,0 +1,48 @@
+package etcd
+
+import "testing"
+
+// FuzzKeyNames: the address and page parts of keys, read back from etcd where anybody may
+// have written anything, parse only when they are exactly what the store writes, and
+// what the store writes always parses back to the same thing.
+func FuzzKeyNames(f *testing.F) {
+	for _, s := range []string{"4-0a000005", "6-fd000000000000000000000000000001", "4-0a00", "4-0A000005",
+		"4-00000", "6-0000000000000000000000000000000", "6-fffffffffffffffffffffffffffff", "x", "", "4-", "6-zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if a, ok := parseAddrName(s); ok {
+			if !a.IsValid() || addrName(a) != s && addrName(a) != lower(s) {
+				t.Fatalf("parseAddrName(%q) = %v, written back as %q", s, a, addrName(a))
+			}
+		}
+		if p, ok := parsePageName(s); ok {
+			if p.name() != s && p.name() != lower(s) {
+				t.Fatalf("parsePageName(%q) = %+v, written back as %q", s, p, p.name())
+			}
+			if !p.v6 && p.n.lo >= 1<<(32-pageBits) {
+				t.Fatalf("parsePageName(%q): IPv4 page %x beyond the address space", s, p.n.lo)
+			}
+		}
+		// Whatever parses as an address lies in the page that names it.
+		if a, ok := parseAddrName(s); ok {
+			p, off := pageOf(a)
+			if p.addr(off) != a {
+				t.Fatalf("%v: page %+v offset %d gives back %v", a, p, off, p.addr(off))
+			}
+			if q, ok := parsePageName(p.name()); !ok || q != p {
+				t.Fatalf("page name %q of %v does not parse back", p.name(), a)
+			}
+		}
+	})
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'F' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
