@@ -252,7 +252,7 @@ func (r *report) text(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "%-14s %-10s %7s %7s %10s %7s  %s\n", "scenario", "plugin", "ops", "faults", "violations", "time", "notes")
-	tot := map[string]*[3]int64{}
+	tot := r.totals()
 	for _, row := range r.rows {
 		for i, res := range row.res {
 			name := row.sc.name
@@ -260,14 +260,6 @@ func (r *report) text(w io.Writer) {
 				name = ""
 			}
 			ops, faults, viol := res.ops.Load(), res.faults.Load(), int64(res.violationCount())
-			t := tot[res.plugin]
-			if t == nil {
-				t = new([3]int64)
-				tot[res.plugin] = t
-			}
-			t[0] += ops
-			t[1] += faults
-			t[2] += viol
 			v := fmt.Sprint(viol)
 			switch {
 			case res.skipped != "":
@@ -289,6 +281,24 @@ func (r *report) text(w io.Writer) {
 	}
 }
 
+// totals sums operations, faults and violations per plugin, over every scenario.
+func (r *report) totals() map[string]*[3]int64 {
+	tot := map[string]*[3]int64{}
+	for _, row := range r.rows {
+		for _, res := range row.res {
+			t := tot[res.plugin]
+			if t == nil {
+				t = new([3]int64)
+				tot[res.plugin] = t
+			}
+			t[0] += res.ops.Load()
+			t[1] += res.faults.Load()
+			t[2] += int64(res.violationCount())
+		}
+	}
+	return tot
+}
+
 // markdown prints the report as docs/RELIABILITY.md shows it.
 func (r *report) markdown(w io.Writer) {
 	fmt.Fprintf(w, "- %s run, seed %d, took %.0fs\n", r.mode(), r.seed, r.elapsed.Seconds())
@@ -298,7 +308,7 @@ func (r *report) markdown(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| scenario | plugin | operations | faults injected | invariant violations | notes |")
 	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | --- |")
-	tot := map[string]*[3]int64{}
+	tot := r.totals()
 	for _, row := range r.rows {
 		for i, res := range row.res {
 			name := "`" + row.sc.name + "`"
@@ -306,14 +316,6 @@ func (r *report) markdown(w io.Writer) {
 				name = ""
 			}
 			ops, faults, viol := res.ops.Load(), res.faults.Load(), int64(res.violationCount())
-			t := tot[res.plugin]
-			if t == nil {
-				t = new([3]int64)
-				tot[res.plugin] = t
-			}
-			t[0] += ops
-			t[1] += faults
-			t[2] += viol
 			switch {
 			case res.skipped != "":
 				fmt.Fprintf(w, "| %s | %s | - | - | - | skipped: %s |\n", name, res.plugin, res.skipped)
