@@ -194,12 +194,17 @@ func load(args *skel.CmdArgs) (*config.Config, error) {
 	return c, nil
 }
 
-// openStore opens the config's network in its store, locked (disk) for this call.
-func openStore(c *config.Config) (Network, error) {
+// openStore opens the config's network in its store, locked (disk) for this call. add:
+// the owner an ADD allocates for, whose disk records are prepared before the lock.
+func openStore(c *config.Config, add *store.Owner) (Network, error) {
 	if c.Store.Type == config.StoreEtcd {
 		return opts.OpenEtcd(c)
 	}
-	return disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot})
+	o := disk.Options{FreeOnReboot: c.FreeOnReboot}
+	if add != nil {
+		o.Records, o.Owner = len(c.Pool.Sets), *add
+	}
+	return disk.Open(c.DataDir, c.Name, o)
 }
 
 // open loads the config and opens the network's store: every verb starts here.
@@ -208,7 +213,7 @@ func open(args *skel.CmdArgs) (*config.Config, Network, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := openStore(c)
+	st, err := openStore(c, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -236,13 +241,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	o := owner(args)
-	var st Network
-	if c.Store.Type == config.StoreEtcd {
-		st, err = opts.OpenEtcd(c)
-	} else {
-		// The records this ADD will write are prepared before the network's lock.
-		st, err = disk.Open(c.DataDir, c.Name, disk.Options{FreeOnReboot: c.FreeOnReboot, Records: len(c.Pool.Sets), Owner: o})
-	}
+	st, err := openStore(c, &o)
 	if err != nil {
 		return err
 	}
@@ -394,7 +393,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if !c.HasValidAttachments {
 		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
 	}
-	st, err := openStore(c)
+	st, err := openStore(c, nil)
 	if err != nil {
 		return err
 	}
@@ -418,7 +417,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return e
 	}
 	disk.LockTimeout = 10 * time.Second
-	st, err := openStore(c)
+	st, err := openStore(c, nil)
 	if err != nil {
 		return unavailable("store unusable: %s", errText(err))
 	}
