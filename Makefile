@@ -45,13 +45,13 @@ test-short: build peers
 	LOCAL_IPAM_BIN_DIR=$(BIN) $(GO) test -short -count=1 ./...
 
 bench: build peers
-	$(GO) run ./cmd/bench -bin-dir $(BIN)
+	$(GO) run ./test/bench -bin-dir $(BIN)
 
 # The reliability suite (docs/RELIABILITY.md): load, SIGKILL at random instants, full and
 # read-only disks, damaged stores, hostile input; local-ipam and host-local side by side.
 # Its short version runs in `make test`. Root for the mounts.
 stress: build peers
-	$(GO) run ./cmd/stress -bin-dir $(BIN)
+	$(GO) run ./test/stress -bin-dir $(BIN)
 
 # Each fuzz target for FUZZTIME (the committed corpora replay in `make test`).
 FUZZTIME ?= 10m

@@ -2,7 +2,7 @@ package main
 
 // Exec-level tests of the etcd store: the built binaries (bin/local-ipam, which hands etcd
 // networks to bin/local-ipam-etcd) run as a runtime runs them, against real etcd servers
-// started by the tests (pkg/store/etcd/etcdtest). Different "machines" are different node
+// started by the tests (internal/etcdtest). Different "machines" are different node
 // names in the config, as different hosts' configs would say.
 
 import (
@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 )
 
 // etcdNet is one network kept in etcd.
@@ -56,29 +56,29 @@ func (n *etcdNet) conf(t testing.TB, node string, extra map[string]any) []byte {
 }
 
 // plugin runs bin/local-ipam (the binary runtimes are configured with).
-func plugin(t testing.TB, c testexec.Call) testexec.Out {
+func plugin(t testing.TB, c cniexec.Call) cniexec.Out {
 	t.Helper()
-	return testexec.CNI(t, testexec.Bin(t, "local-ipam"), c)
+	return cniexec.CNI(t, cniexec.Bin(t, "local-ipam"), c)
 }
 
-func add(t testing.TB, n *etcdNet, node, id string) testexec.Out {
+func add(t testing.TB, n *etcdNet, node, id string) cniexec.Out {
 	t.Helper()
-	return plugin(t, testexec.Call{Cmd: "ADD", ID: id, IfName: "eth0", Conf: n.conf(t, node, nil)})
+	return plugin(t, cniexec.Call{Cmd: "ADD", ID: id, IfName: "eth0", Conf: n.conf(t, node, nil)})
 }
 
-func del(t testing.TB, n *etcdNet, node, id string) testexec.Out {
+func del(t testing.TB, n *etcdNet, node, id string) cniexec.Out {
 	t.Helper()
-	return plugin(t, testexec.Call{Cmd: "DEL", ID: id, IfName: "eth0", Conf: n.conf(t, node, nil)})
+	return plugin(t, cniexec.Call{Cmd: "DEL", ID: id, IfName: "eth0", Conf: n.conf(t, node, nil)})
 }
 
-func wantOK(t testing.TB, o testexec.Out, what string) {
+func wantOK(t testing.TB, o cniexec.Out, what string) {
 	t.Helper()
 	if o.Exit != 0 {
 		t.Fatalf("%s failed: %s", what, o)
 	}
 }
 
-func wantCode(t testing.TB, o testexec.Out, code uint, what string) testexec.CNIError {
+func wantCode(t testing.TB, o cniexec.Out, code uint, what string) cniexec.CNIError {
 	t.Helper()
 	e, ok := o.Error()
 	if !ok || e.Code != code {
@@ -88,9 +88,9 @@ func wantCode(t testing.TB, o testexec.Out, code uint, what string) testexec.CNI
 }
 
 // operator runs bin/local-ipam with arguments, as a person does.
-func operator(t testing.TB, args ...string) testexec.Out {
+func operator(t testing.TB, args ...string) cniexec.Out {
 	t.Helper()
-	return testexec.Run(t, testexec.Bin(t, "local-ipam"), nil, nil, args...)
+	return cniexec.Run(t, cniexec.Bin(t, "local-ipam"), nil, nil, args...)
 }
 
 func writeConf(t testing.TB, b []byte) string {
@@ -134,7 +134,7 @@ func closedPort(t testing.TB) string {
 func TestHandoff(t *testing.T) {
 	t.Run("local-ipam without local-ipam-etcd: code 50 naming what to install", func(t *testing.T) {
 		dir := t.TempDir()
-		b, err := os.ReadFile(testexec.Bin(t, "local-ipam"))
+		b, err := os.ReadFile(cniexec.Bin(t, "local-ipam"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +144,7 @@ func TestHandoff(t *testing.T) {
 		}
 		n := newEtcdNet("alone", []string{closedPort(t)}, map[string]any{"subnet": "10.20.0.0/24"})
 		for _, cmd := range []string{"ADD", "DEL", "CHECK", "STATUS"} {
-			o := testexec.CNI(t, alone, testexec.Call{Cmd: cmd, ID: "c", IfName: "eth0", Conf: n.conf(t, "a", nil)})
+			o := cniexec.CNI(t, alone, cniexec.Call{Cmd: cmd, ID: "c", IfName: "eth0", Conf: n.conf(t, "a", nil)})
 			e := wantCode(t, o, 50, cmd)
 			if !strings.Contains(e.Msg, "local-ipam-etcd") {
 				t.Errorf("%s: message does not say what is missing: %q", cmd, e.Msg)
@@ -152,7 +152,7 @@ func TestHandoff(t *testing.T) {
 		}
 		// Disk networks do not need it.
 		disk := []byte(`{"cniVersion":"1.1.0","name":"d","ipam":{"type":"local-ipam","subnet":"10.21.0.0/24","dataDir":"` + t.TempDir() + `"}}`)
-		wantOK(t, testexec.CNI(t, alone, testexec.Call{Cmd: "ADD", ID: "c", IfName: "eth0", Conf: disk}), "disk ADD without local-ipam-etcd")
+		wantOK(t, cniexec.CNI(t, alone, cniexec.Call{Cmd: "ADD", ID: "c", IfName: "eth0", Conf: disk}), "disk ADD without local-ipam-etcd")
 	})
 
 	t.Run("etcd unreachable: code 11 within the timeout, from every verb and command", func(t *testing.T) {
@@ -164,7 +164,7 @@ func TestHandoff(t *testing.T) {
 			if cmd == "GC" {
 				extra["cni.dev/valid-attachments"] = []any{}
 			}
-			o := plugin(t, testexec.Call{Cmd: cmd, ID: "c", IfName: "eth0", Conf: n.conf(t, "a", extra)})
+			o := plugin(t, cniexec.Call{Cmd: cmd, ID: "c", IfName: "eth0", Conf: n.conf(t, "a", extra)})
 			e := wantCode(t, o, 11, cmd)
 			if !strings.Contains(e.Msg+e.Details, strings.TrimPrefix(n.endpoints[0], "http://")) {
 				t.Errorf("%s: the error does not name the endpoint: %+v", cmd, e)
@@ -173,7 +173,7 @@ func TestHandoff(t *testing.T) {
 				t.Errorf("%s took %v with a %v timeout", cmd, o.Took, n.timeout)
 			}
 		}
-		o := plugin(t, testexec.Call{Cmd: "STATUS", Conf: conf})
+		o := plugin(t, cniexec.Call{Cmd: "STATUS", Conf: conf})
 		wantCode(t, o, 50, "STATUS")
 		for _, args := range [][]string{{"list", "--conf"}, {"usage", "--conf"}} {
 			o := operator(t, append(args, writeConf(t, conf))...)
@@ -237,7 +237,7 @@ func TestSameAsDisk(t *testing.T) {
 
 	prev := map[string][2]json.RawMessage{}
 	for i, s := range script {
-		var outs [2]testexec.Out
+		var outs [2]cniexec.Out
 		for k := range 2 {
 			extra := map[string]any{}
 			if s.prevOf != "" {
@@ -254,7 +254,7 @@ func TestSameAsDisk(t *testing.T) {
 			if k == 1 {
 				conf = e.conf(t, "node-a", extra)
 			}
-			outs[k] = plugin(t, testexec.Call{Cmd: s.cmd, ID: s.id, IfName: "eth0", Args: s.args, Conf: conf})
+			outs[k] = plugin(t, cniexec.Call{Cmd: s.cmd, ID: s.id, IfName: "eth0", Args: s.args, Conf: conf})
 			if s.cmd == "ADD" && outs[k].Exit == 0 {
 				p := prev[s.id]
 				p[k] = json.RawMessage(outs[k].Stdout)
@@ -392,7 +392,7 @@ func TestAcrossMachines(t *testing.T) {
 		gc := n.conf(t, "a", map[string]any{"cni.dev/valid-attachments": []any{
 			map[string]any{"containerID": "a1", "ifname": "eth0"}, map[string]any{"containerID": "a3", "ifname": "eth0"},
 		}})
-		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: gc}), "GC")
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: gc}), "GC")
 		var left []string
 		for _, e := range list(t, n) {
 			left = append(left, e.ContainerID+"@"+e.Node)
@@ -402,7 +402,7 @@ func TestAcrossMachines(t *testing.T) {
 			t.Errorf("after a's GC: %v, want %v", left, want)
 		}
 		// GC without the key is refused, as for the disk store.
-		wantCode(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, "a", nil)}), 7, "GC without valid-attachments")
+		wantCode(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, "a", nil)}), 7, "GC without valid-attachments")
 		// Machine b is gone for good: the operator releases what it held.
 		conf := writeConf(t, n.conf(t, "op", nil))
 		o := operator(t, "release", "--conf", conf, "--node", "b")
@@ -437,11 +437,11 @@ func TestAcrossMachines(t *testing.T) {
 		}
 		env := setBoot("boot-1")
 		for _, c := range []string{"a1", "a2"} {
-			wantOK(t, plugin(t, testexec.Call{Cmd: "ADD", ID: c, IfName: "eth0", Env: env, Conf: n.conf(t, "a", nil)}), "ADD "+c)
+			wantOK(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: c, IfName: "eth0", Env: env, Conf: n.conf(t, "a", nil)}), "ADD "+c)
 		}
-		wantOK(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "b1", IfName: "eth0", Env: env, Conf: n.conf(t, "b", nil)}), "ADD b1")
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: "b1", IfName: "eth0", Env: env, Conf: n.conf(t, "b", nil)}), "ADD b1")
 		env = setBoot("boot-2") // machine a reboots
-		o := plugin(t, testexec.Call{Cmd: "ADD", ID: "a3", IfName: "eth0", Env: env, Conf: n.conf(t, "a", nil)})
+		o := plugin(t, cniexec.Call{Cmd: "ADD", ID: "a3", IfName: "eth0", Env: env, Conf: n.conf(t, "a", nil)})
 		wantOK(t, o, "ADD after reboot")
 		var left []string
 		for _, e := range list(t, n) {
@@ -455,7 +455,7 @@ func TestAcrossMachines(t *testing.T) {
 
 	t.Run("STATUS, CHECK and release", func(t *testing.T) {
 		n := newEtcdNet("status", eps, map[string]any{"subnet": "10.52.0.0/29"}) // .2-.6: 5 addresses
-		wantOK(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), "STATUS of an empty pool")
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), "STATUS of an empty pool")
 		res := map[string]string{}
 		for i := range 5 {
 			id := fmt.Sprintf("s%d", i)
@@ -463,14 +463,14 @@ func TestAcrossMachines(t *testing.T) {
 			wantOK(t, o, "ADD "+id)
 			res[id] = o.Stdout
 		}
-		e := wantCode(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, "b", nil)}), 50, "STATUS of a full pool")
+		e := wantCode(t, plugin(t, cniexec.Call{Cmd: "STATUS", Conf: n.conf(t, "b", nil)}), 50, "STATUS of a full pool")
 		if !strings.Contains(e.Msg, "no free address") {
 			t.Errorf("STATUS message: %q", e.Msg)
 		}
 		// CHECK from another machine: the reservation is the cluster's, not the node's.
-		wantOK(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "s0", IfName: "eth0",
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: "s0", IfName: "eth0",
 			Conf: n.conf(t, "b", map[string]any{"prevResult": json.RawMessage(res["s0"])})}), "CHECK s0")
-		wantCode(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "s1", IfName: "eth0",
+		wantCode(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: "s1", IfName: "eth0",
 			Conf: n.conf(t, "a", map[string]any{"prevResult": json.RawMessage(res["s0"])})}), 105, "CHECK with another's prevResult")
 		conf := writeConf(t, n.conf(t, "op", nil))
 		o := operator(t, "release", "--conf", conf, "--container", "s3")
@@ -478,7 +478,7 @@ func TestAcrossMachines(t *testing.T) {
 		if !strings.Contains(o.Stdout, "released 10.52.0.5") {
 			t.Errorf("release printed %q", o.Stdout)
 		}
-		wantOK(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), "STATUS after release")
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), "STATUS after release")
 		o = operator(t, "usage", "--conf", conf)
 		wantOK(t, o, "usage")
 		if !strings.Contains(o.Stdout, "etcd") || !regexpFields(o.Stdout, "0", "5", "4", "0", "1", "80.0%") {
@@ -538,7 +538,7 @@ func TestCluster(t *testing.T) {
 			t.Errorf("ADD without quorum took %v (timeout 3s)", o.Took)
 		}
 	}
-	wantCode(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), 50, "STATUS without quorum")
+	wantCode(t, plugin(t, cniexec.Call{Cmd: "STATUS", Conf: n.conf(t, "a", nil)}), 50, "STATUS without quorum")
 	if err := c.Restart(0); err != nil {
 		t.Fatal(err)
 	}
@@ -583,7 +583,7 @@ func TestKilled(t *testing.T) {
 		[]any{map[string]any{"subnet": "10.70.0.0/27"}},
 		[]any{map[string]any{"subnet": "fd00:70::/123"}},
 	}})
-	bin := testexec.Bin(t, "local-ipam")
+	bin := cniexec.Bin(t, "local-ipam")
 	rng := rand.New(rand.NewPCG(7, 7))
 	const calls = 60
 	killed := 0
@@ -643,7 +643,7 @@ func TestBigConfigHandoff(t *testing.T) {
 	if len(conf) < 1<<20 {
 		t.Fatalf("config of %d bytes: not big enough to test anything", len(conf))
 	}
-	o := plugin(t, testexec.Call{Cmd: "ADD", ID: "big", IfName: "eth0", Conf: conf})
+	o := plugin(t, cniexec.Call{Cmd: "ADD", ID: "big", IfName: "eth0", Conf: conf})
 	wantOK(t, o, "ADD with a big config")
 	var res struct {
 		IPs    []any `json:"ips"`
@@ -660,7 +660,7 @@ func TestBigConfigHandoff(t *testing.T) {
 	}
 	down := newEtcdNet("down", many, map[string]any{"subnet": "10.91.0.0/24"})
 	down.timeout = time.Second
-	e := wantCode(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "c", IfName: "eth0", Conf: down.conf(t, "a", nil)}), 11, "ADD with 5,000 dead endpoints")
+	e := wantCode(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: "c", IfName: "eth0", Conf: down.conf(t, "a", nil)}), 11, "ADD with 5,000 dead endpoints")
 	if !strings.Contains(e.Msg, "and 4995 more") || len(e.Msg) > 1000 {
 		t.Errorf("message of %d bytes: %.300q", len(e.Msg), e.Msg)
 	}

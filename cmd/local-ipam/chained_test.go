@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // TestChainedMode: local-ipam appended to a plugin list after a main plugin that already
@@ -44,7 +44,7 @@ func TestChainedMode(t *testing.T) {
 			t.Parallel()
 			n := newNet(t, c.version, "chain", map[string]any{"subnet": "10.80.0.0/24"})
 			conf := n.conf(t, map[string]any{"type": "local-ipam", "prevResult": rawJSON(c.prev)})
-			o := plugin(t, testexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Conf: conf})
+			o := plugin(t, cniexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Conf: conf})
 			if o.Exit != 0 {
 				t.Fatalf("chained ADD: %s", o)
 			}
@@ -71,7 +71,7 @@ func TestChainedMode(t *testing.T) {
 		t.Parallel()
 		n := newNet(t, "1.1.0", "notchained", map[string]any{"subnet": "10.80.0.0/24"})
 		conf := n.conf(t, map[string]any{"prevResult": rawJSON(`{"cniVersion":"1.1.0","ips":[{"address":"10.80.0.99/24"}]}`)})
-		o := plugin(t, testexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Conf: conf})
+		o := plugin(t, cniexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Conf: conf})
 		if r := o.Result(t); o.Exit != 0 || len(r.IPs) != 1 || r.IPs[0].Address != "10.80.0.2/24" {
 			t.Errorf("ADD with a prevResult as bridge's IPAM: %s", o)
 		}

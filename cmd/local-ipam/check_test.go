@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // TestCheck: CHECK compares the config's prevResult (the ADD's result) with the store.
@@ -16,9 +16,9 @@ func TestCheck(t *testing.T) {
 		[]any{map[string]any{"subnet": "10.30.0.0/24"}},
 		[]any{map[string]any{"subnet": "fd00:30::/120"}},
 	}}
-	check := func(t *testing.T, n *netw, id, ifname string, prev any) testexec.Out {
+	check := func(t *testing.T, n *netw, id, ifname string, prev any) cniexec.Out {
 		t.Helper()
-		return plugin(t, testexec.Call{Cmd: "CHECK", ID: id, IfName: ifname, Conf: n.conf(t, map[string]any{"prevResult": prev})})
+		return plugin(t, cniexec.Call{Cmd: "CHECK", ID: id, IfName: ifname, Conf: n.conf(t, map[string]any{"prevResult": prev})})
 	}
 
 	for _, v := range []string{"1.0.0", "1.1.0"} {

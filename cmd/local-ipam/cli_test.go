@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 	ipam "github.com/local-ipam/local-ipam/internal/plugin"
-	"github.com/local-ipam/local-ipam/internal/testexec"
 )
 
 // TestOperatorCLI: local-ipam run by a person, with a subcommand and no CNI_COMMAND.
@@ -204,7 +204,7 @@ func TestOperatorCLI(t *testing.T) {
 		n.add(t, "ctr", "net1") // 10.72.0.3 fd00:72::3
 		n.add(t, "ctr", "net2") // 10.72.0.4 fd00:72::4
 		n.add(t, "other", "eth0")
-		release := func(args ...string) testexec.Out {
+		release := func(args ...string) cniexec.Out {
 			t.Helper()
 			o := operator(t, append([]string{"release", "--data-dir", n.dataDir, "--network", "rel"}, args...)...)
 			if o.Exit != 0 {
@@ -239,7 +239,7 @@ func TestOperatorCLI(t *testing.T) {
 
 		// The released addresses can be ADDed again, and the store is consistent: ctr on
 		// eth0 is not a duplicate any more.
-		o = plugin(t, testexec.Call{Cmd: "ADD", ID: "new", IfName: "eth0", Args: "IP=10.72.0.3", Conf: n.conf(t, nil)})
+		o = plugin(t, cniexec.Call{Cmd: "ADD", ID: "new", IfName: "eth0", Args: "IP=10.72.0.3", Conf: n.conf(t, nil)})
 		if o.Exit != 0 || !strings.Contains(o.Stdout, "10.72.0.3/24") {
 			t.Errorf("ADD of a released address: %s", o)
 		}

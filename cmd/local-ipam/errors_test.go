@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // TestErrorJSON: bad input is answered with one CNI error object on stdout (cniVersion,
@@ -55,7 +55,7 @@ func TestErrorJSON(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			dataDir := t.TempDir()
-			cl := testexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Args: c.args, Conf: []byte(c.conf(dataDir))}
+			cl := cniexec.Call{Cmd: "ADD", ID: "ctr", IfName: "eth0", Args: c.args, Conf: []byte(c.conf(dataDir))}
 			if c.cmd != "" {
 				cl.Cmd = c.cmd
 			}

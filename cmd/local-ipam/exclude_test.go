@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // TestExclude: the ipam field "exclude" (addresses and CIDRs local-ipam never gives).
@@ -27,11 +27,11 @@ func TestExclude(t *testing.T) {
 				t.Fatalf("ADD %d got %v, want 10.50.0.%s/28", i, got, want)
 			}
 		}
-		e := wantError(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "full", IfName: "eth0", Conf: n.conf(t, nil)}), 100)
+		e := wantError(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: "full", IfName: "eth0", Conf: n.conf(t, nil)}), 100)
 		if !strings.Contains(e.Msg, "10.50.0.1-10.50.0.14") {
 			t.Errorf("exhaustion message %q does not name the range set", e.Msg)
 		}
-		wantError(t, plugin(t, testexec.Call{Cmd: "STATUS", Conf: n.conf(t, nil)}), 50)
+		wantError(t, plugin(t, cniexec.Call{Cmd: "STATUS", Conf: n.conf(t, nil)}), 50)
 		// After a DEL the round-robin walk wraps and still skips the exclusions.
 		n.del(t, "c4", "eth0") // .8
 		n.del(t, "c0", "eth0") // .4
@@ -44,19 +44,19 @@ func TestExclude(t *testing.T) {
 		t.Parallel()
 		n := newNet(t, "1.1.0", "exreq", excl)
 		for _, ip := range []string{"10.50.0.9", "10.50.0.2", "10.50.0.3/28"} {
-			e := wantError(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "r", IfName: "eth0", Args: "IP=" + ip, Conf: n.conf(t, nil)}), 102)
+			e := wantError(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: "r", IfName: "eth0", Args: "IP=" + ip, Conf: n.conf(t, nil)}), 102)
 			if !strings.Contains(e.Msg, strings.TrimSuffix(ip, "/28")) {
 				t.Errorf("message %q does not name %s", e.Msg, ip)
 			}
 		}
 		// The same request through runtimeConfig.ips.
-		wantError(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "r", IfName: "eth0",
+		wantError(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: "r", IfName: "eth0",
 			Conf: n.conf(t, map[string]any{"runtimeConfig": map[string]any{"ips": []string{"10.50.0.9/28"}}})}), 102)
 		if got := recordFiles(t, n.dir()); len(got) != 0 {
 			t.Errorf("refused ADDs left records: %v", got)
 		}
 		// A requested address that is not excluded is given.
-		if got := plugin(t, testexec.Call{Cmd: "ADD", ID: "r", IfName: "eth0", Args: "IP=10.50.0.10", Conf: n.conf(t, nil)}); got.Exit != 0 || !strings.Contains(got.Stdout, "10.50.0.10/28") {
+		if got := plugin(t, cniexec.Call{Cmd: "ADD", ID: "r", IfName: "eth0", Args: "IP=10.50.0.10", Conf: n.conf(t, nil)}); got.Exit != 0 || !strings.Contains(got.Stdout, "10.50.0.10/28") {
 			t.Errorf("ADD with IP=10.50.0.10: %s", got)
 		}
 	})
@@ -66,7 +66,7 @@ func TestExclude(t *testing.T) {
 		for _, bad := range []string{"banana", "10.0.0.1/24", "10.50.0.300", "fd00::1/64", ""} {
 			n := newNet(t, "1.1.0", "exbad", map[string]any{"subnet": "10.50.0.0/28", "exclude": []string{"10.50.0.9", bad}})
 			for _, verb := range []string{"ADD", "STATUS"} {
-				e := wantError(t, plugin(t, testexec.Call{Cmd: verb, ID: "a", IfName: "eth0", Conf: n.conf(t, nil)}), 7)
+				e := wantError(t, plugin(t, cniexec.Call{Cmd: verb, ID: "a", IfName: "eth0", Conf: n.conf(t, nil)}), 7)
 				if !strings.Contains(e.Msg, fmt.Sprintf("%q", bad)) {
 					t.Errorf("%s with exclude %q: message %q does not quote the entry", verb, bad, e.Msg)
 				}

@@ -7,7 +7,7 @@ package main
 // test uses its own t.TempDir() data dir, so all of them run in parallel.
 //
 // Finding and running the binaries, and reading back CNI errors and results, is
-// internal/testexec; this file holds the harness particular to these tests (configs,
+// internal/cniexec; this file holds the harness particular to these tests (configs,
 // assertions, store inspection); the tests are in gc_test.go, status_test.go (also the
 // read-only and full file system cases), check_test.go, reboot_test.go, exclude_test.go,
 // errors_test.go, cli_test.go and chained_test.go.
@@ -23,19 +23,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // plugin runs local-ipam as a runtime does.
-func plugin(t testing.TB, c testexec.Call) testexec.Out {
+func plugin(t testing.TB, c cniexec.Call) cniexec.Out {
 	t.Helper()
-	return testexec.CNI(t, testexec.Bin(t, "local-ipam"), c)
+	return cniexec.CNI(t, cniexec.Bin(t, "local-ipam"), c)
 }
 
 // operator runs local-ipam as an operator does: arguments, no CNI_COMMAND.
-func operator(t testing.TB, args ...string) testexec.Out {
+func operator(t testing.TB, args ...string) cniexec.Out {
 	t.Helper()
-	return testexec.Run(t, testexec.Bin(t, "local-ipam"), nil, nil, args...)
+	return cniexec.Run(t, cniexec.Bin(t, "local-ipam"), nil, nil, args...)
 }
 
 // ---------------------------------------------------------------------------
@@ -93,9 +93,9 @@ func (n *netw) with(ipam map[string]any) *netw {
 }
 
 // add runs ADD and requires success; it returns the result.
-func (n *netw) add(t testing.TB, id, ifname string, env ...string) testexec.Result {
+func (n *netw) add(t testing.TB, id, ifname string, env ...string) cniexec.Result {
 	t.Helper()
-	o := plugin(t, testexec.Call{Cmd: "ADD", ID: id, IfName: ifname, Conf: n.conf(t, nil), Env: env})
+	o := plugin(t, cniexec.Call{Cmd: "ADD", ID: id, IfName: ifname, Conf: n.conf(t, nil), Env: env})
 	if o.Exit != 0 {
 		t.Fatalf("ADD %s/%s failed: %s", id, ifname, o)
 	}
@@ -105,7 +105,7 @@ func (n *netw) add(t testing.TB, id, ifname string, env ...string) testexec.Resu
 // del runs DEL and requires success.
 func (n *netw) del(t testing.TB, id, ifname string) {
 	t.Helper()
-	if o := plugin(t, testexec.Call{Cmd: "DEL", ID: id, IfName: ifname, Conf: n.conf(t, nil)}); o.Exit != 0 || o.Stdout != "" {
+	if o := plugin(t, cniexec.Call{Cmd: "DEL", ID: id, IfName: ifname, Conf: n.conf(t, nil)}); o.Exit != 0 || o.Stdout != "" {
 		t.Fatalf("DEL %s/%s: want exit 0 and no output, got %s", id, ifname, o)
 	}
 }
@@ -113,13 +113,13 @@ func (n *netw) del(t testing.TB, id, ifname string) {
 // wantError requires a failed call (exit 1) that printed exactly one well-formed CNI
 // error object, with all four keys of the spec and the given code, on stdout, and no Go
 // panic on stderr.
-func wantError(t testing.TB, o testexec.Out, code uint) testexec.CNIError {
+func wantError(t testing.TB, o cniexec.Out, code uint) cniexec.CNIError {
 	t.Helper()
 	if o.Exit != 1 {
 		t.Fatalf("want exit 1 with CNI error code %d, got %s", code, o)
 	}
 	noPanic(t, o)
-	e, keys, err := testexec.ParseError(o.Stdout)
+	e, keys, err := cniexec.ParseError(o.Stdout)
 	if keys != nil {
 		if got := strings.Join(keys, ","); got != "cniVersion,code,details,msg" {
 			t.Errorf("error object keys = %s, want cniVersion, code, msg, details: %s", got, o)
@@ -134,7 +134,7 @@ func wantError(t testing.TB, o testexec.Out, code uint) testexec.CNIError {
 	return e
 }
 
-func noPanic(t testing.TB, o testexec.Out) {
+func noPanic(t testing.TB, o cniexec.Out) {
 	t.Helper()
 	for _, s := range []string{"panic:", "goroutine ", "runtime error", "[signal "} {
 		if strings.Contains(o.Stderr, s) {
@@ -144,7 +144,7 @@ func noPanic(t testing.TB, o testexec.Out) {
 }
 
 // wantOK requires exit 0 and nothing on stdout (DEL, CHECK, GC, STATUS).
-func wantOK(t testing.TB, o testexec.Out, what string) {
+func wantOK(t testing.TB, o cniexec.Out, what string) {
 	t.Helper()
 	if o.Exit != 0 || strings.TrimSpace(o.Stdout) != "" {
 		t.Fatalf("%s: want exit 0 and empty stdout, got %s", what, o)

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // TestGC: CNI 1.1 GC with cni.dev/valid-attachments (or the older cni.dev/attachments).
@@ -17,7 +17,7 @@ func TestGC(t *testing.T) {
 	t.Run("mixed store: exactly the unlisted attachments lose their records", func(t *testing.T) {
 		t.Parallel()
 		n := newNet(t, "1.1.0", "gcmix", map[string]any{"subnet": "10.10.0.0/24"})
-		results := map[string]testexec.Result{}
+		results := map[string]cniexec.Result{}
 		for _, a := range []string{"a/eth0", "a/eth1", "b/eth0", "c/eth0", "c/eth1", "d/eth0"} {
 			id, ifname, _ := strings.Cut(a, "/")
 			results[a] = n.add(t, id, ifname)
@@ -29,7 +29,7 @@ func TestGC(t *testing.T) {
 		writeIn(t, n.dir(), "notes.txt", "an operator's notes")
 		cursor := mustRead(t, filepath.Join(n.dir(), "last_reserved_ip.0"))
 
-		o := plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
+		o := plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/valid-attachments": attachments("a/eth1", "c/eth0", "d/eth0", "legacy/eth0", "never-added/eth0"),
 		})})
 		wantOK(t, o, "GC")
@@ -58,10 +58,10 @@ func TestGC(t *testing.T) {
 		// ADDs (of a new container and of a collected attachment) carry on from the cursor.
 		for _, a := range []string{"a/eth1", "c/eth0", "d/eth0"} {
 			id, ifname, _ := strings.Cut(a, "/")
-			wantOK(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: id, IfName: ifname,
+			wantOK(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: id, IfName: ifname,
 				Conf: n.conf(t, map[string]any{"prevResult": results[a].Raw})}), "CHECK of kept "+a)
 		}
-		e := wantError(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "c", IfName: "eth1",
+		e := wantError(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: "c", IfName: "eth1",
 			Conf: n.conf(t, map[string]any{"prevResult": results["c/eth1"].Raw})}), 105)
 		if !strings.Contains(e.Msg, "10.10.0.6") {
 			t.Errorf("CHECK of a collected attachment: message does not name 10.10.0.6: %q", e.Msg)
@@ -73,9 +73,9 @@ func TestGC(t *testing.T) {
 			t.Errorf("ADD of the collected attachment a/eth0 got %v, want 10.10.0.9/24", got)
 		}
 		// Kept attachments still hold their addresses: a second ADD is a duplicate.
-		wantError(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "a", IfName: "eth1", Conf: n.conf(t, nil)}), 103)
+		wantError(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: "a", IfName: "eth1", Conf: n.conf(t, nil)}), 103)
 		// The legacy record still counts as its container's: a new ADD of it is refused.
-		wantError(t, plugin(t, testexec.Call{Cmd: "ADD", ID: "legacy", IfName: "eth3", Conf: n.conf(t, nil)}), 103)
+		wantError(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: "legacy", IfName: "eth3", Conf: n.conf(t, nil)}), 103)
 	})
 
 	t.Run("older key cni.dev/attachments is honoured too", func(t *testing.T) {
@@ -83,7 +83,7 @@ func TestGC(t *testing.T) {
 		n := newNet(t, "1.1.0", "gcold", map[string]any{"subnet": "10.11.0.0/24"})
 		n.add(t, "keep", "eth0")
 		n.add(t, "drop", "eth0")
-		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/attachments": attachments("keep/eth0"),
 		})}), "GC with cni.dev/attachments")
 		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.11.0.2": recKey("keep", "eth0")}); d != "" {
@@ -98,7 +98,7 @@ func TestGC(t *testing.T) {
 		n.add(t, "b", "eth0")
 		n.add(t, "b", "eth1")
 		writeIn(t, n.dir(), "10.12.0.100", "legacy")
-		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/valid-attachments": attachments(),
 		})}), "GC with an empty list")
 		if got := recordFiles(t, n.dir()); len(got) != 0 {
@@ -125,7 +125,7 @@ func TestGC(t *testing.T) {
 		if len(conf) < 128<<10 {
 			t.Fatalf("config is only %d bytes", len(conf))
 		}
-		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: conf}), "GC with a long list")
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: conf}), "GC with a long list")
 		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.16.0.3": recKey("keep", "eth0")}); d != "" {
 			t.Fatalf("records after GC: %s", d)
 		}
@@ -138,7 +138,7 @@ func TestGC(t *testing.T) {
 		n.add(t, "b", "eth0")
 		writeIn(t, n.dir(), "notes.txt", "x")
 		before := dirFiles(t, n.dir())
-		wantError(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, nil)}), 7)
+		wantError(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, nil)}), 7)
 		if d := diffMaps(dirFiles(t, n.dir()), before); d != "" {
 			t.Fatalf("GC without a list changed the store: %s", d)
 		}
@@ -146,12 +146,12 @@ func TestGC(t *testing.T) {
 
 	t.Run("after a takeover from host-local: same records as host-local's own GC", func(t *testing.T) {
 		t.Parallel()
-		hl := testexec.Bin(t, "host-local")
+		hl := cniexec.Bin(t, "host-local")
 		n := newNet(t, "1.1.0", "gctake", map[string]any{"subnet": "10.14.0.0/24", "rangeEnd": "10.14.0.20"})
-		hlResults := map[string]testexec.Result{}
+		hlResults := map[string]cniexec.Result{}
 		for i := 0; i < 10; i++ {
 			for _, ifname := range []string{"eth0", "eth1"}[:1+i%2] {
-				o := testexec.CNI(t, hl, testexec.Call{Cmd: "ADD", ID: fmt.Sprintf("c%d", i), IfName: ifname, Conf: n.conf(t, nil)})
+				o := cniexec.CNI(t, hl, cniexec.Call{Cmd: "ADD", ID: fmt.Sprintf("c%d", i), IfName: ifname, Conf: n.conf(t, nil)})
 				if o.Exit != 0 {
 					t.Fatalf("host-local ADD c%d/%s: %s", i, ifname, o)
 				}
@@ -159,7 +159,7 @@ func TestGC(t *testing.T) {
 			}
 		}
 		for _, i := range []int{2, 5, 8} {
-			if o := testexec.CNI(t, hl, testexec.Call{Cmd: "DEL", ID: fmt.Sprintf("c%d", i), IfName: "eth0", Conf: n.conf(t, nil)}); o.Exit != 0 {
+			if o := cniexec.CNI(t, hl, cniexec.Call{Cmd: "DEL", ID: fmt.Sprintf("c%d", i), IfName: "eth0", Conf: n.conf(t, nil)}); o.Exit != 0 {
 				t.Fatalf("host-local DEL c%d: %s", i, o)
 			}
 		}
@@ -176,8 +176,8 @@ func TestGC(t *testing.T) {
 		refNet.dataDir = ref
 		gc := map[string]any{"cni.dev/valid-attachments": attachments(
 			"c0/eth0", "c1/eth1", "c3/eth0", "c3/eth1", "c5/eth1", "c6/eth0", "c9/eth0", "legacy-kept/eth0", "c2/eth0")}
-		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, gc)}), "local-ipam GC")
-		if o := testexec.CNI(t, hl, testexec.Call{Cmd: "GC", Conf: refNet.conf(t, gc)}); o.Exit != 0 {
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, gc)}), "local-ipam GC")
+		if o := cniexec.CNI(t, hl, cniexec.Call{Cmd: "GC", Conf: refNet.conf(t, gc)}); o.Exit != 0 {
 			t.Fatalf("host-local GC: %s", o)
 		}
 		got, want := dirFiles(t, n.dir()), dirFiles(t, refNet.dir())
@@ -190,9 +190,9 @@ func TestGC(t *testing.T) {
 		}
 		// And local-ipam carries on: CHECK of a kept host-local attachment passes, of a
 		// collected one fails.
-		wantOK(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "c3", IfName: "eth1",
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: "c3", IfName: "eth1",
 			Conf: n.conf(t, map[string]any{"prevResult": hlResults["c3/eth1"].Raw})}), "CHECK of a kept host-local attachment")
-		wantError(t, plugin(t, testexec.Call{Cmd: "CHECK", ID: "c4", IfName: "eth0",
+		wantError(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: "c4", IfName: "eth0",
 			Conf: n.conf(t, map[string]any{"prevResult": hlResults["c4/eth0"].Raw})}), 105)
 	})
 
@@ -211,7 +211,7 @@ func TestGC(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = exec.Command("chattr", "-i", stuck).Run() })
 
-		e := wantError(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
+		e := wantError(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/valid-attachments": attachments(),
 		})}), 5)
 		if !strings.Contains(e.Msg+" "+e.Details, "10.15.0.3") {
@@ -227,7 +227,7 @@ func TestGC(t *testing.T) {
 		if out, err := exec.Command("chattr", "-i", stuck).CombinedOutput(); err != nil {
 			t.Fatalf("chattr -i: %v %s", err, out)
 		}
-		wantOK(t, plugin(t, testexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
 			"cni.dev/valid-attachments": attachments("d/eth0"),
 		})}), "GC once the record can be removed")
 		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.15.0.5": recKey("d", "eth0")}); d != "" {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // TestFreeOnReboot simulates a reboot by changing the boot ID that local-ipam reads from
@@ -92,7 +92,7 @@ func TestFreeOnReboot(t *testing.T) {
 			case "GC":
 				extra["cni.dev/valid-attachments"] = attachments("a/eth0", "b/eth0")
 			}
-			o := plugin(t, testexec.Call{Cmd: verb, ID: "zzz", IfName: "eth0", Env: []string{env}, Conf: n.conf(t, extra)})
+			o := plugin(t, cniexec.Call{Cmd: verb, ID: "zzz", IfName: "eth0", Env: []string{env}, Conf: n.conf(t, extra)})
 			if verb == "CHECK" {
 				wantError(t, o, 105) // a's address was freed by the reboot
 			} else {

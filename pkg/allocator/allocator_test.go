@@ -10,11 +10,11 @@ import (
 	hl "github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 	hltesting "github.com/containernetworking/plugins/plugins/ipam/host-local/backend/testing"
 
+	"github.com/local-ipam/local-ipam/internal/storetest/memory"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 	"github.com/local-ipam/local-ipam/pkg/store"
-	"github.com/local-ipam/local-ipam/pkg/store/memory"
 )
 
 func owner(id string) store.Owner { return store.Owner{ID: id, IfName: "eth0"} }

@@ -1,7 +1,7 @@
 // Package store defines what the allocator needs from a place that keeps reservations:
 // an exclusive reserve of one address, release by owner, lookup by owner, a free-address
 // search and the round-robin cursor of each range set. Every backend passes the
-// conformance suite in package storetest.
+// conformance suite in package internal/storetest.
 package store
 
 import (

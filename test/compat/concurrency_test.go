@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // The concurrency tests run the plugin under test only (they pass on host-local too).
@@ -23,7 +23,7 @@ type concCall struct {
 
 type concResult struct {
 	call concCall
-	out  testexec.Out
+	out  cniexec.Out
 	err  error
 }
 
@@ -52,7 +52,7 @@ func runConcurrently(bin string, conf []byte, calls []concCall, width int) []con
 			if c.conf != nil {
 				cf = c.conf
 			}
-			o, err := testexec.CNIExec(bin, testexec.Call{Cmd: c.cmd, ID: c.id, IfName: ifn, Conf: cf})
+			o, err := cniexec.CNIExec(bin, cniexec.Call{Cmd: c.cmd, ID: c.id, IfName: ifn, Conf: cf})
 			res[i] = concResult{call: c, out: o, err: err}
 		}(i, c)
 	}

@@ -6,7 +6,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // TestDeliberateDifferences documents where local-ipam intentionally departs from host-local.
@@ -28,13 +28,13 @@ func TestDeliberateDifferences(t *testing.T) {
 		d := t.TempDir()
 		return env{d, filepath.Join(d, netName)}
 	}
-	call := func(t *testing.T, e env, o op, tmpl string) testexec.Out {
+	call := func(t *testing.T, e env, o op, tmpl string) cniexec.Out {
 		t.Helper()
 		r := &seqRunner{t: t, tmpl: tmpl}
 		s := newSide("plugin", e.dataDir, always(b.plugin))
-		return testexec.CNI(t, b.plugin, r.invocation(s, o))
+		return cniexec.CNI(t, b.plugin, r.invocation(s, o))
 	}
-	wantAddrs := func(t *testing.T, o testexec.Out, want ...string) {
+	wantAddrs := func(t *testing.T, o cniexec.Out, want ...string) {
 		t.Helper()
 		if !o.OK() {
 			t.Fatalf("ADD failed: %s", o)

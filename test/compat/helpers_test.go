@@ -12,11 +12,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // ---------------------------------------------------------------------------
-// The binaries, and invoking them as a runtime does (internal/testexec).
+// The binaries, and invoking them as a runtime does (internal/cniexec).
 
 // binaries are the reference and the plugin under test.
 type binaries struct {
@@ -30,9 +30,9 @@ type binaries struct {
 // needBins returns the binaries or fails the test with a clear message.
 func needBins(t testing.TB) binaries {
 	t.Helper()
-	b := binaries{hostLocal: testexec.Bin(t, "host-local"), plugin: os.Getenv("COMPAT_PLUGIN")}
+	b := binaries{hostLocal: cniexec.Bin(t, "host-local"), plugin: os.Getenv("COMPAT_PLUGIN")}
 	if b.plugin == "" {
-		dir, err := testexec.BinDir()
+		dir, err := cniexec.BinDir()
 		if err != nil {
 			t.Fatalf("compat tests need their binaries: %v", err)
 		}
@@ -41,7 +41,7 @@ func needBins(t testing.TB) binaries {
 	if p, err := filepath.Abs(b.plugin); err == nil {
 		b.plugin = p
 	}
-	if err := testexec.Executable(b.plugin); err != nil {
+	if err := cniexec.Executable(b.plugin); err != nil {
 		t.Fatalf("compat tests need their binaries: plugin under test %s not usable (%v); run `make build`, or set COMPAT_PLUGIN "+
 			"(COMPAT_PLUGIN=%s runs the suite against host-local itself)", b.plugin, err, b.hostLocal)
 	}
@@ -54,25 +54,25 @@ func needBins(t testing.TB) binaries {
 // checkCNIError verifies that a failed call printed a well-formed CNI error. SPEC 1.x
 // lists cniVersion in the error object, but skel (and so host-local) prints only code,
 // msg and details: cniVersion is checked when present, not required.
-func checkCNIError(o testexec.Out) error {
+func checkCNIError(o cniexec.Out) error {
 	if o.OK() {
 		return errors.New("call succeeded, an error was expected")
 	}
-	if _, _, err := testexec.ParseError(o.Stdout); err != nil {
+	if _, _, err := cniexec.ParseError(o.Stdout); err != nil {
 		return fmt.Errorf("%v: %s", err, o)
 	}
 	return nil
 }
 
 // errorCode is the code of the error object o printed (0 when there is none).
-func errorCode(o testexec.Out) uint {
-	e, _, _ := testexec.ParseError(o.Stdout)
+func errorCode(o cniexec.Out) uint {
+	e, _, _ := cniexec.ParseError(o.Stdout)
 	return e.Code
 }
 
 // addresses lists the addresses (CIDR form) of an ADD result of any version.
 func addresses(stdout string) ([]string, error) {
-	r, err := testexec.ParseResult(stdout)
+	r, err := cniexec.ParseResult(stdout)
 	return r.Addrs(), err
 }
 

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // op is one call in a scenario.
@@ -141,7 +141,7 @@ type seqRunner struct {
 	step   int
 }
 
-func (r *seqRunner) invocation(s *side, o op) testexec.Call {
+func (r *seqRunner) invocation(s *side, o op) cniexec.Call {
 	tmpl := r.tmpl
 	if o.Conf != "" {
 		tmpl = o.Conf
@@ -164,7 +164,7 @@ func (r *seqRunner) invocation(s *side, o op) testexec.Call {
 			extra = m
 		}
 	}
-	return testexec.Call{
+	return cniexec.Call{
 		Cmd:    o.Cmd,
 		ID:     o.ID,
 		IfName: ifnameOf(o),
@@ -189,9 +189,9 @@ func ifnameOf(o op) string {
 }
 
 // one runs o on side s and records ADD results.
-func (r *seqRunner) one(s *side, o op) (testexec.Out, string) {
+func (r *seqRunner) one(s *side, o op) (cniexec.Out, string) {
 	bin := s.bin(r.step)
-	out := testexec.CNI(r.t, bin, r.invocation(s, o))
+	out := cniexec.CNI(r.t, bin, r.invocation(s, o))
 	if o.Cmd == "ADD" && out.OK() {
 		s.lastAdd[o.ID+"/"+ifnameOf(o)] = []byte(out.Stdout)
 	}
@@ -217,7 +217,7 @@ func (r *seqRunner) describe(o op) string {
 }
 
 // checkRef asserts that the reference side behaved as the scenario says host-local does.
-func (r *seqRunner) checkRef(o op, out testexec.Out, bin string) {
+func (r *seqRunner) checkRef(o op, out cniexec.Out, bin string) {
 	t := r.t
 	t.Helper()
 	switch o.Want {
@@ -278,7 +278,7 @@ func (r *seqRunner) run(o op) {
 }
 
 // checkOurs asserts local-ipam's deliberate behaviour for o.
-func (r *seqRunner) checkOurs(o op, out testexec.Out, bin, desc string) {
+func (r *seqRunner) checkOurs(o op, out cniexec.Out, bin, desc string) {
 	t := r.t
 	t.Helper()
 	switch {

@@ -9,8 +9,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 )
 
 // TestBridgeEtcd: two "machines" (two configs naming different nodes, as two hosts'
@@ -21,7 +21,7 @@ import (
 func TestBridgeEtcd(t *testing.T) {
 	e := setup(t)
 	requireLocalIPAM(t, e, "the etcd store")
-	testexec.Bin(t, "local-ipam-etcd")
+	cniexec.Bin(t, "local-ipam-etcd")
 	eps := etcdtest.StartEmbedded(t)
 	subnet := netip.MustParsePrefix(fmt.Sprintf("10.252.%d.0/24", testOctet()))
 	gw := subnet.Addr().Next()
@@ -76,7 +76,7 @@ func TestBridgeEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	listed := func() map[string]string {
-		o := testexec.Run(t, testexec.Bin(t, "local-ipam"), nil, nil, "list", "--conf", conf, "--json")
+		o := cniexec.Run(t, cniexec.Bin(t, "local-ipam"), nil, nil, "list", "--conf", conf, "--json")
 		if o.Exit != 0 {
 			t.Fatalf("list: %s", o)
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha512"
 	"encoding/json"
 	"errors"
@@ -16,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // Every namespace, link and network created by this package carries the test process id, so
@@ -113,9 +114,9 @@ func setup(t *testing.T) *env {
 		e.ipam = "local-ipam"
 	}
 	for _, b := range []string{e.ipam, "bridge", "macvlan", "cnitool"} {
-		testexec.Bin(t, b) // fails the test saying how to build what is missing
+		cniexec.Bin(t, b) // fails the test saying how to build what is missing
 	}
-	e.binDir, _ = testexec.BinDir() // Bin has found it
+	e.binDir, _ = cniexec.BinDir() // Bin has found it
 	return e
 }
 
@@ -127,7 +128,7 @@ func run(envv []string, name string, args ...string) (string, error) {
 
 // runStdin is run with stdin.
 func runStdin(envv []string, stdin, name string, args ...string) (string, error) {
-	o, err := testexec.Exec(name, envv, []byte(stdin), args...)
+	o, err := cniexec.Exec(context.Background(), name, cniexec.Options{Env: envv, Stdin: []byte(stdin), Args: args})
 	if err != nil {
 		return o.Stdout, err
 	}
@@ -519,9 +520,9 @@ func (n *cniNet) pluginConf(i int) []byte {
 
 // execPlugin runs binary (from the bin dir) with verb, the given container ID (ifname eth0) and
 // stdin, as libcni or a delegating main plugin would.
-func (n *cniNet) execPlugin(binary, verb, containerID string, stdin []byte) testexec.Out {
+func (n *cniNet) execPlugin(binary, verb, containerID string, stdin []byte) cniexec.Out {
 	n.t.Helper()
-	return testexec.CNI(n.t, filepath.Join(n.e.binDir, binary), testexec.Call{
+	return cniexec.CNI(n.t, filepath.Join(n.e.binDir, binary), cniexec.Call{
 		Cmd: verb, ID: containerID, IfName: "eth0", Conf: stdin,
 		// Needed by skel for ADD; an IPAM plugin never enters it.
 		Netns: filepath.Join(netnsDir, uniqueName("no-such-netns")),
@@ -531,7 +532,7 @@ func (n *cniNet) execPlugin(binary, verb, containerID string, stdin []byte) test
 // ipamExec runs the IPAM plugin under test directly with the first plugin's config, exactly
 // as that main plugin (bridge) delegates to it: same config, store and network name, but a
 // container no runtime cache knows about.
-func (n *cniNet) ipamExec(verb, containerID string) testexec.Out {
+func (n *cniNet) ipamExec(verb, containerID string) cniexec.Out {
 	n.t.Helper()
 	return n.execPlugin(n.e.ipam, verb, containerID, n.pluginConf(0))
 }
@@ -584,12 +585,12 @@ func (n *cniNet) records() map[netip.Addr]string {
 func owner(containerID string) string { return containerID + "\r\n" + "eth0" }
 
 // cniErrorObject parses the spec's error object a failing plugin printed on stdout.
-func cniErrorObject(t *testing.T, o testexec.Out) (code uint, msg string) {
+func cniErrorObject(t *testing.T, o cniexec.Out) (code uint, msg string) {
 	t.Helper()
 	if o.Exit == 0 {
 		t.Fatalf("want a failure with a CNI error object, got %s", o)
 	}
-	e, _, err := testexec.ParseError(o.Stdout)
+	e, _, err := cniexec.ParseError(o.Stdout)
 	if err != nil {
 		t.Fatalf("plugin stdout is not a CNI error object (%v): %s", err, o)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // statusNet writes a cniVersion 1.1.0 bridge network whose ipam type is ipamType, with one
@@ -151,7 +151,7 @@ func TestStatusExhausted(t *testing.T) {
 // supports the versions the other tests use, up to 1.1.0.
 func TestVersion(t *testing.T) {
 	e := setup(t)
-	o := testexec.CNI(t, testexec.Bin(t, e.ipam), testexec.Call{Cmd: "VERSION", Netns: "-", Path: "-", Conf: []byte(`{"cniVersion":"1.1.0"}`)})
+	o := cniexec.CNI(t, cniexec.Bin(t, e.ipam), cniexec.Call{Cmd: "VERSION", Netns: "-", Path: "-", Conf: []byte(`{"cniVersion":"1.1.0"}`)})
 	if o.Exit != 0 {
 		t.Fatalf("VERSION: %s", o)
 	}

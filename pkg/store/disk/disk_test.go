@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
-	"github.com/local-ipam/local-ipam/pkg/store/storetest"
 )
 
 func TestConformance(t *testing.T) {

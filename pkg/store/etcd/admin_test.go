@@ -16,11 +16,11 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 	"github.com/local-ipam/local-ipam/pkg/store"
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
 )
 
 func own(id, ifname string) store.Owner { return store.Owner{ID: id, IfName: ifname} }

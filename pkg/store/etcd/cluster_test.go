@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
 )
 
 // TestClusterMemberLoss runs a 3-member cluster of processes: allocation goes on with one

@@ -17,8 +17,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/pkg/store"
-	"github.com/local-ipam/local-ipam/pkg/store/storetest"
 )
 
 var netSeq atomic.Int64

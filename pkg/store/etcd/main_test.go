@@ -7,11 +7,11 @@ import (
 	"os"
 	"testing"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 	"github.com/local-ipam/local-ipam/pkg/store"
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
 )
 
 // shared is the embedded etcd most tests use, each in a network of its own.

@@ -22,8 +22,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
 )
 
 // writeCert writes a certificate (signed by parent, or self-signed) and its key as PEM.

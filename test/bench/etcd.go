@@ -18,9 +18,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/etcd"
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
 )
 
 const etcdSlot = "etcd"

@@ -1,5 +1,5 @@
-// Package rss is the middleman the benchmark and the stress suite use to measure one
-// plugin call's peak RSS.
+// Package rss is the middleman package cniexec uses to measure one execution's peak RSS
+// (the body of rsshelper, and of a harness binary acting as the middleman).
 //
 // A child's ru_maxrss is not only its own: exec folds the high-water RSS of the address
 // space being replaced into it, and Go starts children with vfork semantics (the child
@@ -12,16 +12,13 @@ package rss
 
 import (
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"unsafe"
 )
 
-// Main runs args[1] with this process's environment (less marker, the variable that made
+// Main runs args[1] with the arguments args[2:], this process's environment (less marker, the variable that made
 // a harness binary act as the middleman when rsshelper could not be built) and fds 0-2,
 // waits for it, and writes "<exit status> <signal> <child ru_maxrss KiB> <own VmHWM KiB
 // before the start> <the child's wall time, ns>" to fd 3. The exit status is -1 and signal
@@ -29,8 +26,8 @@ import (
 // non-zero only when it could not do its job.
 func Main(args []string, marker string) int {
 	report := os.NewFile(3, "report")
-	if len(args) != 2 || report == nil {
-		os.Stderr.WriteString("rss middleman: usage: <plugin>, with fd 3 open for the report\n")
+	if len(args) < 2 || report == nil {
+		os.Stderr.WriteString("rss middleman: usage: <plugin> [args...], with fd 3 open for the report\n")
 		return 2
 	}
 	env := os.Environ()
@@ -45,7 +42,7 @@ func Main(args []string, marker string) int {
 	floor := HWM()
 	var t0, t1 syscall.Timespec
 	_ = clockMonotonic(&t0)
-	pid, err := syscall.ForkExec(args[1], args[1:2], &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}})
+	pid, err := syscall.ForkExec(args[1], args[1:], &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}})
 	if err != nil {
 		os.Stderr.WriteString("rss middleman: " + err.Error() + "\n")
 		return 1
@@ -102,18 +99,4 @@ func HWM() int64 {
 	}
 	n, _ := strconv.ParseInt(f[0], 10, 64)
 	return n
-}
-
-// Build builds rsshelper into dir with the go command and returns its path; on failure the
-// caller falls back to re-executing itself with its marker set (a higher floor).
-func Build(dir string) (string, []byte, error) {
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	out := filepath.Join(dir, "rsshelper")
-	c := exec.Command(goCmd, "build", "-trimpath", "-o", out, "github.com/local-ipam/local-ipam/internal/rss/rsshelper")
-	c.Env = append(os.Environ(), "CGO_ENABLED=0")
-	msg, err := c.CombinedOutput()
-	return out, msg, err
 }

@@ -1,33 +1,24 @@
 package main
 
 // Invoking a plugin the way a container runtime does (libcni's invoke package): exec the
-// binary with the CNI_* environment and the network configuration on stdin; and checking what
-// came back.
+// binary (internal/cniexec) with the CNI_* environment and the network configuration on
+// stdin; and checking what came back.
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/local-ipam/local-ipam/internal/rss"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
-const (
-	benchNetns = "/var/run/netns/bench"
-	// rssMarker makes this binary act as the peak-RSS middleman (internal/rss) when the
-	// dedicated rsshelper cannot be built. It is not passed on to the plugin.
-	rssMarker = "LOCAL_IPAM_BENCH_RSS_HELPER"
-)
+const benchNetns = "/var/run/netns/bench"
 
 // tool is one slot of the comparison: "local-ipam" or "host-local", and the binary run in it.
 type tool struct {
@@ -43,12 +34,8 @@ func newTool(slot, bin string, timeout time.Duration) (*tool, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(abs)
-	if err != nil {
+	if err := cniexec.Executable(abs); err != nil {
 		return nil, fmt.Errorf("%s binary: %w", slot, err)
-	}
-	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
-		return nil, fmt.Errorf("%s binary %s is not an executable file", slot, abs)
 	}
 	var env []string
 	for _, kv := range os.Environ() {
@@ -72,7 +59,7 @@ type outcome struct {
 	code   int           // exit status; -1 when killed by a signal
 	stdout []byte
 	stderr []byte
-	maxrss int64 // KiB, from rusage
+	maxrss int64 // KiB, from rusage (with the middleman: the plugin's own)
 }
 
 // env is the environment libcni gives a plugin: the runtime's own, then CNI_COMMAND,
@@ -96,84 +83,22 @@ func (t *tool) env(r req) []string {
 // run execs the plugin once and times it. A non-zero exit is an outcome, not an error; an
 // error means the process could not be run or was killed by the timeout.
 func (t *tool) run(ctx context.Context, r req) (outcome, error) {
-	return execOnce(ctx, t.bin, t.env(r), r.stdin, t.timeout)
+	o, err := cniexec.Exec(ctx, t.bin, cniexec.Options{Env: t.env(r), Stdin: r.stdin, Timeout: t.timeout})
+	return outcomeOf(o), err
 }
 
-func execOnce(ctx context.Context, bin string, env []string, stdin []byte, timeout time.Duration) (outcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c := exec.CommandContext(ctx, bin)
-	c.Env = env
-	c.Stdin = bytes.NewReader(stdin)
-	var so, se bytes.Buffer
-	c.Stdout, c.Stderr = &so, &se
-	start := time.Now()
-	err := c.Run()
-	o := outcome{dur: time.Since(start), stdout: so.Bytes(), stderr: se.Bytes()}
-	if ctx.Err() != nil {
-		return o, fmt.Errorf("%s: %w (timeout %v)", filepath.Base(bin), ctx.Err(), timeout)
-	}
+// runRSS runs the plugin through the rss middleman (see package internal/cniexec) and
+// returns its outcome with a clean maxrss, and the middleman's own peak RSS.
+func (t *tool) runRSS(ctx context.Context, helper *cniexec.Middleman, r req) (outcome, int64, error) {
+	o, err := cniexec.Exec(ctx, t.bin, cniexec.Options{Env: t.env(r), Stdin: r.stdin, Timeout: t.timeout, RSS: helper})
 	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			return o, fmt.Errorf("exec %s: %w", bin, err)
-		}
+		return outcomeOf(o), 0, fmt.Errorf("%s: %w", t.slot, err)
 	}
-	o.code = c.ProcessState.ExitCode()
-	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		o.maxrss = ru.Maxrss
-	}
-	return o, nil
+	return outcomeOf(o), o.RSSFloor, nil
 }
 
-// runRSS runs the plugin through the rss middleman (see package internal/rss) and returns its
-// outcome with a clean maxrss, and the middleman's own peak RSS when it started the plugin.
-// dur is not measured.
-func (t *tool) runRSS(ctx context.Context, helper []string, r req) (outcome, int64, error) {
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return outcome{}, 0, err
-	}
-	defer pr.Close()
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	c := exec.CommandContext(ctx, helper[0], t.bin)
-	c.Env = append(t.env(r), helper[1:]...)
-	c.Stdin = bytes.NewReader(r.stdin)
-	var so, se bytes.Buffer
-	c.Stdout, c.Stderr = &so, &se
-	c.ExtraFiles = []*os.File{pw} // fd 3: the report
-	err = c.Start()
-	pw.Close()
-	if err != nil {
-		return outcome{}, 0, err
-	}
-	report, _ := io.ReadAll(pr)
-	err = c.Wait()
-	o := outcome{stdout: so.Bytes(), stderr: se.Bytes()}
-	if ctx.Err() != nil {
-		return o, 0, fmt.Errorf("%s via the rss helper: %w", t.slot, ctx.Err())
-	}
-	var floor, sig, ns int64
-	if _, serr := fmt.Sscan(string(report), &o.code, &sig, &o.maxrss, &floor, &ns); err != nil || serr != nil {
-		return o, 0, fmt.Errorf("rss helper: %v, report %q, stderr %q", err, report, clip(se.Bytes()))
-	}
-	return o, floor, nil
-}
-
-// rssHelper returns the middleman's command and extra environment: the dedicated tiny helper
-// built into dir with the go command that runs this benchmark, or else this binary re-executed
-// with rssMarker set (a higher floor, about 3.5 MiB).
-func rssHelper(dir string) ([]string, string, error) {
-	out, msg, err := rss.Build(dir)
-	if err == nil {
-		return []string{out}, "", nil
-	}
-	self, serr := os.Executable()
-	if serr != nil {
-		return nil, "", serr
-	}
-	return []string{self, rssMarker + "=1"}, fmt.Sprintf("could not build the rss helper (%v: %s); using the benchmark binary itself, a higher floor", err, clip(msg)), nil
+func outcomeOf(o cniexec.Out) outcome {
+	return outcome{dur: o.Took, code: o.Exit, stdout: []byte(o.Stdout), stderr: []byte(o.Stderr), maxrss: o.MaxRSS}
 }
 
 // netConf is the network configuration a runtime passes: a bridge network whose ipam section
@@ -292,15 +217,9 @@ func expectAdd(t *tool, r req, o outcome, rng v4range, want uint32) (uint32, err
 	return got, nil
 }
 
-// cniError is the error object a plugin prints on failure.
-type cniError struct {
-	Code uint   `json:"code"`
-	Msg  string `json:"msg"`
-}
-
 // expectFailure: non-zero exit and a CNI error object (non-zero code, a message) on stdout.
-func expectFailure(t *tool, r req, o outcome) (cniError, error) {
-	var e cniError
+func expectFailure(t *tool, r req, o outcome) (cniexec.CNIError, error) {
+	var e cniexec.CNIError
 	if o.code == 0 {
 		return e, callError(t, r, o, "expected failure, got success")
 	}

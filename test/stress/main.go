@@ -9,10 +9,10 @@
 // The same scenarios run against the reference host-local v1.10.0 side by side: its
 // violations are expected and only reported; local-ipam's make the exit status non-zero.
 //
-//	go run ./cmd/stress -bin-dir bin                      # the full suite (make stress)
-//	go run ./cmd/stress -bin-dir bin -short               # the short version (go test runs it)
-//	go run ./cmd/stress -bin-dir bin -only 'crash|damage' -seed 42 -keep
-//	go run ./cmd/stress -bin-dir bin -markdown            # the tables of docs/RELIABILITY.md
+//	go run ./test/stress -bin-dir bin                      # the full suite (make stress)
+//	go run ./test/stress -bin-dir bin -short               # the short version (go test runs it)
+//	go run ./test/stress -bin-dir bin -only 'crash|damage' -seed 42 -keep
+//	go run ./test/stress -bin-dir bin -markdown            # the tables of docs/RELIABILITY.md
 //
 // Scenarios (for -only): load-16, load-26, load-dual, crash-random, crash-io,
 // fault-enospc, fault-readonly, fault-notdir, fault-perm, damage, hostile, load-etcd,
@@ -37,12 +37,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 func main() {
-	if os.Getenv(rssMarker) == "1" {
-		os.Exit(rssMain(os.Args))
-	}
+	cniexec.ServeMiddleman() // when rsshelper could not be built, this binary is the middleman
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

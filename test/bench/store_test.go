@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 func mustRange(t *testing.T, s string) v4range {
@@ -390,9 +392,9 @@ func TestStats(t *testing.T) {
 // repository's bin/), or skips.
 func hostLocal(t *testing.T) *tool {
 	t.Helper()
-	dir := os.Getenv("LOCAL_IPAM_BIN_DIR")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "bin")
+	dir, err := cniexec.BinDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	tl, err := newTool("host-local", filepath.Join(dir, "host-local"), 30*time.Second)
 	if err != nil {

@@ -1,27 +1,26 @@
 package main
 
-// Calling a plugin as a container runtime does: exec the binary with the CNI_* environment
-// and the network config on stdin. A call may be killed with SIGKILL after a delay, run as
-// another uid, or run through the RSS middleman (rss.go) to measure its peak memory.
+// Calling a plugin as a container runtime does: exec the binary (internal/cniexec) with the
+// CNI_* environment and the network config on stdin. A call may be killed with SIGKILL after
+// a delay, run as another uid, or run through the RSS middleman (rss.go) to measure its peak
+// memory.
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 const (
@@ -47,16 +46,12 @@ func newPlugin(slot, bin string) (*plugin, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(abs)
-	if err != nil {
+	if err := cniexec.Executable(abs); err != nil {
 		return nil, fmt.Errorf("%s binary: %w", slot, err)
-	}
-	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
-		return nil, fmt.Errorf("%s binary %s is not an executable file", slot, abs)
 	}
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "CNI_") || strings.HasPrefix(kv, rssMarker+"=") || strings.HasPrefix(kv, "LOCAL_IPAM_BOOT_ID_FILE=") {
+		if strings.HasPrefix(kv, "CNI_") || strings.HasPrefix(kv, cniexec.MiddlemanEnv+"=") || strings.HasPrefix(kv, "LOCAL_IPAM_BOOT_ID_FILE=") {
 			continue
 		}
 		env = append(env, kv)
@@ -130,115 +125,27 @@ func (p *plugin) env(c call) []string {
 // clearEnv, set by call.editEnv, runs the plugin without the harness's environment.
 const clearEnv = "\x00clear"
 
-// run execs the plugin once. The error is the harness's: the binary could not be started.
-// A non-zero exit, a kill or a hang is an outcome.
+// run execs the plugin once (internal/cniexec). The error is the harness's: the binary
+// could not be started. A non-zero exit, a kill or a hang is an outcome.
 func (p *plugin) run(ctx context.Context, c call) (outcome, error) {
 	timeout := c.timeout
 	if timeout == 0 {
 		timeout = defaultTimeout
 	}
-	limit := timeout
-	if c.rss && rssSlowStart {
-		timeout += 2 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
-	var cmd *exec.Cmd
-	var report *os.File
-	if c.rss {
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			return outcome{}, err
-		}
-		defer pr.Close()
-		defer pw.Close()
-		report = pr
-		cmd = exec.Command(rssHelper[0], p.bin)
-		cmd.Args = []string{rssHelper[0], p.bin}
-		cmd.Env = append(p.env(c), rssMarker+"=1")
-		cmd.ExtraFiles = []*os.File{pw} // fd 3: the report
-	} else {
-		cmd = exec.Command(p.bin)
-		cmd.Env = p.env(c)
-	}
-	cmd.Stdin = bytes.NewReader(c.stdin)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	opts := cniexec.Options{Env: p.env(c), Stdin: c.stdin, Timeout: timeout, Kill: c.kill, KillAfter: c.killAfter}
 	if c.uid > 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(c.uid), Gid: uint32(c.uid)}
+		opts.Cred = &syscall.Credential{Uid: uint32(c.uid), Gid: uint32(c.uid)}
 	}
-	cmd.WaitDelay = 2 * time.Second
-
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return outcome{}, fmt.Errorf("exec %s: %w", p.bin, err)
-	}
-	// On timeout (or interrupt), kill the whole process group: the middleman and the
-	// plugin under it.
-	var timedOut atomic.Bool
-	stopKiller := context.AfterFunc(ctx, func() {
-		timedOut.Store(true)
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	})
-	defer stopKiller()
 	if c.rss {
-		// Close our copy of the write end, so the read below ends when the middleman exits.
-		cmd.ExtraFiles[0].Close()
+		opts.RSS = rssHelper
 	}
-	if c.kill {
-		sleepPrecise(c.killAfter)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-	}
-	var rep []byte
-	if report != nil {
-		rep, _ = io.ReadAll(report)
-	}
-	err := cmd.Wait()
-	o := outcome{dur: time.Since(start), stdout: so.Bytes(), stderr: se.Bytes()}
-	stopKiller()
-	o.timedOut = timedOut.Load()
-	o.limit = limit
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) && !o.timedOut && !errors.Is(err, exec.ErrWaitDelay) {
-			return o, fmt.Errorf("wait %s: %w", p.bin, err)
-		}
-	}
-	o.exit = -1
-	if ps := cmd.ProcessState; ps != nil {
-		o.exit = ps.ExitCode()
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			o.signal = ws.Signal()
-		}
-	}
-	if c.rss && !o.timedOut {
-		var code, sig int
-		var ns int64
-		if _, serr := fmt.Sscan(string(rep), &code, &sig, &o.maxrss, &o.rssFloor, &ns); serr != nil {
-			return o, fmt.Errorf("rss middleman: report %q (exit %d, stderr %q)", rep, o.exit, clip(o.stderr, 300))
-		}
-		o.exit, o.signal, o.dur = code, syscall.Signal(sig), time.Duration(ns)
-		if sig != 0 {
-			o.exit = -1
-		}
+	r, err := cniexec.Exec(ctx, p.bin, opts)
+	o := outcome{exit: r.Exit, signal: r.Signal, stdout: []byte(r.Stdout), stderr: []byte(r.Stderr), dur: r.Took,
+		timedOut: r.TimedOut, maxrss: r.MaxRSS, rssFloor: r.RSSFloor, limit: r.Limit}
+	if err != nil && !r.TimedOut {
+		return o, err
 	}
 	return o, nil
-}
-
-// sleepPrecise waits d: a busy wait below 200 µs, where timers are too coarse.
-func sleepPrecise(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	if d >= 200*time.Microsecond {
-		time.Sleep(d)
-		return
-	}
-	t0 := time.Now()
-	for time.Since(t0) < d {
-	}
 }
 
 // call runs c against the job's plugin, counting it. A harness error (the binary cannot be
@@ -329,18 +236,10 @@ func (n network) dir() string { return filepath.Join(n.dataDir, n.name) }
 
 // --- results and errors ---------------------------------------------------------------
 
-// cniError is the error object a plugin prints on failure.
-type cniError struct {
-	CNIVersion string `json:"cniVersion"`
-	Code       uint   `json:"code"`
-	Msg        string `json:"msg"`
-	Details    string `json:"details"`
-}
-
 // parseError checks that o is a failure answered as the spec says: non-zero exit and a
 // CNI error object with a code and a message on stdout. It returns why not.
-func parseError(o outcome) (cniError, string) {
-	var e cniError
+func parseError(o outcome) (cniexec.CNIError, string) {
+	var e cniexec.CNIError
 	switch {
 	case o.timedOut:
 		return e, fmt.Sprintf("no answer within %v (killed by the harness)", o.limit)
@@ -402,7 +301,7 @@ var rangeRE = regexp.MustCompile(`failed to allocate for range (\d+)`)
 
 // exhaustedSet tells a "no free address" failure, and in which range set, for either
 // plugin: local-ipam's code 100, host-local's code 999 with its message.
-func exhaustedSet(p *plugin, e cniError) (int, bool) {
+func exhaustedSet(p *plugin, e cniexec.CNIError) (int, bool) {
 	if p.isLocal() && e.Code != 100 {
 		return 0, false
 	}
@@ -417,7 +316,7 @@ func exhaustedSet(p *plugin, e cniError) (int, bool) {
 }
 
 // isDuplicate tells the refusal of a second ADD for one attachment.
-func isDuplicate(p *plugin, e cniError) bool {
+func isDuplicate(p *plugin, e cniexec.CNIError) bool {
 	if p.isLocal() {
 		return e.Code == 103
 	}

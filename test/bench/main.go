@@ -3,9 +3,9 @@
 // exactly as a container runtime does (exec, CNI_* environment, network config on stdin), and
 // prints medians, ratios and a PASS/FAIL check of local-ipam's performance targets.
 //
-//	go run ./cmd/bench -bin-dir bin                       # what `make bench` runs
-//	go run ./cmd/bench -bin-dir bin -only '50k|rss' -runs 10
-//	go run ./cmd/bench -bin-dir bin -local-ipam bin/host-local   # harness self-test
+//	go run ./test/bench -bin-dir bin                       # what `make bench` runs
+//	go run ./test/bench -bin-dir bin -only '50k|rss' -runs 10
+//	go run ./test/bench -bin-dir bin -local-ipam bin/host-local   # harness self-test
 //
 // Scenario groups (for -only; VERSION always runs, it is every ratio's denominator):
 // version, empty, 50k, full16, walk20, parallel, rss, etcd.
@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/local-ipam/local-ipam/internal/rss"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 type config struct {
@@ -43,9 +43,7 @@ type config struct {
 }
 
 func main() {
-	if os.Getenv(rssMarker) == "1" {
-		os.Exit(rss.Main(os.Args, rssMarker))
-	}
+	cniexec.ServeMiddleman() // when the rss middleman could not be built, this binary is it
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

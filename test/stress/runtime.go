@@ -6,6 +6,8 @@ package main
 import (
 	"fmt"
 	"time"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // killSpec says whether and when to SIGKILL a call.
@@ -113,7 +115,7 @@ func (x *job) doDel(t *tracker, n network, a *att, k killSpec) outcome {
 
 // tryAgain: local-ipam's code 11, the network's lock was not free within its 60 s: the
 // documented answer to a store too busy, which the runtime retries.
-func tryAgain(p *plugin, e cniError) bool { return p.isLocal() && e.Code == 11 }
+func tryAgain(p *plugin, e cniexec.CNIError) bool { return p.isLocal() && e.Code == 11 }
 
 // doCheck runs a CHECK of a live attachment with its ADD result as prevResult: it must pass.
 func (x *job) doCheck(t *tracker, n network, a *att, k killSpec) outcome {

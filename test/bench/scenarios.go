@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // netEnv is one tool's copy of one scenario's network: its data dir and the model of what the
@@ -528,10 +530,7 @@ func (b *bench) groupRSS() error {
 	if err != nil {
 		return err
 	}
-	helper, warn, err := rssHelper(b.root)
-	if err != nil {
-		return err
-	}
+	helper, warn := cniexec.BuildMiddleman(b.root)
 	if warn != "" {
 		b.res.note("peak RSS: %s", warn)
 	}

@@ -3,9 +3,9 @@ package memory_test
 import (
 	"testing"
 
+	"github.com/local-ipam/local-ipam/internal/storetest"
+	"github.com/local-ipam/local-ipam/internal/storetest/memory"
 	"github.com/local-ipam/local-ipam/pkg/store"
-	"github.com/local-ipam/local-ipam/pkg/store/memory"
-	"github.com/local-ipam/local-ipam/pkg/store/storetest"
 )
 
 func TestConformance(t *testing.T) {

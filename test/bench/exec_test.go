@@ -5,20 +5,18 @@ import (
 	"os"
 	"testing"
 
-	"github.com/local-ipam/local-ipam/internal/rss"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // TestMain lets the test binary act as the rss middleman, as the benchmark binary does.
 func TestMain(m *testing.M) {
-	if os.Getenv(rssMarker) == "1" {
-		os.Exit(rss.Main(os.Args, rssMarker))
-	}
+	cniexec.ServeMiddleman()
 	os.Exit(m.Run())
 }
 
 func TestRunRSS(t *testing.T) {
 	hl := hostLocal(t)
-	helper := []string{os.Args[0], rssMarker + "=1"}
+	helper := cniexec.SelfMiddleman()
 	r := req{cmd: "VERSION", stdin: versionStdin}
 	o, floor, err := hl.runRSS(context.Background(), helper, r)
 	if err != nil {

@@ -17,13 +17,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 func TestMain(m *testing.M) {
-	// This test binary is also the RSS middleman of the hostile scenario (rss.go).
-	if os.Getenv(rssMarker) == "1" {
-		os.Exit(rssMain(os.Args))
-	}
+	// This test binary is also the RSS middleman of the hostile scenario (rss.go) when
+	// rsshelper cannot be built.
+	cniexec.ServeMiddleman()
 	dir, err := os.MkdirTemp("", "stress-rsshelper-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -40,21 +41,9 @@ func TestMain(m *testing.M) {
 // localIPAM returns the built local-ipam binary, or fails the test with how to build it.
 func localIPAM(t *testing.T) *plugin {
 	t.Helper()
-	dir := os.Getenv("LOCAL_IPAM_BIN_DIR")
-	if dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for d := wd; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-				dir = filepath.Join(d, "bin")
-				break
-			}
-			if filepath.Dir(d) == d {
-				t.Fatal("no go.mod above the working directory; set LOCAL_IPAM_BIN_DIR")
-			}
-		}
+	dir, err := cniexec.BinDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	p, err := newPlugin(slotLocal, filepath.Join(dir, "local-ipam"))
 	if err != nil {
@@ -78,7 +67,7 @@ func TestStressShort(t *testing.T) {
 	etcd := newEtcdServer(filepath.Join(root, "etcd")) // started by the first etcd scenario
 	t.Cleanup(etcd.close)
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d (go run ./cmd/stress -short -seed %d -host-local none reproduces the run)", seed, seed)
+	t.Logf("seed %d (go run ./test/stress -short -seed %d -host-local none reproduces the run)", seed, seed)
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			if sc.needsRoot != "" && os.Geteuid() != 0 {

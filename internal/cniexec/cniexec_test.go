@@ -1,10 +1,13 @@
-package testexec
+package cniexec
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -102,13 +105,101 @@ func TestExecTimeout(t *testing.T) {
 	if _, err := os.Stat("/bin/sh"); err != nil {
 		t.Skip("no /bin/sh")
 	}
-	defer func(d time.Duration) { Timeout = d }(Timeout)
-	Timeout = 200 * time.Millisecond
-	p := script(t, "exec sleep 10\n")
-	if o, err := Exec(p, nil, nil); err == nil || !strings.Contains(err.Error(), "did not finish") {
+	// The script's child holds stdout: the timeout must kill the whole process group, or
+	// the output would not close for 10 s.
+	p := script(t, "sleep 10; echo late\n")
+	t0 := time.Now()
+	o, err := Exec(context.Background(), p, Options{Timeout: 200 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "did not finish") || !errors.Is(err, context.DeadlineExceeded) || !o.TimedOut {
 		t.Errorf("a hanging binary: %s, %v", o, err)
 	}
-	if _, err := Exec(filepath.Join(t.TempDir(), "none"), nil, nil); err == nil {
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("a call with a 200ms timeout took %v", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	if o, err := Exec(ctx, p, Options{}); err == nil || !errors.Is(err, context.Canceled) || !o.TimedOut {
+		t.Errorf("a hanging binary whose context ended: %s, %v", o, err)
+	}
+	if _, err := Exec(context.Background(), filepath.Join(t.TempDir(), "none"), Options{}); err == nil {
 		t.Error("a missing binary ran")
 	}
+}
+
+// Arguments, exactly the environment given, and stdin reach the binary.
+func TestExecOptions(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	p := script(t, `echo "$# $1 $2 ${X-unset} ${HOME-unset}"; cat; exit 4`+"\n")
+	o, err := Exec(context.Background(), p, Options{Args: []string{"a", "b c"}, Env: []string{"X=1"}, Stdin: []byte("in")})
+	if err != nil || o.Exit != 4 || o.Stdout != "2 a b c 1 unset\nin" || o.Signal != 0 || o.TimedOut {
+		t.Errorf("got %s, %v", o, err)
+	}
+}
+
+// Kill: SIGKILL after the delay is an outcome (the signal), not an error.
+func TestExecKill(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	p := script(t, "exec sleep 10\n")
+	o, err := Exec(context.Background(), p, Options{Kill: true, KillAfter: 50 * time.Millisecond})
+	if err != nil || o.Signal != syscall.SIGKILL || o.Exit != -1 || o.TimedOut || o.Took > 5*time.Second {
+		t.Errorf("killed after 50ms: %s, signal %v, took %v, %v", o, o.Signal, o.Took, err)
+	}
+}
+
+// Cred runs the binary as another uid and gid.
+func TestExecCred(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (setuid)")
+	}
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	p := script(t, "id -u; id -g\n")
+	for _, d := range []string{filepath.Dir(p), filepath.Dir(filepath.Dir(p))} { // t.TempDir's two levels
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, err := Exec(context.Background(), p, Options{Cred: &syscall.Credential{Uid: 65534, Gid: 65534}})
+	if err != nil || o.Stdout != "65534\n65534\n" {
+		t.Errorf("as uid 65534: %s, %v", o, err)
+	}
+}
+
+// Through the middleman: the measured binary's exit status, arguments, environment and
+// stdin come through, and its peak RSS is its own, not the harness's.
+func TestExecRSS(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	ballast := make([]byte, 64<<20) // the harness's peak: must not show
+	for i := range ballast {
+		ballast[i] = 1
+	}
+	m := SelfMiddleman() // this test binary (TestMain)
+	p := script(t, `echo "$1 ${X-unset} ${`+MiddlemanEnv+`-unset}"; cat; exit 5`+"\n")
+	o, err := Exec(context.Background(), p, Options{Args: []string{"a"}, Env: []string{"X=1"}, Stdin: []byte("in"), RSS: m})
+	if err != nil || o.Exit != 5 || o.Stdout != "a 1 unset\nin" {
+		t.Fatalf("through the middleman: %s, %v", o, err)
+	}
+	if o.MaxRSS <= 0 || o.MaxRSS > 32<<10 || o.RSSFloor <= 0 || o.Took <= 0 {
+		t.Errorf("peak RSS %d KiB (floor %d KiB), took %v", o.MaxRSS, o.RSSFloor, o.Took)
+	}
+	o, err = Exec(context.Background(), script(t, "kill -9 $$\n"), Options{RSS: m})
+	if err != nil || o.Signal != syscall.SIGKILL || o.Exit != -1 {
+		t.Errorf("killed under the middleman: %s, signal %v, %v", o, o.Signal, err)
+	}
+	if _, err := Exec(context.Background(), p, Options{RSS: &Middleman{Path: "/bin/true"}}); err == nil {
+		t.Error("a middleman that reports nothing: no error")
+	}
+	_ = ballast[len(ballast)-1]
+}
+
+func TestMain(m *testing.M) {
+	ServeMiddleman()
+	os.Exit(m.Run())
 }

@@ -13,7 +13,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 )
 
 func main() {

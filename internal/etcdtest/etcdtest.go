@@ -152,7 +152,7 @@ func tail(file string, lines int) string {
 }
 
 // MemberPackage is the main package of the member process.
-const MemberPackage = "github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest/etcd-member"
+const MemberPackage = "github.com/local-ipam/local-ipam/internal/etcdtest/etcd-member"
 
 var (
 	buildOnce sync.Once

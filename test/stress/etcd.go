@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/local-ipam/local-ipam/pkg/store/etcd/etcdtest"
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 )
 
 // etcdCallTimeout is the store's "timeout" in the scenarios' configs: the bound on one
