@@ -82,6 +82,8 @@ type Store struct {
 	// Options.Records), each linked into place by a Reserve of that owner.
 	prepared    []int
 	preparedKey string
+	// refused: the ways of creating a record this file system refused (see linkRecord).
+	refused refusals
 
 	// Rebuilds counts index rebuilds done by this call (tests and `list` report it).
 	Rebuilds int
@@ -451,10 +453,10 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 	}
 	exists, err := s.linkPrepared(key, name)
 	if err != nil {
-		exists, err = linkRecord(s.netfd, name, []byte(key))
+		exists, err = s.refused.linkRecord(s.netfd, name, []byte(key))
 	}
 	if err != nil && s.spaceFor(err) {
-		exists, err = linkRecord(s.netfd, name, []byte(key))
+		exists, err = s.refused.linkRecord(s.netfd, name, []byte(key))
 	}
 	if err != nil {
 		return false, cnierr.IO(err, "cannot write reservation %s", filepath.Join(s.dir, name))
@@ -496,6 +498,9 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 
 // noteRecord brings the index in line with one record found on disk.
 func (s *Store) noteRecord(a netip.Addr, regular bool, content string) error {
+	if regular && strings.TrimSpace(content) == "" {
+		return s.setTaken(a, false) // an empty record holds nothing
+	}
 	if err := s.setTaken(a, true); err != nil {
 		return err
 	}
@@ -607,7 +612,7 @@ func (s *Store) writeCursor(name string, b []byte, old int) error {
 	switch {
 	case old < 0:
 		var exists bool
-		exists, err = linkRecord(s.netfd, name, b)
+		exists, err = s.refused.linkRecord(s.netfd, name, b)
 		done = err == nil && !exists
 	case len(b) >= old:
 		done, err = overwriteAtomic(s.netfd, name, b)
@@ -835,8 +840,9 @@ func (s *Store) dropIndexFiles() {
 func (s *Store) prepare(n int) {
 	b := []byte(s.preparedKey)
 	for range min(n, 64) {
-		fd, err := unix.Openat(s.netfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		fd, err := sysOpenTmpfile(s.netfd)
 		if err != nil {
+			s.refused.tmpfile = s.refused.tmpfile || noTmpfile(err)
 			return
 		}
 		if err := writeAll(fd, b); err != nil {
@@ -855,7 +861,7 @@ func (s *Store) linkPrepared(key, name string) (exists bool, err error) {
 		return false, unix.ENOENT
 	}
 	fd := s.prepared[len(s.prepared)-1]
-	err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), s.netfd, name, unix.AT_SYMLINK_FOLLOW)
+	err = sysLinkat(unix.AT_FDCWD, procFD(fd), s.netfd, name, unix.AT_SYMLINK_FOLLOW)
 	switch {
 	case err == nil:
 		s.prepared = s.prepared[:len(s.prepared)-1]
@@ -864,7 +870,9 @@ func (s *Store) linkPrepared(key, name string) (exists bool, err error) {
 	case errors.Is(err, unix.EEXIST):
 		return true, nil
 	}
-	// Not usable: drop them all, the usual path writes records.
+	// Not usable: drop them all, the usual path writes records (and skips O_TMPFILE if
+	// its link is what failed).
+	s.refused.tmpfile = s.refused.tmpfile || errors.Is(err, unix.ENOENT) || noLink(err)
 	s.closePrepared()
 	return false, err
 }
