@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	filemutex "github.com/alexflint/go-filemutex"
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
@@ -43,7 +42,7 @@ var LockTimeout = 60 * time.Second
 // Store is one network's directory, locked for the duration of one call.
 type Store struct {
 	dir    string
-	lock   *filemutex.FileMutex
+	lockfd int // the flock'ed lock file
 	netfd  int
 	metafd int
 	idxfd  int
@@ -83,6 +82,8 @@ type Store struct {
 	// Options.Records), each linked into place by a Reserve of that owner.
 	prepared    []int
 	preparedKey string
+	// refused: the ways of creating a record this file system refused (see linkRecord).
+	refused refusals
 
 	// Rebuilds counts index rebuilds done by this call (tests and `list` report it).
 	Rebuilds int
@@ -112,7 +113,7 @@ func Open(dataDir, network string, opts Options) (*Store, error) {
 		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid network name %q", network)
 	}
 	s := &Store{
-		dir: filepath.Join(dataDir, network), netfd: -1, metafd: -1, idxfd: -1, stfd: -1,
+		dir: filepath.Join(dataDir, network), lockfd: -1, netfd: -1, metafd: -1, idxfd: -1, stfd: -1,
 		pages: map[pageKey]*page{}, owners: map[string][]netip.Addr{}, dirty: map[string]bool{},
 		overflow: map[string]bool{}, lastLen: map[int]int{},
 	}
@@ -160,13 +161,8 @@ func (s *Store) open(records int) error {
 	}
 	s.netfd = fd
 
-	var lst unix.Stat_t
-	if err := unix.Fstatat(s.netfd, lockName, &lst, unix.AT_SYMLINK_NOFOLLOW); err == nil && lst.Mode&unix.S_IFMT != unix.S_IFREG {
-		return cnierr.New(cnierr.StoreCorrupt, s.dir, "lock file %s is not a regular file", filepath.Join(s.dir, lockName))
-	}
-	// go-filemutex, on the same file host-local locks: the two plugins exclude each other.
-	if s.lock, err = filemutex.New(filepath.Join(s.dir, lockName)); err != nil {
-		return cnierr.IO(err, "cannot open lock file in %s", s.dir)
+	if err := s.openLock(); err != nil {
+		return err
 	}
 	s.prepare(records)
 	if err := s.lockWithTimeout(); err != nil {
@@ -192,19 +188,71 @@ func (s *Store) open(records int) error {
 	return s.loadState()
 }
 
+// lockMode is the mode host-local's go-filemutex creates the lock file with.
+const lockMode = 0o750
+
+// openLock opens the network's lock file, creating it if needed, through the directory
+// fd and never through a symlink. The fd is close-on-exec: a child must not inherit it
+// and keep the network locked after we exit. O_NONBLOCK: a fifo named lock must not hang
+// the open.
+func (s *Store) openLock() error {
+	path := filepath.Join(s.dir, lockName)
+	fd, err := unix.Openat(s.netfd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, lockMode)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) {
+		return cnierr.New(cnierr.StoreCorrupt, s.dir, "lock file %s is not a regular file", path)
+	}
+	if err != nil {
+		return cnierr.IO(err, "cannot open lock file %s", path)
+	}
+	s.lockfd = fd
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return cnierr.IO(err, "cannot stat lock file %s", path)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return cnierr.New(cnierr.StoreCorrupt, s.dir, "lock file %s is not a regular file", path)
+	}
+	return nil
+}
+
+// lockWithTimeout takes the lock file's flock, exclusive: the lock go-filemutex takes in
+// host-local, on the same file, so the two plugins exclude each other.
 func (s *Store) lockWithTimeout() error {
-	if s.lock.TryLock() == nil {
+	err := unix.Flock(s.lockfd, unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
 		return nil
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.lock.Lock() }()
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		return cnierr.IO(err, "cannot lock %s", s.dir)
+	}
+	fd := s.lockfd
+	done := make(chan error)
+	abandoned := make(chan struct{})
+	go func() {
+		err := unix.Flock(fd, unix.LOCK_EX)
+		for errors.Is(err, unix.EINTR) {
+			err = unix.Flock(fd, unix.LOCK_EX)
+		}
+		select {
+		case done <- err:
+		case <-abandoned:
+			// Timed out: the fd is ours to close, which drops the lock if we got it.
+			unix.Close(fd)
+		}
+	}()
+	timer := time.NewTimer(LockTimeout)
+	defer timer.Stop()
 	select {
 	case err := <-done:
 		if err != nil {
 			return cnierr.IO(err, "cannot lock %s", s.dir)
 		}
 		return nil
-	case <-time.After(LockTimeout):
+	case <-timer.C:
+		// The waiting flock keeps the fd, so that it never locks an fd number reused by
+		// another open.
+		s.lockfd = -1
+		close(abandoned)
 		return cnierr.New(cnierr.TryAgainLater, s.dir, "timed out after %s waiting for the lock of %s", LockTimeout, s.dir)
 	}
 }
@@ -405,10 +453,10 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 	}
 	exists, err := s.linkPrepared(key, name)
 	if err != nil {
-		exists, err = linkRecord(s.netfd, name, []byte(key))
+		exists, err = s.refused.linkRecord(s.netfd, name, []byte(key))
 	}
 	if err != nil && s.spaceFor(err) {
-		exists, err = linkRecord(s.netfd, name, []byte(key))
+		exists, err = s.refused.linkRecord(s.netfd, name, []byte(key))
 	}
 	if err != nil {
 		return false, cnierr.IO(err, "cannot write reservation %s", filepath.Join(s.dir, name))
@@ -450,6 +498,9 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 
 // noteRecord brings the index in line with one record found on disk.
 func (s *Store) noteRecord(a netip.Addr, regular bool, content string) error {
+	if regular && strings.TrimSpace(content) == "" {
+		return s.setTaken(a, false) // an empty record holds nothing
+	}
 	if err := s.setTaken(a, true); err != nil {
 		return err
 	}
@@ -561,7 +612,7 @@ func (s *Store) writeCursor(name string, b []byte, old int) error {
 	switch {
 	case old < 0:
 		var exists bool
-		exists, err = linkRecord(s.netfd, name, b)
+		exists, err = s.refused.linkRecord(s.netfd, name, b)
 		done = err == nil && !exists
 	case len(b) >= old:
 		done, err = overwriteAtomic(s.netfd, name, b)
@@ -789,8 +840,9 @@ func (s *Store) dropIndexFiles() {
 func (s *Store) prepare(n int) {
 	b := []byte(s.preparedKey)
 	for range min(n, 64) {
-		fd, err := unix.Openat(s.netfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		fd, err := sysOpenTmpfile(s.netfd)
 		if err != nil {
+			s.refused.tmpfile = s.refused.tmpfile || noTmpfile(err)
 			return
 		}
 		if err := writeAll(fd, b); err != nil {
@@ -809,7 +861,7 @@ func (s *Store) linkPrepared(key, name string) (exists bool, err error) {
 		return false, unix.ENOENT
 	}
 	fd := s.prepared[len(s.prepared)-1]
-	err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), s.netfd, name, unix.AT_SYMLINK_FOLLOW)
+	err = sysLinkat(unix.AT_FDCWD, procFD(fd), s.netfd, name, unix.AT_SYMLINK_FOLLOW)
 	switch {
 	case err == nil:
 		s.prepared = s.prepared[:len(s.prepared)-1]
@@ -818,7 +870,9 @@ func (s *Store) linkPrepared(key, name string) (exists bool, err error) {
 	case errors.Is(err, unix.EEXIST):
 		return true, nil
 	}
-	// Not usable: drop them all, the usual path writes records.
+	// Not usable: drop them all, the usual path writes records (and skips O_TMPFILE if
+	// its link is what failed).
+	s.refused.tmpfile = s.refused.tmpfile || errors.Is(err, unix.ENOENT) || noLink(err)
 	s.closePrepared()
 	return false, err
 }
@@ -833,15 +887,12 @@ func (s *Store) closePrepared() {
 func (s *Store) release() {
 	s.closePrepared()
 	s.closeIndexFiles()
-	for _, fd := range []*int{&s.stfd, &s.metafd, &s.netfd} {
+	// The lock last: closing its only fd drops the flock.
+	for _, fd := range []*int{&s.stfd, &s.metafd, &s.netfd, &s.lockfd} {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1
 		}
-	}
-	if s.lock != nil {
-		_ = s.lock.Close()
-		s.lock = nil
 	}
 }
 

@@ -158,46 +158,171 @@ func overwriteAtomic(dirfd int, name string, b []byte) (ok bool, err error) {
 // about 1 ms, thirty times a link within one.
 const tmpName = ".local-ipam.tmp"
 
-// linkRecord creates dir/name holding b, atomically and exclusively: the name appears
-// with its whole content or not at all (kill -9 at any instant leaves no empty or torn
-// record), and an existing name is never replaced (it reports exists).
-func linkRecord(dir int, name string, b []byte) (exists bool, err error) {
-	// An anonymous O_TMPFILE inode, linked in once written, leaves nothing behind if we
-	// die before the link.
-	fd, err := unix.Openat(dir, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+// onePage is the most a single write() at offset 0 is known to copy in one piece: the
+// kernel checks for a fatal signal only between pages (and FUSE sends a page in one
+// request), so a kill lands before such a write or after it, never inside.
+const onePage = 4096
+
+// The system calls whose refusal selects a slower way to create a file. Tests replace
+// them to force each way (export_test.go).
+var (
+	sysOpenTmpfile = func(dir int) (int, error) {
+		return unix.Openat(dir, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	}
+	sysLinkat    = unix.Linkat
+	sysRenameat2 = unix.Renameat2
+)
+
+// refusals remembers which ways of creating a file the file system refused during this
+// call, so that a refusal costs its failed system calls once per call, not once per
+// file. Nothing of it outlives the call: next time the directory may be on another file
+// system.
+type refusals struct {
+	tmpfile bool // O_TMPFILE, or linking it in through /proc/self/fd
+	link    bool // hard links (vfat, exfat)
+	rename2 bool // renameat2 with RENAME_NOREPLACE (FUSE file systems without it)
+}
+
+func noTmpfile(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL)
+}
+
+func noLink(err error) bool {
+	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
+}
+
+func noRename2(err error) bool {
+	return errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
+}
+
+func procFD(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// linkRecord creates dir/name holding b, exclusively (an existing name is never
+// replaced: it reports exists) and whole: kill -9 at any instant leaves the name absent,
+// whole or, on a file system that offers none of the atomic ways, empty; never torn. An
+// empty record holds nothing: every reader takes it for a free address and Reserve takes
+// it over (an empty cursor reads as no cursor). The ways, in order, each tried only while
+// the file system has not refused it during this call:
+//
+//  1. an anonymous O_TMPFILE inode, written, then linked in through /proc/self/fd (no
+//     trace if we die before the link);
+//  2. a named temporary file, written, then hard-linked to the name (no O_TMPFILE, or no
+//     /proc);
+//  3. the same file renamed to the name with RENAME_NOREPLACE (no hard links);
+//  4. an exclusive create, then the whole record in one write (createWhole).
+func (r *refusals) linkRecord(dir int, name string, b []byte) (exists bool, err error) {
+	if !r.tmpfile {
+		if done, exists, err := r.linkTmpfile(dir, name, b); done {
+			return exists, err
+		}
+	}
+	if !r.link || !r.rename2 {
+		if done, exists, err := r.linkNamed(dir, name, b); done {
+			return exists, err
+		}
+	}
+	return createWhole(dir, name, b)
+}
+
+// linkTmpfile is way 1; done is false when the file system refused it.
+func (r *refusals) linkTmpfile(dir int, name string, b []byte) (done, exists bool, err error) {
+	fd, err := sysOpenTmpfile(dir)
+	if err != nil {
+		if noTmpfile(err) {
+			r.tmpfile = true
+			return false, false, nil
+		}
+		return true, false, err
+	}
+	defer unix.Close(fd)
+	if err := writeAll(fd, b); err != nil {
+		return true, false, err // ENOSPC, EIO...: no second try that writes more
+	}
+	err = sysLinkat(unix.AT_FDCWD, procFD(fd), dir, name, unix.AT_SYMLINK_FOLLOW)
 	switch {
 	case err == nil:
-		werr := writeAll(fd, b)
-		if werr == nil {
-			werr = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dir, name, unix.AT_SYMLINK_FOLLOW)
-		}
-		unix.Close(fd)
-		switch {
-		case werr == nil:
-			return false, nil
-		case errors.Is(werr, unix.EEXIST):
-			return true, nil
-		case !errors.Is(werr, unix.ENOENT):
-			return false, werr // ENOSPC, EIO, EROFS...: no second try that writes more
-		}
-		// ENOENT: no /proc to link through; use a named temporary file.
-	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EISDIR), errors.Is(err, unix.EINVAL):
-		// A file system without O_TMPFILE: use a named temporary file.
-	default:
-		return false, err
+		return true, false, nil
+	case errors.Is(err, unix.EEXIST):
+		return true, true, nil
+	case errors.Is(err, unix.ENOENT), noLink(err):
+		// No /proc to link through, or no hard links at all.
+		r.tmpfile = true
+		return false, false, nil
 	}
+	return true, false, err
+}
+
+// linkNamed is ways 2 and 3; done is false when the file system refused both.
+func (r *refusals) linkNamed(dir int, name string, b []byte) (done, exists bool, err error) {
 	// A crash between link and unlink below leaves tmpName as a second link of a record:
 	// remove it, never truncate it.
 	if err := unix.Unlinkat(dir, tmpName, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return false, err
+		return true, false, err
 	}
-	werr := createFile(dir, tmpName, b)
-	if werr == nil {
-		werr = unix.Linkat(dir, tmpName, dir, name, 0)
+	if err := createFile(dir, tmpName, b); err != nil {
+		_ = unix.Unlinkat(dir, tmpName, 0)
+		return true, false, err
+	}
+	if !r.link {
+		err = sysLinkat(dir, tmpName, dir, name, 0)
+		switch {
+		case err == nil || errors.Is(err, unix.EEXIST):
+			_ = unix.Unlinkat(dir, tmpName, 0)
+			return true, err != nil, nil
+		case noLink(err):
+			r.link = true
+		default:
+			_ = unix.Unlinkat(dir, tmpName, 0)
+			return true, false, err
+		}
+	}
+	if !r.rename2 {
+		err = sysRenameat2(dir, tmpName, dir, name, unix.RENAME_NOREPLACE)
+		switch {
+		case err == nil:
+			return true, false, nil // tmpName is gone: it is the record now
+		case errors.Is(err, unix.EEXIST):
+			_ = unix.Unlinkat(dir, tmpName, 0)
+			return true, true, nil
+		case noRename2(err):
+			r.rename2 = true
+		default:
+			_ = unix.Unlinkat(dir, tmpName, 0)
+			return true, false, err
+		}
 	}
 	_ = unix.Unlinkat(dir, tmpName, 0)
-	if errors.Is(werr, unix.EEXIST) {
+	return false, false, nil
+}
+
+// createWhole is way 4, for a file system with neither O_TMPFILE, hard links nor
+// RENAME_NOREPLACE (exfat through FUSE), and what host-local always does: an exclusive
+// create, then the record in a single write, which a kill cannot split (see onePage).
+// Killed between the two, it leaves an empty record, which holds nothing. A record longer
+// than a page is written beside the empty one and renamed over it. On any failure the
+// name, ours and empty, is removed.
+func createWhole(dir int, name string, b []byte) (exists bool, err error) {
+	fd, err := unix.Openat(dir, name, wrFlags|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if errors.Is(err, unix.EEXIST) {
 		return true, nil
 	}
-	return false, werr
+	if err != nil {
+		return false, err
+	}
+	if len(b) <= onePage {
+		var n int
+		if n, err = unix.Write(fd, b); err == nil && n != len(b) {
+			err = unix.EIO
+		}
+	}
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err == nil && len(b) > onePage {
+		err = replaceFile(dir, name, b)
+	}
+	if err != nil {
+		_ = unix.Unlinkat(dir, name, 0)
+	}
+	return false, err
 }

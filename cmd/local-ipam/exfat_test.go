@@ -1,0 +1,248 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
+)
+
+// TestExfat: a data dir on exFAT through FUSE, a file system with no O_TMPFILE, no hard
+// links and no RENAME_NOREPLACE (as on removable media), where host-local's create-then-
+// write works. local-ipam serves ADD, CHECK, DEL, GC and list there as anywhere; a call
+// killed at any instant of an ADD leaves no torn record, and nothing that blocks an
+// address once the runtime has DELeted what failed: a fresh round refills the range
+// exactly.
+func TestExfat(t *testing.T) {
+	mnt := mountExfat(t)
+	bin := cniexec.Bin(t, "local-ipam")
+	dataDir := filepath.Join(mnt, "data")
+	const size = 29 // 10.99.0.2 - 10.99.0.30
+	n := &netw{version: "1.1.0", name: "exnet", dataDir: dataDir,
+		ipam: map[string]any{"type": "local-ipam", "subnet": "10.99.0.0/27"}}
+
+	// host-local works on this file system: so must we.
+	hl := &netw{version: "1.0.0", name: "hlnet", dataDir: dataDir,
+		ipam: map[string]any{"type": "host-local", "subnet": "10.98.0.0/27"}}
+	if o := cniexec.CNI(t, cniexec.Bin(t, "host-local"), cniexec.Call{Cmd: "ADD", ID: "h", IfName: "eth0", Conf: hl.conf(t, nil)}); o.Exit != 0 {
+		t.Fatalf("host-local ADD on exFAT: %s", o)
+	}
+
+	addAll := func(prefix string, count int) (map[string]string, []time.Duration) {
+		t.Helper()
+		byAddr := map[string]string{}
+		var took []time.Duration
+		for i := range count {
+			id := fmt.Sprintf("%s%d", prefix, i)
+			o := plugin(t, cniexec.Call{Cmd: "ADD", ID: id, IfName: "eth0", Conf: n.conf(t, nil)})
+			if o.Exit != 0 {
+				t.Fatalf("ADD %s: %s", id, o)
+			}
+			took = append(took, o.Took)
+			addrs := o.Addrs(t)
+			if len(addrs) != 1 {
+				t.Fatalf("ADD %s gave %v", id, addrs)
+			}
+			a := strings.TrimSuffix(addrs[0], "/27")
+			if prev, dup := byAddr[a]; dup {
+				t.Fatalf("ADD %s got %s, already %s's", id, a, prev)
+			}
+			byAddr[a] = id
+		}
+		wantError(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: prefix + "-over", IfName: "eth0", Conf: n.conf(t, nil)}), 100)
+		return byAddr, took
+	}
+	// wantRecords: the records are exactly byAddr's (whole, none empty, no temporary file).
+	wantRecords := func(byAddr map[string]string, when string) {
+		t.Helper()
+		want := map[string]string{}
+		for a, id := range byAddr {
+			want[a] = recKey(id, "eth0")
+		}
+		if d := diffMaps(recordFiles(t, n.dir()), want); d != "" {
+			t.Fatalf("records %s: %s", when, d)
+		}
+	}
+
+	// ADD until full, CHECK, list.
+	byAddr, took := addAll("c", size)
+	wantRecords(byAddr, "after filling the range")
+	for a, id := range byAddr {
+		prev := rawJSON(fmt.Sprintf(`{"cniVersion":"1.0.0","ips":[{"address":"%s/27"}]}`, a))
+		wantOK(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: id, IfName: "eth0", Conf: n.conf(t, map[string]any{"prevResult": prev})}), "CHECK "+id)
+	}
+	if l := listJSON(t, "--data-dir", dataDir, "--network", n.name); len(l) != size {
+		t.Errorf("list shows %d reservations, want %d", len(l), size)
+	}
+
+	// DEL ten, GC four more: exactly those fourteen addresses come back.
+	var freed []string
+	valid := []string{}
+	for a, id := range byAddr {
+		var i int
+		fmt.Sscanf(id, "c%d", &i)
+		switch {
+		case i < 10:
+			n.del(t, id, "eth0")
+		case i >= 25:
+		default:
+			valid = append(valid, id+"/eth0")
+			continue
+		}
+		freed = append(freed, a)
+		delete(byAddr, a)
+	}
+	wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{"cni.dev/valid-attachments": attachments(valid...)})}), "GC")
+	wantRecords(byAddr, "after DEL and GC")
+	refill, _ := addAll("r", len(freed))
+	if got := slices.Sorted(mapKeys(refill)); !slices.Equal(got, slices.Sorted(slices.Values(freed))) {
+		t.Fatalf("the refill got %v, want the freed %v", got, freed)
+	}
+	for a, id := range refill {
+		byAddr[a] = id
+	}
+	wantRecords(byAddr, "after the refill")
+	for _, id := range byAddr {
+		n.del(t, id, "eth0")
+	}
+	wantRecords(map[string]string{}, "after DEL of everything")
+
+	// kill -9 at random instants of ADDs (up to half again as long as an ADD takes).
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	span := took[len(took)/2] * 3 / 2
+	conf := n.conf(t, nil)
+	var killed []string
+	for i := range 60 {
+		id := fmt.Sprintf("k%d", i)
+		cmd := exec.Command(bin)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id,
+			"CNI_IFNAME=eth0", "CNI_NETNS=" + cniexec.FakeNetns, "CNI_PATH=" + filepath.Dir(bin)}
+		cmd.Stdin = strings.NewReader(string(conf))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rand.Int64N(int64(span) + 1)))
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		killed = append(killed, id)
+	}
+	// Whatever the kills left: records that are whole (of a killed ADD's container, one
+	// each) or empty, never torn.
+	empty, whole := 0, 0
+	owners := map[string]bool{}
+	for name, content := range recordFiles(t, n.dir()) {
+		id, ifname, _ := strings.Cut(content, "\r\n")
+		switch {
+		case content == "":
+			empty++
+		case ifname != "eth0" || !slices.Contains(killed, id):
+			t.Fatalf("record %s after the kills holds %q: torn or foreign", name, content)
+		case owners[id]:
+			t.Fatalf("container %s holds two records after the kills", id)
+		default:
+			owners[id] = true
+			whole++
+		}
+	}
+	t.Logf("after %d kills within %v of the start: %d whole records, %d empty", len(killed), span, whole, empty)
+	// The runtime DELs every ADD that did not succeed.
+	for _, id := range killed {
+		n.del(t, id, "eth0")
+	}
+	// An empty record as a kill between create and write leaves it: free all the same.
+	writeIn(t, n.dir(), "10.99.0.17", "")
+
+	final, _ := addAll("f", size)
+	wantRecords(final, "after the fresh round")
+	if l := listJSON(t, "--data-dir", dataDir, "--network", n.name); len(l) != size {
+		t.Errorf("list shows %d reservations after the fresh round, want %d", len(l), size)
+	}
+}
+
+func mapKeys(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// mountExfat makes a 64 MiB exFAT image, attaches it to a loop device and mounts it
+// through exfat-fuse; unmounted and detached at cleanup. It skips the test, saying why,
+// when any of that is not possible here.
+func mountExfat(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a loop device and a FUSE mount")
+	}
+	for _, tool := range []string{"mkfs.exfat", "mount.exfat-fuse", "losetup"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found (apt-get install exfatprogs exfat-fuse): %v", tool, err)
+		}
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("no FUSE: %v", err)
+	}
+	img := filepath.Join(t.TempDir(), "exfat.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.exfat", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.exfat: %v: %s", err, out)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: losetup: %v: %s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
+		}
+	})
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount.exfat-fuse", loop, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount exFAT through FUSE: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		// The FUSE daemon may still hold the mount busy for a moment.
+		var err error
+		for range 50 {
+			if err = unix.Unmount(mnt, 0); err == nil || !errors.Is(err, unix.EBUSY) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	// The premise: none of the atomic ways of creating a file works here.
+	probe := filepath.Join(mnt, "probe")
+	if err := os.WriteFile(probe, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(probe, probe+"2"); err == nil {
+		t.Skip("this exFAT mount supports hard links: not the file system this test is about")
+	}
+	os.Remove(probe)
+	return mnt
+}

@@ -1,0 +1,50 @@
+package disk
+
+import (
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// OnePage is the longest record written in a single write on a file system that offers
+// no atomic way to create a file.
+const OnePage = onePage
+
+// TmpName is the temporary file the fallbacks use in the network directory.
+const TmpName = tmpName
+
+// Attempts counts the calls of each system call that selects a way to create a file.
+type Attempts struct{ Tmpfile, Link, Rename2 atomic.Int64 }
+
+// Refuse makes these system calls fail as on a file system without them (with the
+// errors exfat through FUSE returns: EOPNOTSUPP for O_TMPFILE, EPERM for a hard link,
+// EINVAL for RENAME_NOREPLACE), and counts every attempt, refused or not, until the test
+// ends. Tests that use it must not run in parallel.
+func Refuse(t testing.TB, tmpfile, link, rename2 bool) *Attempts {
+	a := &Attempts{}
+	open, lnk, ren := sysOpenTmpfile, sysLinkat, sysRenameat2
+	t.Cleanup(func() { sysOpenTmpfile, sysLinkat, sysRenameat2 = open, lnk, ren })
+	sysOpenTmpfile = func(dir int) (int, error) {
+		a.Tmpfile.Add(1)
+		if tmpfile {
+			return -1, unix.EOPNOTSUPP
+		}
+		return open(dir)
+	}
+	sysLinkat = func(olddir int, oldpath string, newdir int, newpath string, flags int) error {
+		a.Link.Add(1)
+		if link {
+			return unix.EPERM
+		}
+		return lnk(olddir, oldpath, newdir, newpath, flags)
+	}
+	sysRenameat2 = func(olddir int, oldpath string, newdir int, newpath string, flags uint) error {
+		a.Rename2.Add(1)
+		if rename2 {
+			return unix.EINVAL
+		}
+		return ren(olddir, oldpath, newdir, newpath, flags)
+	}
+	return a
+}
