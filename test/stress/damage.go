@@ -11,7 +11,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/internal/fsclock"
 )
 
 const damageTimeout = 5 * time.Second
@@ -33,7 +34,7 @@ var (
 // dmg is one damage case being run against one plugin.
 type dmg struct {
 	*fixture
-	informational bool   // a known limitation, or the damage cannot happen here: outcomes are details
+	informational bool   // a known limitation: outcomes are details
 	unmet         bool   // an informational case whose documented outcome did not hold
 	why           string // why not
 	name          string
@@ -46,10 +47,11 @@ type damageCase struct {
 	name      string
 	doc       string // local-ipam's outcome, as docs/RELIABILITY.md documents it
 	localOnly bool   // damages local-ipam's own index: nothing for host-local
-	// needsCoarseTime: the damage can only happen where a directory change may keep the
-	// timestamps the last commit saw (no multigrain timestamps): elsewhere the outcome is
-	// reported, not judged.
-	needsCoarseTime bool
+	// coarseTime: the damage is a change right after local-ipam's last commit, which only
+	// matters where a directory change may keep the timestamps that commit saw. The case
+	// runs on a ramfs (such a file system) when one can be mounted, and reports what a
+	// probe found of the file system's timestamps.
+	coarseTime bool
 	// limitation: a known, documented limit of local-ipam (README, docs/RELIABILITY.md):
 	// the outcome is reported, not judged, until it is lifted.
 	limitation string
@@ -107,7 +109,7 @@ func (d *dmg) del(a *att) outcome {
 }
 
 // want records a local-ipam expectation: a violation when it does not hold, a detail for
-// host-local (and for a case that cannot happen on this machine).
+// host-local (and for a known limitation).
 func (d *dmg) want(ok bool, format string, a ...any) {
 	switch {
 	case ok || !d.x.isLocal():
@@ -503,17 +505,12 @@ var damageCases = []damageCase{
 		usable: 13,
 	},
 	{
-		name: "a record created behind the index's back within the clock tick of its last commit", localOnly: true, needsCoarseTime: true,
+		name: "a record created behind the index's back within the clock tick of its last commit", localOnly: true, coarseTime: true,
 		doc: "noticed like any change behind its back: the runtime's DEL of its container frees it. " +
-			"The harness forges the index state to match the directory, as a kernel without multigrain timestamps " +
-			"(before 6.13, or a file system without them) leaves it when host-local or a person creates a record " +
-			"within the clock tick (4 ms at HZ=250) of local-ipam's last commit",
-		damage: func(d *dmg) error {
-			if err := writeFile(d.path("10.50.0.9"), []byte("k-1\r\neth0")); err != nil {
-				return err
-			}
-			return forgeState(d.path(".local-ipam/state"), d.net)
-		},
+			"The record is created right after local-ipam's last commit (the set-up's last ADD), on a ramfs when " +
+			"one can be mounted: there it falls in the clock tick of that commit, as host-local's or a person's " +
+			"change can wherever two changes can share a directory's timestamps",
+		damage: func(d *dmg) error { return writeFile(d.path("10.50.0.9"), []byte("k-1\r\neth0")) },
 		run: func(d *dmg) {
 			a := d.att("k-1")
 			od := d.del(a)
@@ -610,63 +607,33 @@ func relTo(link, target string) string {
 	return r
 }
 
-// multigrain says why the directory's timestamps cannot miss a change here (a kernel of
-// 6.13 or later and a file system with multigrain timestamps: a change right after a stat
-// always gets a later timestamp), or "" when they can.
-func multigrain(dir string) string {
-	var uts unix.Utsname
-	if unix.Uname(&uts) != nil {
-		return ""
+// coarseRoot mounts a ramfs on root when it can (root must be empty), and says where the
+// case runs and whether two changes to a directory can share its timestamps there, by
+// trying (fsclock). unmount is nil when nothing was mounted.
+func coarseRoot(root string) (where string, unmountIt func(), err error) {
+	if err := mkdirAll(root); err != nil {
+		return "", nil, err
 	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor); err != nil {
-		return ""
+	where = "on the stress directory"
+	if os.Geteuid() == 0 && unix.Mount("stress-ramfs", root, "ramfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755") == nil {
+		where, unmountIt = "on a ramfs", func() { unmount(root) }
+	} else {
+		var st unix.Statfs_t
+		if unix.Statfs(root, &st) == nil {
+			where += " (" + fsName(st.Type) + ")"
+		}
 	}
-	var st unix.Statfs_t
-	if unix.Statfs(dir, &st) != nil {
-		return ""
-	}
-	switch st.Type {
-	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.TMPFS_MAGIC:
-	default:
-		return ""
-	}
-	if major > 6 || major == 6 && minor >= 13 {
-		return fmt.Sprintf("cannot happen here, Linux %d.%d and %s have multigrain timestamps", major, minor, fsName(st.Type))
-	}
-	return ""
-}
-
-// forgeState rewrites local-ipam's index state (.local-ipam/state, format 2: magic,
-// generation, the directory's inode, mtime and ctime, the owner table's root checksum,
-// FNV-1a checksum; see pkg/store/disk/state.go)
-// so that it matches the directory as it is now: what the state looks like when a change
-// falls in the same clock tick as the last commit, on a kernel without multigrain
-// timestamps. White-box on purpose: a timestamp collision cannot be produced on 6.13+.
-func forgeState(statePath, dir string) error {
-	b, err := os.ReadFile(statePath)
+	shared, err := fsclock.SharedTimestamps(root, 200)
 	if err != nil {
-		return err
+		if unmountIt != nil {
+			unmountIt()
+		}
+		return "", nil, err
 	}
-	if len(b) != 64 || string(b[:8]) != "LIPAMv2\n" {
-		return fmt.Errorf("unknown index state format (%d bytes)", len(b))
+	if shared {
+		return where + ", where two changes to a directory can share its timestamps", unmountIt, nil
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return err
-	}
-	le := binary.LittleEndian
-	le.PutUint64(b[16:], st.Ino)
-	le.PutUint64(b[24:], uint64(st.Mtim.Sec))
-	le.PutUint64(b[32:], uint64(st.Mtim.Nsec))
-	le.PutUint64(b[40:], uint64(st.Ctim.Sec))
-	le.PutUint64(b[48:], uint64(st.Ctim.Nsec))
-	h := uint32(2166136261)
-	for _, c := range b[:60] {
-		h = (h ^ uint32(c)) * 16777619
-	}
-	le.PutUint32(b[60:], h)
-	return overwrite(statePath, b)
+	return where + ", where no two changes to a directory shared its timestamps in 200 tries", unmountIt, nil
 }
 
 // overwrite writes b over path in place (no truncation, no new inode): as a lost write
@@ -738,7 +705,7 @@ func damageScenario(x *job) error {
 		x.note("violations in %d cases: %s", len(failed), strings.Join(failed, "; "))
 	}
 	if len(unjudged) > 0 {
-		x.note("documented outcome not met but not judged (a known limitation, or a damage that cannot happen on this machine) in %d cases: %s", len(unjudged), strings.Join(unjudged, "; "))
+		x.note("documented outcome not met but not judged (a known limitation) in %d cases: %s", len(unjudged), strings.Join(unjudged, "; "))
 	}
 	local := 0
 	for _, c := range damageCases {
@@ -757,9 +724,15 @@ func damageScenario(x *job) error {
 func (x *job) damageCase(i int, c damageCase) (unmet bool, err error) {
 	root := filepath.Join(x.dir, fmt.Sprintf("case%02d", i))
 	d := &dmg{name: c.name, root: root, canary: filepath.Join(root, "canary")}
-	if c.needsCoarseTime {
-		d.why = multigrain(x.dir)
-		d.informational = d.why != ""
+	if c.coarseTime {
+		where, unmountIt, err := coarseRoot(root)
+		if err != nil {
+			return false, err
+		}
+		if unmountIt != nil {
+			defer unmountIt()
+		}
+		x.detail("%s: runs %s", c.name, where)
 	}
 	if c.limitation != "" && x.isLocal() {
 		d.why, d.informational = c.limitation, true

@@ -765,10 +765,9 @@ func (s *Store) Commit() error {
 }
 
 // beginChange marks the state "changing" before this call's first change to the
-// records, so that a call killed anywhere until its commit always leaves a state the next
-// call cannot trust, whatever the directory's timestamps say (on kernels before 6.13 a
-// change in the same timestamp tick as the last commit would not move them). One byte,
-// one pwrite, once per call.
+// records, so that a call killed anywhere until its commit (the timestamps set by
+// statDir included) always leaves a state the next call cannot trust, whatever the
+// directory's timestamps say. One byte, one pwrite, once per call.
 func (s *Store) beginChange() error {
 	if s.ro {
 		return cnierr.IO(unix.EROFS, "cannot change the store %s: read-only file system", s.dir)
@@ -792,14 +791,28 @@ func (s *Store) invalidateState() error {
 	return pwriteAll(s.stfd, []byte{'x'}, 0)
 }
 
+// saveState records the directory as it is now (statDir) and writes the state. When the
+// directory's timestamps could not be made distinct, it first waits for the clock; if the
+// clock does not move, the state is left invalid and the next call rebuilds.
 func (s *Store) saveState() error {
 	var dst unix.Stat_t
-	if err := unix.Fstat(s.netfd, &dst); err != nil {
+	distinct, err := s.statDir(&dst)
+	if err != nil {
 		return cnierr.IO(err, "cannot stat %s", s.dir)
 	}
 	s.st.observe(&dst)
 	if s.table != nil {
 		s.st.root = s.table.root
+	}
+	if !distinct {
+		moved, err := s.waitClock(&dst)
+		if err != nil {
+			return cnierr.IO(err, "cannot write index state of %s", s.dir)
+		}
+		if !moved {
+			s.marked = true // invalid since waitClock's first write
+			return nil
+		}
 	}
 	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
 		return cnierr.IO(err, "cannot write index state of %s", s.dir)

@@ -90,8 +90,18 @@ func (s *Store) scan(fn func(Record) error) error {
 // the index is rebuilt in memory only, and nothing is written.
 func (s *Store) rebuild() error {
 	s.Rebuilds++
+	// The directory is recorded before the scan, so that a change during the scan (an rm,
+	// which takes no lock) makes the next call rebuild again. Its timestamps are made
+	// distinct first (statDir) unless no state will be written.
 	var before unix.Stat_t
-	if err := unix.Fstat(s.netfd, &before); err != nil {
+	var distinct bool
+	var err error
+	if s.ro || s.dropped {
+		err = unix.Fstat(s.netfd, &before)
+	} else {
+		distinct, err = s.statDir(&before)
+	}
+	if err != nil {
 		return cnierr.IO(err, "cannot stat %s", s.dir)
 	}
 	for _, p := range s.pages {
@@ -106,7 +116,7 @@ func (s *Store) rebuild() error {
 	s.table.close()
 	s.table = nil
 	s.memOnly = true // pages start empty, not read from any index
-	err := s.scan(func(r Record) error {
+	err = s.scan(func(r Record) error {
 		if !r.Regular {
 			return s.setTaken(r.Addr, true)
 		}
@@ -132,7 +142,7 @@ func (s *Store) rebuild() error {
 	if s.ro || s.dropped {
 		return nil
 	}
-	if err := s.writeIndex(&before); err != nil {
+	if err := s.writeIndex(&before, distinct); err != nil {
 		s.IndexErr = err
 		for _, p := range s.pages {
 			p.exists = false
@@ -147,7 +157,10 @@ func (s *Store) rebuild() error {
 }
 
 // writeIndex writes the in-memory index as a new generation and the state naming it.
-func (s *Store) writeIndex(before *unix.Stat_t) error {
+// When the directory's timestamps in before are not distinct (see state.go), the state
+// stays invalid and marked: the commit writes it after waiting for the clock (saveState),
+// so that a call waits at most once.
+func (s *Store) writeIndex(before *unix.Stat_t, distinct bool) error {
 	old, gen, err := s.generations()
 	if err != nil {
 		return err
@@ -185,13 +198,15 @@ func (s *Store) writeIndex(before *unix.Stat_t) error {
 	s.stale = false
 	s.st = state{gen: gen, root: s.table.root}
 	s.st.observe(before)
-	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
-		return err
+	if distinct {
+		if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
+			return err
+		}
 	}
 	if err := unix.Ftruncate(s.stfd, stateLen); err != nil {
 		return err
 	}
-	s.marked = false
+	s.marked = !distinct
 	_ = unix.Unlinkat(s.netfd, tmpName, 0)
 	return nil
 }

@@ -2,19 +2,34 @@ package disk
 
 import (
 	"encoding/binary"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // The state file (.local-ipam/state) says which index generation is current and what the
 // network directory looked like when that index last matched the records: its inode,
-// mtime and ctime. Every change to the records (create, unlink, rename in the directory)
-// moves the directory's mtime and ctime, and the state is written only after the index
-// has caught up. So at the start of every call one fstat tells whether anyone changed the
-// records behind the index (host-local, a person with rm, one of our own calls killed
-// half-way), and then the index is rebuilt from the records. ctime cannot be set from
-// user space, so a "touch -d" does not hide a change. On Linux 6.13+ a change right
-// after our fstat always gets a distinct timestamp (multigrain timestamps).
+// mtime and ctime. Every change to the records (create, link, unlink, rename in the
+// directory) moves the directory's mtime and ctime, and the state is written only after
+// the index has caught up. So at the start of every call one fstat tells whether anyone
+// changed the records behind the index (host-local, a person with rm, one of our own
+// calls killed half-way), and then the index is rebuilt from the records.
+//
+// A timestamp has the file system's granularity and, without multigrain timestamps, the
+// kernel's clock tick, so two changes can get the same one: a change right after a
+// commit could leave the very pair the commit recorded. But a change of a directory entry
+// sets mtime and ctime to one instant, so it always leaves them equal; the state records
+// a pair in which they differ, which no later change can leave, however close it follows
+// the commit and whatever the clock does. Right after a change the pair is equal: the
+// mtime is then set one step back (stampDir: the mtime minus 1 ns, which the file system
+// truncates to its granularity; the ctime becomes the time of that call) and the pair
+// that results is recorded. ctime cannot be set from user space, so a "touch -d" cannot
+// fake a recorded pair. When the mtime cannot be set (utimensat refused: not the
+// directory's owner, say), the state is written only once the file system's clock has
+// moved past the recorded pair (waitClock), with the lock held: any later change then
+// leaves a later one. A change made during a call by someone who does not take the lock
+// (rm) can still fall before the recorded pair and be missed.
 //
 // Format 2 adds root: the checksum of the owner table's header, the root of the tree of
 // checksums that covers every block of the index (owners.go). A state of format 1 does
@@ -82,4 +97,73 @@ func checksum(b []byte) uint32 {
 		h = (h ^ uint32(c)) * 16777619
 	}
 	return h
+}
+
+// stampDir sets the mtime of the directory open as fd, and leaves its atime (futimens).
+// A variable so that tests can make it fail as it does for a non-owner.
+var stampDir = func(fd int, mtime unix.Timespec) error {
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, mtime}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// statDir fstats the network directory for the state to record (see the top of this
+// file): when its mtime equals its ctime, the mtime is first set one step back. distinct
+// is false when they are still equal (the mtime could not be set): the state may then be
+// trusted only after waitClock.
+func (s *Store) statDir(st *unix.Stat_t) (distinct bool, err error) {
+	if err := unix.Fstat(s.netfd, st); err != nil {
+		return false, err
+	}
+	if st.Mtim != st.Ctim {
+		return true, nil
+	}
+	back := st.Mtim
+	if back.Nsec--; back.Nsec < 0 {
+		back.Sec, back.Nsec = back.Sec-1, 999_999_999
+	}
+	if stampDir(s.netfd, back) != nil {
+		return false, nil
+	}
+	if err := unix.Fstat(s.netfd, st); err != nil {
+		return false, err
+	}
+	return st.Mtim != st.Ctim, nil
+}
+
+// clockWait bounds waitClock: the coarsest timestamps in use are a second or two.
+var clockWait = 3 * time.Second
+
+// waitClock waits, with the lock held, until the file system's clock has moved past the
+// directory's timestamps in dir, so that any later change to the directory gets other
+// ones. The probe is a change in .local-ipam: a write of the state file's first byte,
+// which also keeps the state invalid meanwhile, and that file's new ctime. It reports
+// false when the clock did not move within clockWait.
+func (s *Store) waitClock(dir *unix.Stat_t) (bool, error) {
+	deadline := time.Now().Add(clockWait)
+	pause := 100 * time.Microsecond
+	for {
+		if err := pwriteAll(s.stfd, []byte{'x'}, 0); err != nil {
+			return false, err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(s.stfd, &st); err != nil {
+			return false, err
+		}
+		if later(st.Ctim, dir.Mtim) && later(st.Ctim, dir.Ctim) {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 10*time.Millisecond)
+	}
+}
+
+func later(a, b unix.Timespec) bool {
+	return a.Sec > b.Sec || a.Sec == b.Sec && a.Nsec > b.Nsec
 }
