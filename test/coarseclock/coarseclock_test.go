@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/fsclock"
-	"github.com/local-ipam/local-ipam/internal/testexec"
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // nobody runs the plugins in the non-owner runs: it does not own the network directory,
@@ -45,7 +45,7 @@ func TestSameTickChanges(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mounts a ramfs, a tmpfs, and an ext4 image (mkfs.ext4 -I 128) on a loop device")
 	}
-	bins := binaries{li: testexec.Bin(t, "local-ipam"), hl: testexec.Bin(t, "host-local")}
+	bins := binaries{li: cniexec.Bin(t, "local-ipam"), hl: cniexec.Bin(t, "host-local")}
 	mounted := 0
 	for _, fsys := range fileSystems {
 		t.Run(fsys.name, func(t *testing.T) {
@@ -220,14 +220,14 @@ func (w *world) conf(net, rng string) []byte {
 
 // call runs one CNI command of the plugin at bin as a runtime does (as nobody in a
 // non-owner run).
-func (w *world) call(bin, command, id string, conf []byte) testexec.Out {
+func (w *world) call(bin, command, id string, conf []byte) cniexec.Out {
 	w.t.Helper()
 	env := []string{"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=" + command, "CNI_PATH=" + filepath.Dir(bin),
-		"CNI_NETNS=" + testexec.FakeNetns, "CNI_IFNAME=eth0"}
+		"CNI_NETNS=" + cniexec.FakeNetns, "CNI_IFNAME=eth0"}
 	if id != "" {
 		env = append(env, "CNI_CONTAINERID="+id)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), testexec.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cniexec.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin)
 	cmd.Env, cmd.Stdin = env, bytes.NewReader(conf)
@@ -238,11 +238,11 @@ func (w *world) call(bin, command, id string, conf []byte) testexec.Out {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Run()
-	o := testexec.Out{Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
+	o := cniexec.Out{Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
-		w.t.Fatalf("%s %s %s did not finish within %v", filepath.Base(bin), command, id, testexec.Timeout)
+		w.t.Fatalf("%s %s %s did not finish within %v", filepath.Base(bin), command, id, cniexec.Timeout)
 	case errors.As(err, &ee):
 		o.Exit = ee.ExitCode()
 	case err != nil:
@@ -251,7 +251,7 @@ func (w *world) call(bin, command, id string, conf []byte) testexec.Out {
 	return o
 }
 
-func (w *world) mustOK(bin, command, id string, conf []byte) testexec.Out {
+func (w *world) mustOK(bin, command, id string, conf []byte) cniexec.Out {
 	w.t.Helper()
 	o := w.call(bin, command, id, conf)
 	if !o.OK() {
@@ -261,7 +261,7 @@ func (w *world) mustOK(bin, command, id string, conf []byte) testexec.Out {
 }
 
 // addr is the one address of an ADD's result.
-func (w *world) addr(o testexec.Out) netip.Addr {
+func (w *world) addr(o cniexec.Out) netip.Addr {
 	w.t.Helper()
 	addrs := o.Addrs(w.t)
 	if len(addrs) != 1 {
@@ -359,7 +359,7 @@ func tool(name, pkg string) (string, error) {
 		return p, nil
 	}
 	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		if p := filepath.Join(dir, name); testexec.Executable(p) == nil {
+		if p := filepath.Join(dir, name); cniexec.Executable(p) == nil {
 			return p, nil
 		}
 	}
