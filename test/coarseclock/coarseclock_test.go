@@ -1,7 +1,6 @@
 package coarseclock
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/local-ipam/local-ipam/internal/fsclock"
 	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/fsclock"
 )
 
 // nobody runs the plugins in the non-owner runs: it does not own the network directory,
@@ -227,26 +226,13 @@ func (w *world) call(bin, command, id string, conf []byte) cniexec.Out {
 	if id != "" {
 		env = append(env, "CNI_CONTAINERID="+id)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cniexec.Timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin)
-	cmd.Env, cmd.Stdin = env, bytes.NewReader(conf)
+	opts := cniexec.Options{Env: env, Stdin: conf}
 	if !w.owner {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		opts.Cred = &syscall.Credential{Uid: nobody, Gid: nobody}
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	err := cmd.Run()
-	o := cniexec.Out{Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		w.t.Fatalf("%s %s %s did not finish within %v", filepath.Base(bin), command, id, cniexec.Timeout)
-	case errors.As(err, &ee):
-		o.Exit = ee.ExitCode()
-	case err != nil:
-		w.t.Fatalf("running %s: %v", bin, err)
+	o, err := cniexec.Exec(context.Background(), bin, opts)
+	if err != nil {
+		w.t.Fatalf("%s %s %s: %v", filepath.Base(bin), command, id, err)
 	}
 	return o
 }
