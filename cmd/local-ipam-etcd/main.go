@@ -37,7 +37,20 @@ func (n network) List(fn func(ipam.Entry) error) error {
 	})
 }
 
-func open(c *config.Config) (ipam.Network, error) {
+func (n network) ReleaseNode(node string, freed func([]ipam.Entry)) (int, bool, error) {
+	return n.Store.ReleaseNode(node, func(rs []etcd.Record) {
+		es := make([]ipam.Entry, len(rs))
+		for i, r := range rs {
+			es[i] = ipam.Entry{Addr: r.Addr, Owner: r.Owner, Node: r.Node, Created: r.Created}
+		}
+		freed(es)
+	})
+}
+
+// open opens the network; for a CNI call (cni) with freeOnReboot, it frees what this
+// machine's node reserved in an earlier boot. Never for an operator's command: its
+// machine's boot ID says nothing of the node's.
+func open(c *config.Config, cni bool) (ipam.Network, error) {
 	s := c.Store
 	st, err := etcd.Open(etcd.Config{
 		Endpoints: s.Endpoints, Prefix: s.Prefix,
@@ -48,7 +61,7 @@ func open(c *config.Config) (ipam.Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.FreeOnReboot {
+	if cni && c.FreeOnReboot {
 		// This machine's reservations only: the others' containers did not reboot.
 		b, err := os.ReadFile(disk.BootIDFile())
 		if err != nil {

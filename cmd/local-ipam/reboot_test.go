@@ -104,6 +104,56 @@ func TestFreeOnReboot(t *testing.T) {
 		}
 	})
 
+	t.Run("freeOnReboot: the operator's commands free nothing, whatever the boot ID", func(t *testing.T) {
+		t.Parallel()
+		n := newNet(t, "1.1.0", "rbop", map[string]any{"subnet": "10.42.0.0/24", "freeOnReboot": true})
+		dir := t.TempDir()
+		env := []string{"LOCAL_IPAM_BOOT_ID_FILE=" + filepath.Join(dir, "boot_id")}
+		writeIn(t, dir, "boot_id", "boot-a\n")
+		n.add(t, "c1", "eth0", env...)
+		n.add(t, "c2", "eth0", env...)
+		// Another boot ID: this machine rebooted (no CNI call yet), or the commands run on
+		// another machine sharing the data dir.
+		writeIn(t, dir, "boot_id", "boot-b\n")
+		writeIn(t, dir, "net.conf", string(n.conf(t, nil)))
+		conf := filepath.Join(dir, "net.conf")
+		bin := cniexec.Bin(t, "local-ipam")
+		records := func() string {
+			var recs []string
+			for _, e := range listJSON(t, "--data-dir", n.dataDir) {
+				recs = append(recs, e.ContainerID+"="+e.Address)
+			}
+			return strings.Join(recs, " ")
+		}
+		for _, args := range [][]string{
+			{"list", "--conf", conf}, {"list", "--data-dir", n.dataDir}, {"list", "--conf", conf, "--json"},
+			{"usage", "--conf", conf}, {"usage", "--conf", conf, "--json"},
+			{"release", "--conf", conf, "--container", "nobody"},
+			{"release", "--network", n.name, "--data-dir", n.dataDir, "--container", "nobody", "--ifname", "eth0"},
+		} {
+			if o := cniexec.Run(t, bin, env, nil, args...); o.Exit != 0 {
+				t.Fatalf("%v: %s", args, o)
+			}
+			if got := records(); got != "c1=10.42.0.2 c2=10.42.0.3" {
+				t.Fatalf("after %v: records %s, want c1 and c2", args, got)
+			}
+		}
+		// release frees exactly what it names.
+		o := cniexec.Run(t, bin, env, nil, "release", "--conf", conf, "--container", "c2")
+		if o.Exit != 0 || o.Stdout != "released 10.42.0.3 (container c2, ifname eth0)\n" {
+			t.Fatalf("release c2: %s", o)
+		}
+		if got := records(); got != "c1=10.42.0.2" {
+			t.Fatalf("after release c2: records %s, want c1", got)
+		}
+		// The boot recorded is still boot A: a call of boot A frees nothing.
+		writeIn(t, dir, "boot_id", "boot-a\n")
+		n.add(t, "c3", "eth0", env...)
+		if got := records(); got != "c1=10.42.0.2 c3=10.42.0.4" {
+			t.Errorf("after an ADD of boot A: records %s, want c1 and c3", got)
+		}
+	})
+
 	t.Run("without freeOnReboot a reboot frees nothing", func(t *testing.T) {
 		t.Parallel()
 		n := newNet(t, "1.1.0", "rbno", map[string]any{"subnet": "10.40.0.0/24"})

@@ -42,7 +42,8 @@ Operator's commands:
         release a container's addresses (all its interfaces unless --ifname), safely
         under the network's lock (by transaction, for an etcd store)
   local-ipam release --conf FILE --node NAME
-        etcd store: release every address a machine reserved (one gone for good)
+        etcd store: release every address a machine gone for good reserved, and
+        free its node name for another machine (batch by batch; re-run to go on)
   local-ipam version
   local-ipam help
 
@@ -128,13 +129,14 @@ func loadConf(file string) (*config.Config, error) {
 	return config.Load(stdin, "")
 }
 
-// openEtcd opens a network kept in etcd for an operator's command; without the etcd
+// openEtcd opens a network kept in etcd for an operator's command, which acts for no
+// node (no freeOnReboot: the operator's machine is not the network's); without the etcd
 // store in this binary, the command is handed to local-ipam-etcd (no return then).
 func openEtcd(c *config.Config) (Network, error) {
 	if opts.OpenEtcd == nil {
 		return nil, handoff(nil)
 	}
-	return opts.OpenEtcd(c)
+	return opts.OpenEtcd(c, false)
 }
 
 func cmdList(args []string, stdout io.Writer) error {
@@ -482,6 +484,9 @@ func cmdRelease(args []string, stdout io.Writer) error {
 		st = ds
 	}
 	defer st.Close()
+	if *node != "" {
+		return releaseNode(st, *node, *network, stdout)
+	}
 	type freed struct {
 		addr netip.Addr
 		o    store.Owner
@@ -507,9 +512,8 @@ func cmdRelease(args []string, stdout io.Writer) error {
 				return nil
 			})
 		case Lister:
-			// --node: everything a machine that is gone for good left behind.
 			err = st.List(func(e Entry) error {
-				if (*node == "" && e.Owner.ID == *container) || (*node != "" && e.Node == *node) {
+				if e.Owner.ID == *container {
 					all = append(all, freed{e.Addr, e.Owner})
 				}
 				return nil
@@ -534,19 +538,48 @@ func cmdRelease(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(done) == 0 {
-		if *node != "" {
-			fmt.Fprintf(stdout, "nothing reserved by node %s in network %s\n", *node, *network)
-		} else {
-			fmt.Fprintf(stdout, "nothing reserved for container %s in network %s\n", *container, *network)
-		}
+		fmt.Fprintf(stdout, "nothing reserved for container %s in network %s\n", *container, *network)
 		return nil
 	}
 	for _, f := range done {
-		ifn := f.o.IfName
-		if ifn == "" {
-			ifn = "-"
+		printReleased(stdout, f.addr, f.o)
+	}
+	return nil
+}
+
+func printReleased(w io.Writer, a netip.Addr, o store.Owner) {
+	ifn := o.IfName
+	if ifn == "" {
+		ifn = "-"
+	}
+	fmt.Fprintf(w, "released %s (container %s, ifname %s)\n", a, o.ID, ifn)
+}
+
+// releaseNode releases everything node reserved (a machine gone for good), printing each
+// address as soon as its batch is released: a node of any size, each batch bounded by the
+// timeout; when a batch fails, what was printed is released and running the command
+// again goes on.
+func releaseNode(st Network, node, network string, stdout io.Writer) error {
+	nr, ok := st.(NodeReleaser)
+	if !ok {
+		return fmt.Errorf("%s cannot release a node's reservations", st)
+	}
+	n, cleared, err := nr.ReleaseNode(node, func(es []Entry) {
+		for _, e := range es {
+			printReleased(stdout, e.Addr, e.Owner)
 		}
-		fmt.Fprintf(stdout, "released %s (container %s, ifname %s)\n", f.addr, f.o.ID, ifn)
+	})
+	if err != nil {
+		if n == 0 {
+			return err
+		}
+		return fmt.Errorf("released %d addresses of node %s (listed above), then failed: %s; run the same command again to release the rest", n, node, errText(err))
+	}
+	if n == 0 {
+		fmt.Fprintf(stdout, "nothing reserved by node %s in network %s\n", node, network)
+	}
+	if cleared {
+		fmt.Fprintf(stdout, "node name %s is no longer bound to a machine in network %s\n", node, network)
 	}
 	return nil
 }

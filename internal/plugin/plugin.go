@@ -66,8 +66,18 @@ type Options struct {
 	Name    string
 	Version string
 	// OpenEtcd opens a network kept in etcd; nil in the node-local binary, which hands
-	// such calls to local-ipam-etcd instead.
-	OpenEtcd func(c *config.Config) (Network, error)
+	// such calls to local-ipam-etcd instead. cni: for a CNI call, which acts for this
+	// machine's node (freeOnReboot); false for an operator's command, which may run on
+	// any machine and writes nothing it was not asked to.
+	OpenEtcd func(c *config.Config, cni bool) (Network, error)
+}
+
+// NodeReleaser is a Network that releases everything one node reserved (a cluster store),
+// reporting each batch as soon as it is released.
+type NodeReleaser interface {
+	// ReleaseNode returns how many it released, and whether it cleared the node's
+	// binding to its machine.
+	ReleaseNode(node string, freed func([]Entry)) (n int, cleared bool, err error)
 }
 
 var opts Options
@@ -194,11 +204,11 @@ func load(args *skel.CmdArgs) (*config.Config, error) {
 	return c, nil
 }
 
-// openStore opens the config's network in its store, locked (disk) for this call. add:
-// the owner an ADD allocates for, whose disk records are prepared before the lock.
+// openStore opens the config's network in its store, locked (disk) for this CNI call.
+// add: the owner an ADD allocates for, whose disk records are prepared before the lock.
 func openStore(c *config.Config, add *store.Owner) (Network, error) {
 	if c.Store.Type == config.StoreEtcd {
-		return opts.OpenEtcd(c)
+		return opts.OpenEtcd(c, true)
 	}
 	o := disk.Options{FreeOnReboot: c.FreeOnReboot}
 	if add != nil {

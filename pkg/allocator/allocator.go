@@ -107,6 +107,19 @@ func reserveRequested(st store.Store, set ranges.Set, excl ranges.Exclusions, id
 }
 
 func reserveNext(st store.Store, set ranges.Set, excl ranges.Exclusions, idx int, o store.Owner) (Allocation, error) {
+	// A store without a lock tells when another process reserved for o after the check
+	// (store.ErrOwnerChanged): check again. Each time means one more reservation for o
+	// somewhere, so a few suffice.
+	for range 10 {
+		a, err := reserveNextOnce(st, set, excl, idx, o)
+		if !errors.Is(err, store.ErrOwnerChanged) {
+			return a, err
+		}
+	}
+	return Allocation{}, cnierr.New(cnierr.TryAgainLater, "", "the reservations of container %s, interface %s keep changing under concurrent ADDs", o.ID, o.IfName)
+}
+
+func reserveNextOnce(st store.Store, set ranges.Set, excl ranges.Exclusions, idx int, o store.Owner) (Allocation, error) {
 	// A second ADD of the same attachment is a runtime bug; refuse it as host-local does,
 	// counting ID-only records of the container as its own.
 	for _, owner := range []store.Owner{o, o.Legacy()} {

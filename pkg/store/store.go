@@ -5,6 +5,7 @@
 package store
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 
@@ -66,6 +67,12 @@ type Store interface {
 	// Close commits and releases the lock.
 	Close() error
 }
+
+// ErrOwnerChanged is returned by Reserve (or ReserveAt) of a store without a lock (etcd)
+// when the owner's reservations changed since this Store's last Owned of it: another
+// process reserved for the same owner meanwhile, and a duplicate check made on what Owned
+// returned is stale. Nothing was reserved; the caller checks again.
+var ErrOwnerChanged = errors.New("the owner's reservations changed since they were read")
 
 // CursorReserver is a Store that can reserve an address and move a range set's cursor to
 // it in one step (etcd: one transaction, one durable write, instead of two). The

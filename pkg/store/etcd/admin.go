@@ -4,11 +4,13 @@ import (
 	"context"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
@@ -22,19 +24,19 @@ type victim struct {
 	h holding
 }
 
-// nodeRecords lists this node's reservations (its index, not the pool), keeping those
-// keep accepts.
-func (s *Store) nodeRecords(keep func(e entry, kv *mvccpb.KeyValue) bool) ([]victim, error) {
-	prefix := s.nodePrefix(s.cfg.Node)
+// nodeRecords lists node's reservations (its index, not the pool), keeping those keep
+// accepts.
+func (s *Store) nodeRecords(node string, keep func(e entry, kv *mvccpb.KeyValue) bool) ([]victim, error) {
+	prefix := s.nodePrefix(node)
 	var out []victim
-	err := s.list("read the reservations of node "+s.cfg.Node, prefix, prefixEnd(prefix), func(kv *mvccpb.KeyValue) error {
+	err := s.list("read the reservations of node "+node, prefix, prefixEnd(prefix), true, func(kv *mvccpb.KeyValue) error {
 		a, ok := parseAddrName(string(kv.Key[len(prefix):]))
 		e, eok := parseEntry(kv.Value)
 		if !ok || !eok {
 			return corrupt(string(kv.Key), "not an index entry of local-ipam")
 		}
 		if !keep(e, kv) {
-			out = append(out, victim{a, holding{key: e.Owner, node: s.cfg.Node, rev: kv.CreateRevision}})
+			out = append(out, victim{a, holding{key: e.Owner, node: node, rev: kv.CreateRevision}})
 		}
 		return nil
 	})
@@ -46,34 +48,40 @@ var afterBatch func()
 
 // releaseMany releases the victims, batchRecords to a transaction; a batch whose
 // transaction fails (a page or a reservation changed since read) is released one by one.
-func (s *Store) releaseMany(vs []victim) ([]netip.Addr, error) {
+// report, if not nil, is told what each batch released as soon as it is released.
+func (s *Store) releaseMany(vs []victim, report func([]victim)) ([]netip.Addr, error) {
 	var done []netip.Addr
 	for len(vs) > 0 {
 		s.renew() // each batch has the call's timeout (see renew)
 		n := min(len(vs), batchRecords)
 		batch := vs[:n]
 		vs = vs[n:]
+		var freed []victim
 		ok, retried, err := s.releaseBatch(batch)
+		if err == nil && ok {
+			freed = batch
+		} else if err == nil {
+			for _, v := range batch {
+				var ok bool
+				if ok, err = s.release(v.a, v.h, retried); err != nil {
+					break
+				}
+				if ok {
+					freed = append(freed, v)
+				}
+			}
+		}
+		for _, v := range freed {
+			done = append(done, v.a)
+		}
+		if report != nil && len(freed) > 0 {
+			report(freed)
+		}
 		if afterBatch != nil {
 			afterBatch()
 		}
 		if err != nil {
 			return done, err
-		}
-		if ok {
-			for _, v := range batch {
-				done = append(done, v.a)
-			}
-			continue
-		}
-		for _, v := range batch {
-			ok, err := s.release(v.a, v.h, retried)
-			if err != nil {
-				return done, err
-			}
-			if ok {
-				done = append(done, v.a)
-			}
 		}
 	}
 	return done, nil
@@ -174,60 +182,113 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 // GC removes every reservation of this node whose (container ID, ifname) is not among the
 // valid attachments, with the outcome of the disk store's GC: one naming only a container
 // ID is kept when that container has any valid attachment. Other nodes' reservations are
-// never touched: their own GC knows their attachments. It reads only this node's index.
+// never touched: their own GC knows their attachments. It reads only this node's index,
+// after binding the node to this machine (refused if it is another machine's: node.go).
 func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error) {
+	if err := s.claimNode(); err != nil {
+		return nil, err
+	}
 	keeps := store.GCKeeps(valid)
-	vs, err := s.nodeRecords(func(e entry, _ *mvccpb.KeyValue) bool {
+	vs, err := s.nodeRecords(s.cfg.Node, func(e entry, _ *mvccpb.KeyValue) bool {
 		return keeps(strings.TrimSpace(e.Owner))
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.releaseMany(vs)
+	return s.releaseMany(vs, nil)
 }
 
 // FreeOnReboot releases every reservation of this node if the boot ID stored for it
 // differs from bootID (the machine rebooted: the containers died with it), then stores
 // bootID; the first call ever only stores it. It returns how many it freed. Only
-// reservations older than the stored boot ID's read are freed, so a call of the new boot
-// that raced ahead and reserved is never undone by a slower one.
+// reservations older than the stored boot ID's read are freed, so that a call of the new
+// boot that raced ahead and reserved is never undone by a slower one. The record is the
+// one Open read (no round trip of its own when the boot is unchanged): it is called right
+// after Open, as every CNI call does. The node must be this machine's (node.go): a node
+// bound to another machine is refused whatever its boot ID, so that no machine frees
+// another's reservations.
 func (s *Store) FreeOnReboot(bootID string) (int, error) {
 	bootID = strings.TrimSpace(bootID)
-	var resp *clientv3.GetResponse
-	err := s.do("read "+s.bootKey(), func(ctx context.Context) (err error) {
-		resp, err = s.cli.Get(ctx, s.bootKey())
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	if len(resp.Kvs) > 0 && string(resp.Kvs[0].Value) == bootID {
-		return 0, nil
-	}
 	freed := 0
-	if len(resp.Kvs) > 0 {
-		seenAt := resp.Header.Revision
-		vs, err := s.nodeRecords(func(_ entry, kv *mvccpb.KeyValue) bool { return kv.CreateRevision > seenAt })
-		if err != nil {
-			return 0, err
-		}
-		done, err := s.releaseMany(vs)
-		freed = len(done)
+	for range maxNodeTries {
+		m, err := s.ownNode()
 		if err != nil {
 			return freed, err
 		}
+		rec := s.node.rec
+		if rec.Machine == m && rec.Boot == bootID {
+			return freed, nil
+		}
+		if rec.Boot != "" && rec.Boot != bootID {
+			seenAt := s.node.readAt
+			vs, err := s.nodeRecords(s.cfg.Node, func(_ entry, kv *mvccpb.KeyValue) bool { return kv.CreateRevision > seenAt })
+			if err != nil {
+				return freed, err
+			}
+			done, err := s.releaseMany(vs, nil)
+			freed += len(done)
+			if err != nil {
+				return freed, err
+			}
+			s.renew()
+		}
+		// Recorded only once everything older is freed: a call that fails half-way
+		// leaves the old boot ID, and the next one goes on.
+		ok, err := s.writeNode(nodeRecord{Machine: m, Boot: bootID})
+		if err != nil || ok {
+			return freed, err
+		}
 	}
-	err = s.do("write "+s.bootKey(), func(ctx context.Context) error {
-		_, err := s.cli.Put(ctx, s.bootKey(), bootID)
+	return freed, cnierr.New(cnierr.TryAgainLater, "", "gave up recording the boot of node %s: %s keeps changing", s.cfg.Node, s.bootKey())
+}
+
+// ReleaseNode releases every reservation node made, for a machine gone for good: listed
+// from the node's index, batchRecords to a transaction, each batch with a timeout of its
+// own, so that a node of any size is released. freed is told each batch's reservations
+// as soon as they are released. Then it deletes the node's record, which frees the name
+// for another machine (node.go); cleared tells whether there was one. On an error, what
+// was released stays released, and calling it again goes on.
+func (s *Store) ReleaseNode(node string, freed func([]Record)) (n int, cleared bool, err error) {
+	if !validName(node) || strings.ContainsAny(node, "\r\n") {
+		return 0, false, cnierr.New(cnierr.InvalidConfig, "", "invalid node name %q", node)
+	}
+	s.renew()
+	vs, err := s.nodeRecords(node, func(entry, *mvccpb.KeyValue) bool { return false })
+	if err != nil {
+		return 0, false, err
+	}
+	done, err := s.releaseMany(vs, func(batch []victim) {
+		rs := make([]Record, len(batch))
+		for i, v := range batch {
+			rs[i] = Record{Addr: v.a, Owner: store.ParseKey(v.h.key), Node: node}
+		}
+		freed(rs)
+	})
+	if err != nil {
+		return len(done), false, err
+	}
+	s.renew()
+	var resp *clientv3.DeleteResponse
+	bk := s.base + "boot/" + node
+	err = s.do("delete "+bk, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Delete(ctx, bk)
 		return err
 	})
-	return freed, err
+	if err != nil {
+		return len(done), false, err
+	}
+	return len(done), resp.Deleted > 0, nil
 }
 
 // Writable proves that a reservation could be written now: a transaction holding a put
 // whose condition is never true goes through the leader and quorum like any write, and
 // is refused when etcd is out of space, yet writes nothing (not even a revision).
+// It fails too when the node is another machine's, or this machine's ID is unknown: an
+// ADD would be refused (node.go).
 func (s *Store) Writable() error {
+	if _, err := s.ownNode(); err != nil {
+		return err
+	}
 	k := s.base + "writable/" + s.cfg.Node
 	return s.do("write to "+s.base, func(ctx context.Context) error {
 		_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(k), "<", 0)).Then(clientv3.OpPut(k, "")).Commit()
@@ -240,7 +301,7 @@ func (s *Store) Writable() error {
 // is the index's, not the addresses'.
 func (s *Store) Records(fn func(Record) error) error {
 	prefix := s.base + "owner/"
-	return s.list("read the reservations of "+s.base, prefix, prefixEnd(prefix), func(kv *mvccpb.KeyValue) error {
+	return s.list("read the reservations of "+s.base, prefix, prefixEnd(prefix), true, func(kv *mvccpb.KeyValue) error {
 		rest := string(kv.Key[len(prefix):])
 		i := strings.IndexByte(rest, '/')
 		var a netip.Addr
@@ -277,12 +338,16 @@ func (s *Store) CountReserved(from, to netip.Addr) (int, error) {
 // Networks lists the networks that have any key under the prefix: one keys-only get of
 // one key per network, whatever their size.
 func Networks(cfg Config) ([]string, error) {
-	cli, cctx, stop, cfg, err := dial(cfg)
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	deadline := time.Now().Add(cfg.Timeout)
+	cli, cctx, stop, cfg, err := dial(cfg, deadline)
 	if err != nil {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, cli: cli, root: cctx, stop: stop}
-	s.renew()
+	s.ctx, s.cancel = context.WithDeadline(s.root, deadline)
 	defer s.Close()
 	root := cfg.Prefix + "/"
 	from, end := root, prefixEnd(root)

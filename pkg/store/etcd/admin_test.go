@@ -114,13 +114,15 @@ func TestFreeOnRebootOnlyThisNode(t *testing.T) {
 	mustReserve(t, a, "10.0.0.1", own("c1", "eth0"))
 	mustReserve(t, a, "10.0.0.2", own("c2", "eth0"))
 	mustReserve(t, b, "10.0.0.3", own("c3", "eth0"))
-	if n, err := a.FreeOnReboot("boot-1\n"); err != nil || n != 0 {
+	// Each call opens a Store and frees on reboot first, as the plugin does.
+	call := func() *Store { return mustOpen(t, cfgFor(shared, "node-a"), network) }
+	if n, err := call().FreeOnReboot("boot-1\n"); err != nil || n != 0 {
 		t.Fatalf("same boot: FreeOnReboot = %d, %v", n, err)
 	}
-	if n, err := a.FreeOnReboot("boot-2"); err != nil || n != 2 {
+	if n, err := call().FreeOnReboot("boot-2"); err != nil || n != 2 {
 		t.Fatalf("after reboot: FreeOnReboot = %d, %v; want 2", n, err)
 	}
-	if n, err := a.FreeOnReboot("boot-2"); err != nil || n != 0 {
+	if n, err := call().FreeOnReboot("boot-2"); err != nil || n != 0 {
 		t.Fatalf("second call of the boot: FreeOnReboot = %d, %v", n, err)
 	}
 	held := checkConsistent(t, rawClient(t, shared), a)

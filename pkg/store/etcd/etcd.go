@@ -48,10 +48,13 @@ type Config struct {
 	// TLS: a client certificate is optional; https endpoints need a CA or system roots.
 	CertFile, KeyFile, TrustedCAFile string
 	Username, Password               string // etcd authentication, optional
-	// Timeout bounds the whole life of a Store (one CNI call), dial included;
-	// DefaultTimeout when 0.
+	// Timeout bounds the whole life of a Store (one CNI call), dial and authentication
+	// included; DefaultTimeout when 0.
 	Timeout time.Duration
 	Node    string // this machine's name; records are tagged with it. Required.
+	// Machine is this machine's ID, which the node name is bound to (node.go); read from
+	// MachineIDFiles when empty, and only by what needs it (ADD, GC, freeOnReboot).
+	Machine string
 }
 
 // Record is one reservation, as Records reports it.
@@ -84,6 +87,12 @@ type Store struct {
 	last map[int]netip.Addr
 
 	lastMore bool // more cursors than Open read: LastReserved reads the others
+
+	node nodeState // this node's record, read by Open (node.go)
+	// guards: for each owner key Owned read, the revision it was read at. Reservations
+	// for that owner go through only if nothing changed the owner's reservations since
+	// (see reserve): the allocator's duplicate check holds across machines.
+	guards map[string]int64
 
 	rt   int // etcd round trips so far
 	once sync.Once
@@ -119,7 +128,12 @@ func Open(cfg Config, network string) (*Store, error) {
 	if !validName(cfg.Node) || strings.ContainsAny(cfg.Node, "\r\n") {
 		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid etcd node name %q (required; no '/', NUL or line break)", cfg.Node)
 	}
-	cli, root, stop, cfg, err := dial(cfg)
+	// The call's deadline starts now: dialing and authenticating spend it too.
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	deadline := time.Now().Add(cfg.Timeout)
+	cli, root, stop, cfg, err := dial(cfg, deadline)
 	if err != nil {
 		return nil, err
 	}
@@ -127,22 +141,28 @@ func Open(cfg Config, network string) (*Store, error) {
 		cfg: cfg, network: network, base: cfg.Prefix + "/" + network + "/",
 		cli: cli, root: root, stop: stop,
 		pages: map[pageID]*page{}, held: map[netip.Addr]holding{}, last: map[int]netip.Addr{},
+		guards: map[string]int64{},
 	}
-	s.renew()
+	s.ctx, s.cancel = context.WithDeadline(s.root, deadline)
 	// clientv3.New does not fail on a dead endpoint: a linearizable read proves that the
 	// cluster is reachable and has a leader with quorum. It reads the cursors, which the
-	// allocator needs next anyway.
-	var resp *clientv3.GetResponse
+	// allocator needs next anyway, and the node's record (node.go).
+	var resp *clientv3.TxnResponse
 	err = s.do("read the cursors of "+network, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Get(ctx, s.base+"last/", clientv3.WithPrefix(), clientv3.WithLimit(1024))
+		resp, err = s.cli.Txn(ctx).Then(
+			clientv3.OpGet(s.base+"last/", clientv3.WithPrefix(), clientv3.WithLimit(1024)),
+			clientv3.OpGet(s.bootKey()),
+		).Commit()
 		return err
 	})
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	s.lastMore = resp.More
-	for _, kv := range resp.Kvs {
+	s.setNode(firstKV(resp, 1), resp.Header.Revision)
+	cursors := resp.Responses[0].GetResponseRange()
+	s.lastMore = cursors.More
+	for _, kv := range cursors.Kvs {
 		set, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), s.base+"last/"))
 		if err != nil {
 			continue // not a cursor of ours
@@ -155,9 +175,9 @@ func Open(cfg Config, network string) (*Store, error) {
 }
 
 // dial makes the client and its context (no deadline: each call sets its own, see
-// renew); it does not talk to etcd (unless authentication is configured, which needs a
-// token).
-func dial(cfg Config) (*clientv3.Client, context.Context, context.CancelFunc, Config, error) {
+// renew); it does not talk to etcd, unless authentication is configured, which needs a
+// token: that is got before deadline.
+func dial(cfg Config, deadline time.Time) (*clientv3.Client, context.Context, context.CancelFunc, Config, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
@@ -174,8 +194,9 @@ func dial(cfg Config) (*clientv3.Client, context.Context, context.CancelFunc, Co
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   cfg.Endpoints,
-		DialTimeout: cfg.Timeout,
+		Endpoints: cfg.Endpoints,
+		// Bounds the authentication, the only request made here (0 would mean none).
+		DialTimeout: max(time.Until(deadline), time.Millisecond),
 		TLS:         tlsCfg,
 		Username:    cfg.Username,
 		Password:    cfg.Password,

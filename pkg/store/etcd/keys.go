@@ -23,7 +23,8 @@ import (
 //	full/<page>                present iff the page is all ones: FirstFree skips full pages
 //	                           with one keys-only range get instead of reading them
 //	last/<set>                 round-robin cursor of range set <set> (an address)
-//	boot/<node>                the boot ID FreeOnReboot last saw on <node>
+//	boot/<node>                the node's record (node.go): the machine the name is bound
+//	                           to and the boot ID FreeOnReboot last saw there
 //
 // The ip key and its two index entries are created and deleted in one transaction, which
 // also rewrites the page (compared by ModRevision) and its full marker, so all of them

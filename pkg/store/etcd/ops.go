@@ -84,10 +84,14 @@ func (s *Store) cachedPage(p pageID) (*page, error) {
 }
 
 // list calls fn for every key in [from, end), listBatch keys a round trip, all at the
-// revision of the first one (a consistent snapshot).
-func (s *Store) list(what, from, end string, fn func(*mvccpb.KeyValue) error, opts ...clientv3.OpOption) error {
+// revision of the first one (a consistent snapshot). long: a listing of any length (a
+// node's or a network's reservations), each round trip with a timeout of its own.
+func (s *Store) list(what, from, end string, long bool, fn func(*mvccpb.KeyValue) error, opts ...clientv3.OpOption) error {
 	var rev int64
 	for {
+		if long && rev != 0 {
+			s.renew()
+		}
 		var resp *clientv3.GetResponse
 		o := append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listBatch)}, opts...)
 		if rev != 0 {
@@ -116,7 +120,8 @@ func (s *Store) list(what, from, end string, fn func(*mvccpb.KeyValue) error, op
 // Owned implements store.Store: one prefix range over the owner's index entries. The
 // allocator asks for an attachment's ID-only owner right after the attachment's own
 // (ADD, DEL and CHECK all do), so that one is read in the same round trip and kept until
-// then, unless this Store changes a reservation in between.
+// then, unless this Store changes a reservation in between. The revision read guards the
+// owner's next reservation (see reserve).
 func (s *Store) Owned(o store.Owner) ([]netip.Addr, error) {
 	key := o.Key()
 	if p := s.prefetched; p != nil && p.key == key {
@@ -137,6 +142,10 @@ func (s *Store) Owned(o store.Owner) ([]netip.Addr, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	s.guards[key] = resp.Header.Revision
+	if legacy != key {
+		s.guards[legacy] = resp.Header.Revision
 	}
 	out, err := s.ownedFrom(key, prefix, resp.Responses[0].GetResponseRange())
 	if err != nil || legacy == key {
@@ -180,7 +189,7 @@ func (s *Store) ownedFrom(key, prefix string, rr *etcdserverpb.RangeResponse) ([
 	}
 	if rr.More && len(rr.Kvs) > 0 {
 		from := string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
-		if err := s.list("read the addresses of "+key, from, prefixEnd(prefix), add); err != nil {
+		if err := s.list("read the addresses of "+key, from, prefixEnd(prefix), false, add); err != nil {
 			return nil, err
 		}
 	}
@@ -327,6 +336,12 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 // only if the ip key does not exist, and sets the address's bit in its page only if the
 // page is the one read. It returns false only when the ip key exists; when the page
 // changed (another machine reserved or released in it) it reads it again and retries.
+//
+// The same transaction compares the node's record with the one read (node.go), binding
+// the node to this machine if it is bound to none; and, after an Owned of the owner (the
+// allocator's duplicate check), that no reservation of the owner or of its ID-only form
+// was made since: if one was, it returns store.ErrOwnerChanged and the allocator checks
+// again. Without an Owned first (a requested address) there is no such check, as on disk.
 func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 	return s.reserve(a, o, -1)
 }
@@ -345,16 +360,32 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 	}
 	key := o.Key()
 	p, off := pageOf(a)
-	ip, pk := s.ipKey(a), s.pageKey(p)
+	ip, pk, bk := s.ipKey(a), s.pageKey(p), s.bootKey()
 	ownerK, nodeK := s.ownerKey(key, a), s.nodeKey(s.cfg.Node, a)
 	e := entry{Owner: key, Node: s.cfg.Node, Created: time.Now().UTC(), Token: strconv.FormatUint(rand.Uint64(), 16)}
 	val, err := json.Marshal(e)
 	if err != nil {
 		return false, cnierr.IO(err, "cannot encode the reservation of %s", a)
 	}
+	// The owners whose reservations must not have changed since Owned read them.
+	var guarded []string
+	for _, k := range []string{key, o.Legacy().Key()} {
+		if _, ok := s.guards[k]; ok && !slices.Contains(guarded, k) {
+			guarded = append(guarded, k)
+		}
+	}
+	unguard := func() {
+		for _, k := range guarded {
+			delete(s.guards, k)
+		}
+	}
 	ambiguous := false
 	for try := 0; try < maxTries; try++ {
 		if err := s.backoff(try); err != nil {
+			return false, err
+		}
+		m, err := s.ownNode()
+		if err != nil {
 			return false, err
 		}
 		pg, err := s.cachedPage(p)
@@ -372,12 +403,30 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 		if set >= 0 {
 			ops = append(ops, clientv3.OpPut(s.lastKey(set), a.String()))
 		}
+		bind := s.node.rec.Machine == ""
+		newNode := nodeRecord{Machine: m, Boot: s.node.rec.Boot}
+		if bind {
+			nv, err := json.Marshal(newNode)
+			if err != nil {
+				return false, cnierr.IO(err, "cannot encode %s", bk)
+			}
+			ops = append(ops, clientv3.OpPut(bk, string(nv)))
+		}
+		cmps := []clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(ip), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
+			clientv3.Compare(clientv3.ModRevision(bk), "=", s.node.rev),
+		}
+		els := []clientv3.Op{clientv3.OpGet(ip), clientv3.OpGet(pk), clientv3.OpGet(ownerK), clientv3.OpGet(bk)}
+		for _, k := range guarded {
+			op := s.ownerPrefix(k)
+			rev := s.guards[k]
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op), "<", rev+1).WithRange(prefixEnd(op)))
+			els = append(els, clientv3.OpGet(op, clientv3.WithRange(prefixEnd(op)), clientv3.WithKeysOnly(), clientv3.WithMinModRev(rev+1), clientv3.WithLimit(1)))
+		}
 		var resp *clientv3.TxnResponse
 		retried, err := s.doRetried("reserve "+a.String(), func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).If(
-				clientv3.Compare(clientv3.CreateRevision(ip), "=", 0),
-				clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
-			).Then(ops...).Else(clientv3.OpGet(ip), clientv3.OpGet(pk), clientv3.OpGet(ownerK)).Commit()
+			resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(els...).Commit()
 			return err
 		})
 		ambiguous = ambiguous || retried
@@ -386,6 +435,7 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 		}
 		if resp.Succeeded {
 			s.prefetched = nil
+			unguard()
 			if allOnes(nb) {
 				s.markers = nil // a page just filled up
 			}
@@ -394,16 +444,23 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			if set >= 0 {
 				s.last[set] = a
 			}
+			if bind {
+				s.node = nodeState{rec: newNode, rev: resp.Header.Revision, readAt: resp.Header.Revision}
+			}
 			return true, nil
 		}
 		if _, err := s.setPage(p, firstKV(resp, 1)); err != nil {
 			return false, err
 		}
-		if ipKV := firstKV(resp, 0); ipKV != nil {
-			// Held. By us only if an attempt whose answer was lost went through: its
-			// entry carries this call's token.
-			if own := firstKV(resp, 2); ambiguous && own != nil && own.CreateRevision == ipKV.CreateRevision {
+		s.setNode(firstKV(resp, 3), resp.Header.Revision)
+		ipKV := firstKV(resp, 0)
+		if ipKV != nil && ambiguous {
+			// Held. By us if an attempt whose answer was lost went through: its entry
+			// carries this call's token.
+			if own := firstKV(resp, 2); own != nil && own.CreateRevision == ipKV.CreateRevision {
 				if got, ok := parseEntry(own.Value); ok && got.Token == e.Token {
+					s.prefetched = nil
+					unguard()
 					s.held[a] = holding{key: key, node: s.cfg.Node, rev: ipKV.CreateRevision}
 					if set >= 0 {
 						s.last[set] = a // it was in the same transaction
@@ -411,8 +468,20 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 					return true, nil
 				}
 			}
+		}
+		for i := range guarded {
+			if firstKV(resp, 4+i) != nil {
+				// Another call reserved for the owner since Owned: the duplicate check
+				// is stale.
+				s.prefetched = nil
+				unguard()
+				return false, store.ErrOwnerChanged
+			}
+		}
+		if ipKV != nil {
 			return false, nil
 		}
+		// The page or the node's record changed: again, with them as now read.
 	}
 	return false, cnierr.New(cnierr.TryAgainLater, "", "gave up reserving %s after %d tries: %s keeps changing under concurrent allocations", a, maxTries, pk)
 }

@@ -1,0 +1,240 @@
+package etcd
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+)
+
+// authProxy stands between the client and a real etcd, reading the client's HTTP/2
+// frames: the first request (the authentication, when credentials are configured) goes
+// through after a delay, every later request never does; everything else goes through.
+// etcd authenticates slowly, then stops answering.
+type authProxy struct {
+	ln      net.Listener
+	delay   time.Duration
+	done    chan struct{}
+	wg      sync.WaitGroup
+	dropped atomic.Bool // a request after the first was held back
+}
+
+func startAuthProxy(t *testing.T, target string, delay time.Duration) *authProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &authProxy{ln: ln, delay: delay, done: make(chan struct{})}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		close(p.done)
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		p.wg.Wait()
+	})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			p.wg.Add(2)
+			go func() {
+				defer p.wg.Done()
+				_, _ = io.Copy(c, u)
+			}()
+			go func() {
+				defer p.wg.Done()
+				p.upstream(c, u)
+			}()
+		}
+	}()
+	return p
+}
+
+// upstream forwards the client's preface and frames: those of the first stream opened
+// after the delay, those of any later stream never.
+func (p *authProxy) upstream(c, u net.Conn) {
+	const preface = 24 // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	buf := make([]byte, preface)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return
+	}
+	if _, err := u.Write(buf); err != nil {
+		return
+	}
+	var first uint32
+	var release time.Time // when the first stream's frames go through
+	hdr := make([]byte, 9)
+	for {
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			return
+		}
+		frame := make([]byte, 9+(int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2])))
+		copy(frame, hdr)
+		if _, err := io.ReadFull(c, frame[9:]); err != nil {
+			return
+		}
+		stream := binary.BigEndian.Uint32(hdr[5:9]) & 0x7fffffff
+		if stream != 0 && first == 0 {
+			first, release = stream, time.Now().Add(p.delay)
+		}
+		switch {
+		case stream == 0: // the connection's own: settings, pings, window updates
+		case stream == first:
+			select {
+			case <-time.After(time.Until(release)):
+			case <-p.done:
+				return
+			}
+		default:
+			p.dropped.Store(true)
+			continue // never answered
+		}
+		if _, err := u.Write(frame); err != nil {
+			return
+		}
+	}
+}
+
+func (p *authProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
+
+// TestAuthWithinTimeout: with a username and password the client authenticates before
+// any request; that must be spent out of the call's timeout, not on top of it. etcd
+// answers the authentication after most of the timeout, then nothing more: the call
+// fails with code 11 when the timeout is up (it took authentication + timeout before).
+func TestAuthWithinTimeout(t *testing.T) {
+	eps := startAuthEtcd(t)
+	const timeout = 2 * time.Second
+	cfg := Config{Node: "n", Timeout: timeout, Username: "root", Password: "secret"}
+
+	// Straight to etcd, the credentials work.
+	cfg.Endpoints = eps
+	s, err := Open(cfg, "auth")
+	if err != nil {
+		t.Fatalf("Open with the right password: %v", err)
+	}
+	s.Close()
+
+	slow := startAuthProxy(t, eps[0][len("http://"):], timeout*6/10)
+	for _, c := range []struct {
+		what     string
+		endpoint string
+	}{
+		{"authentication answered after 60% of the timeout, then nothing", slow.endpoint()},
+		{"a server that accepts and never answers", silentListener(t)},
+	} {
+		cfg.Endpoints = []string{c.endpoint}
+		start := time.Now()
+		_, err := Open(cfg, "auth")
+		took := time.Since(start)
+		t.Logf("%s: %v after %v", c.what, err, took)
+		if cnierr.Code(err) != cnierr.TryAgainLater {
+			t.Errorf("%s: Open = %v; want code 11", c.what, err)
+		}
+		if took > timeout+500*time.Millisecond {
+			t.Errorf("%s: Open took %v with a timeout of %v", c.what, took, timeout)
+		}
+	}
+	if !slow.dropped.Load() {
+		t.Errorf("no request came after the authentication: the slow one was not answered, the test tested nothing")
+	}
+}
+
+// startAuthEtcd starts an etcd with authentication on (user root, password secret). Its
+// password hashing is cheap (bcrypt's least cost): the delays are the proxy's, whatever
+// the machine's load.
+func startAuthEtcd(t *testing.T) []string {
+	t.Helper()
+	dir := t.TempDir()
+	l1, _ := net.Listen("tcp", "127.0.0.1:0")
+	l2, _ := net.Listen("tcp", "127.0.0.1:0")
+	client, peer := "http://"+l1.Addr().String(), "http://"+l2.Addr().String()
+	l1.Close()
+	l2.Close()
+	cfg, err := etcdtest.MemberConfig("m0", dir, client, peer, "m0="+peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BcryptCost = 4 // bcrypt's least
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		t.Fatal("etcd not ready")
+	}
+	eps := []string{client}
+	cli := rawClient(t, eps)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cli.UserAdd(ctx, "root", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return eps
+}
+
+// silentListener accepts connections and never says anything.
+func silentListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
