@@ -88,6 +88,30 @@ func (n *netw) del(t testing.TB, id, ifname string) {
 	}
 }
 
+// check runs CHECK of the attachment with prev, its ADD result, as prevResult.
+func (n *netw) check(t testing.TB, id, ifname string, prev json.RawMessage) cniexec.Out {
+	t.Helper()
+	return plugin(t, cniexec.Call{Cmd: "CHECK", ID: id, IfName: ifname, Conf: n.conf(t, map[string]any{"prevResult": prev})})
+}
+
+// gc runs GC with the attachments ("id/ifname") listed as valid under key:
+// validAttachments, or the older cni.dev/attachments.
+func (n *netw) gc(t testing.TB, key string, valid ...string) cniexec.Out {
+	t.Helper()
+	return plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{key: attachments(valid...)})})
+}
+
+// validAttachments is the GC key of CNI 1.1.
+const validAttachments = "cni.dev/valid-attachments"
+
+// wantRecords requires the network's records to be exactly want (address -> content).
+func (n *netw) wantRecords(t testing.TB, want map[string]string, when string) {
+	t.Helper()
+	if d := diffMaps(recordFiles(t, n.dir()), want); d != "" {
+		t.Fatalf("records %s: %s", when, d)
+	}
+}
+
 // wantError requires a failed call (exit 1) that printed exactly one well-formed CNI
 // error object, with all four keys of the spec and the given code, on stdout, and no Go
 // panic on stderr.
