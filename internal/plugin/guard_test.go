@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"maps"
-	"net"
 	"reflect"
 	"slices"
 	"strings"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/local-ipam/local-ipam/internal/jsonguard"
 )
 
 // interfacesOmitted is why no field of current.Interface is written.
@@ -40,58 +41,14 @@ var resultTypes = []struct {
 		"sandbox": interfacesOmitted, "socketPath": interfacesOmitted, "pciID": interfacesOmitted}},
 }
 
-// filled returns a new value of t with every exported field, at every depth, set to a
-// non-zero value (a valid address where the field is one), so that encoding/json writes
-// every field, omitempty or not.
+// filled is a new *typ with every field set (jsonguard.Populated).
 func filled(t *testing.T, typ reflect.Type) reflect.Value {
 	t.Helper()
-	v := reflect.New(typ)
-	fill(t, v.Elem(), typ.String())
+	v, err := jsonguard.Populated(typ)
+	if err != nil {
+		t.Fatalf("%v; teach jsonguard to fill it, then check printResult writes it", err)
+	}
 	return v
-}
-
-func fill(t *testing.T, v reflect.Value, path string) {
-	t.Helper()
-	switch v.Type() {
-	case reflect.TypeFor[net.IP]():
-		v.Set(reflect.ValueOf(net.IPv4(10, 1, 2, 3).To4()))
-		return
-	case reflect.TypeFor[net.IPMask]():
-		v.Set(reflect.ValueOf(net.CIDRMask(24, 32)))
-		return
-	}
-	switch v.Kind() {
-	case reflect.Pointer:
-		v.Set(reflect.New(v.Type().Elem()))
-		fill(t, v.Elem(), path)
-	case reflect.Struct:
-		for i := range v.NumField() {
-			if f := v.Type().Field(i); f.IsExported() {
-				fill(t, v.Field(i), path+"."+f.Name)
-			}
-		}
-	case reflect.Slice:
-		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
-		fill(t, v.Index(0), path+"[0]")
-	case reflect.Map:
-		v.Set(reflect.MakeMap(v.Type()))
-		k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
-		fill(t, k, path+" key")
-		fill(t, e, path+" value")
-		v.SetMapIndex(k, e)
-	case reflect.String:
-		v.SetString("x")
-	case reflect.Bool:
-		v.SetBool(true)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		v.SetInt(1)
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		v.SetUint(1)
-	case reflect.Float32, reflect.Float64:
-		v.SetFloat(1)
-	default:
-		t.Fatalf("%s: cannot fill a field of kind %s; teach fill, then check printResult writes it", path, v.Kind())
-	}
 }
 
 // jsonNames are the keys of the JSON object b.
