@@ -40,19 +40,7 @@ func newEtcdNet(name string, endpoints []string, ipam map[string]any) *etcdNet {
 func (n *etcdNet) conf(t testing.TB, node string, extra map[string]any) []byte {
 	t.Helper()
 	store := map[string]any{"type": "etcd", "endpoints": n.endpoints, "node": node, "timeout": n.timeout.String(), "prefix": "/t/" + t.Name()}
-	ipam := map[string]any{"type": "local-ipam", "store": store}
-	for k, v := range n.ipam {
-		ipam[k] = v
-	}
-	m := map[string]any{"cniVersion": "1.1.0", "name": n.name, "type": "bridge", "ipam": ipam}
-	for k, v := range extra {
-		m[k] = v
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return cniexec.NetConf("1.1.0", n.name, cniexec.Merge(map[string]any{"type": "local-ipam", "store": store}, n.ipam), extra)
 }
 
 // plugin runs bin/local-ipam (the binary runtimes are configured with).
@@ -199,16 +187,7 @@ func TestSameAsDisk(t *testing.T) {
 	e := newEtcdNet("same", eps, ipamSec)
 	dataDir := t.TempDir()
 	diskConf := func(extra map[string]any) []byte {
-		ipam := map[string]any{"type": "local-ipam", "dataDir": dataDir}
-		for k, v := range ipamSec {
-			ipam[k] = v
-		}
-		m := map[string]any{"cniVersion": "1.1.0", "name": "same", "type": "bridge", "ipam": ipam}
-		for k, v := range extra {
-			m[k] = v
-		}
-		b, _ := json.Marshal(m)
-		return b
+		return cniexec.NetConf("1.1.0", "same", cniexec.Merge(map[string]any{"type": "local-ipam", "dataDir": dataDir}, ipamSec), extra)
 	}
 	type step struct {
 		cmd, id, args string

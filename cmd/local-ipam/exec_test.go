@@ -51,11 +51,7 @@ type netw struct {
 
 func newNet(t testing.TB, version, name string, ipam map[string]any) *netw {
 	t.Helper()
-	n := &netw{version: version, name: name, dataDir: t.TempDir(), ipam: map[string]any{"type": "local-ipam"}}
-	for k, v := range ipam {
-		n.ipam[k] = v
-	}
-	return n
+	return &netw{version: version, name: name, dataDir: t.TempDir(), ipam: cniexec.Merge(map[string]any{"type": "local-ipam"}, ipam)}
 }
 
 // dir is the network's store directory.
@@ -64,31 +60,13 @@ func (n *netw) dir() string { return filepath.Join(n.dataDir, n.name) }
 // conf is the config as sent on stdin, with extra top-level keys.
 func (n *netw) conf(t testing.TB, extra map[string]any) []byte {
 	t.Helper()
-	ipam := map[string]any{"dataDir": n.dataDir}
-	for k, v := range n.ipam {
-		ipam[k] = v
-	}
-	m := map[string]any{"cniVersion": n.version, "name": n.name, "type": "bridge", "ipam": ipam}
-	for k, v := range extra {
-		m[k] = v
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return cniexec.NetConf(n.version, n.name, cniexec.Merge(map[string]any{"dataDir": n.dataDir}, n.ipam), extra)
 }
 
 // with returns a copy of the network with more (or replaced) ipam fields.
 func (n *netw) with(ipam map[string]any) *netw {
 	c := *n
-	c.ipam = map[string]any{}
-	for k, v := range n.ipam {
-		c.ipam[k] = v
-	}
-	for k, v := range ipam {
-		c.ipam[k] = v
-	}
+	c.ipam = cniexec.Merge(n.ipam, ipam)
 	return &c
 }
 
@@ -107,6 +85,30 @@ func (n *netw) del(t testing.TB, id, ifname string) {
 	t.Helper()
 	if o := plugin(t, cniexec.Call{Cmd: "DEL", ID: id, IfName: ifname, Conf: n.conf(t, nil)}); o.Exit != 0 || o.Stdout != "" {
 		t.Fatalf("DEL %s/%s: want exit 0 and no output, got %s", id, ifname, o)
+	}
+}
+
+// check runs CHECK of the attachment with prev, its ADD result, as prevResult.
+func (n *netw) check(t testing.TB, id, ifname string, prev json.RawMessage) cniexec.Out {
+	t.Helper()
+	return plugin(t, cniexec.Call{Cmd: "CHECK", ID: id, IfName: ifname, Conf: n.conf(t, map[string]any{"prevResult": prev})})
+}
+
+// gc runs GC with the attachments ("id/ifname") listed as valid under key:
+// validAttachments, or the older cni.dev/attachments.
+func (n *netw) gc(t testing.TB, key string, valid ...string) cniexec.Out {
+	t.Helper()
+	return plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{key: attachments(valid...)})})
+}
+
+// validAttachments is the GC key of CNI 1.1.
+const validAttachments = "cni.dev/valid-attachments"
+
+// wantRecords requires the network's records to be exactly want (address -> content).
+func (n *netw) wantRecords(t testing.TB, want map[string]string, when string) {
+	t.Helper()
+	if d := diffMaps(recordFiles(t, n.dir()), want); d != "" {
+		t.Fatalf("records %s: %s", when, d)
 	}
 }
 

@@ -71,9 +71,7 @@ func TestExfat(t *testing.T) {
 		for a, id := range byAddr {
 			want[a] = recKey(id, "eth0")
 		}
-		if d := diffMaps(recordFiles(t, n.dir()), want); d != "" {
-			t.Fatalf("records %s: %s", when, d)
-		}
+		n.wantRecords(t, want, when)
 	}
 
 	// ADD until full, CHECK, list.
@@ -104,7 +102,7 @@ func TestExfat(t *testing.T) {
 		freed = append(freed, a)
 		delete(byAddr, a)
 	}
-	wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{"cni.dev/valid-attachments": attachments(valid...)})}), "GC")
+	wantOK(t, n.gc(t, validAttachments, valid...), "GC")
 	wantRecords(byAddr, "after DEL and GC")
 	refill, _ := addAll("r", len(freed))
 	if got := slices.Sorted(mapKeys(refill)); !slices.Equal(got, slices.Sorted(slices.Values(freed))) {

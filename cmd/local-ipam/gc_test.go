@@ -10,6 +10,18 @@ import (
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
+// gcNet is a CNI 1.1 network over subnet with the attachments ("id/ifname") ADDed, in
+// that order.
+func gcNet(t *testing.T, name, subnet string, atts ...string) *netw {
+	t.Helper()
+	n := newNet(t, "1.1.0", name, map[string]any{"subnet": subnet})
+	for _, a := range atts {
+		id, ifname, _ := strings.Cut(a, "/")
+		n.add(t, id, ifname)
+	}
+	return n
+}
+
 // TestGC: CNI 1.1 GC with cni.dev/valid-attachments (or the older cni.dev/attachments).
 func TestGC(t *testing.T) {
 	t.Parallel()
@@ -29,20 +41,13 @@ func TestGC(t *testing.T) {
 		writeIn(t, n.dir(), "notes.txt", "an operator's notes")
 		cursor := mustRead(t, filepath.Join(n.dir(), "last_reserved_ip.0"))
 
-		o := plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
-			"cni.dev/valid-attachments": attachments("a/eth1", "c/eth0", "d/eth0", "legacy/eth0", "never-added/eth0"),
-		})})
-		wantOK(t, o, "GC")
-
-		want := map[string]string{
+		wantOK(t, n.gc(t, validAttachments, "a/eth1", "c/eth0", "d/eth0", "legacy/eth0", "never-added/eth0"), "GC")
+		n.wantRecords(t, map[string]string{
 			"10.10.0.3":  recKey("a", "eth1"),
 			"10.10.0.5":  recKey("c", "eth0"),
 			"10.10.0.7":  recKey("d", "eth0"),
 			"10.10.0.50": "legacy",
-		}
-		if d := diffMaps(recordFiles(t, n.dir()), want); d != "" {
-			t.Fatalf("records after GC: %s", d)
-		}
+		}, "after GC")
 		all := dirFiles(t, n.dir())
 		if _, ok := all["lock"]; !ok {
 			t.Error("GC removed the lock file")
@@ -58,11 +63,9 @@ func TestGC(t *testing.T) {
 		// ADDs (of a new container and of a collected attachment) carry on from the cursor.
 		for _, a := range []string{"a/eth1", "c/eth0", "d/eth0"} {
 			id, ifname, _ := strings.Cut(a, "/")
-			wantOK(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: id, IfName: ifname,
-				Conf: n.conf(t, map[string]any{"prevResult": results[a].Raw})}), "CHECK of kept "+a)
+			wantOK(t, n.check(t, id, ifname, results[a].Raw), "CHECK of kept "+a)
 		}
-		e := wantError(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: "c", IfName: "eth1",
-			Conf: n.conf(t, map[string]any{"prevResult": results["c/eth1"].Raw})}), 105)
+		e := wantError(t, n.check(t, "c", "eth1", results["c/eth1"].Raw), 105)
 		if !strings.Contains(e.Msg, "10.10.0.6") {
 			t.Errorf("CHECK of a collected attachment: message does not name 10.10.0.6: %q", e.Msg)
 		}
@@ -80,30 +83,17 @@ func TestGC(t *testing.T) {
 
 	t.Run("older key cni.dev/attachments is honoured too", func(t *testing.T) {
 		t.Parallel()
-		n := newNet(t, "1.1.0", "gcold", map[string]any{"subnet": "10.11.0.0/24"})
-		n.add(t, "keep", "eth0")
-		n.add(t, "drop", "eth0")
-		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
-			"cni.dev/attachments": attachments("keep/eth0"),
-		})}), "GC with cni.dev/attachments")
-		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.11.0.2": recKey("keep", "eth0")}); d != "" {
-			t.Fatalf("records after GC: %s", d)
-		}
+		n := gcNet(t, "gcold", "10.11.0.0/24", "keep/eth0", "drop/eth0")
+		wantOK(t, n.gc(t, "cni.dev/attachments", "keep/eth0"), "GC with cni.dev/attachments")
+		n.wantRecords(t, map[string]string{"10.11.0.2": recKey("keep", "eth0")}, "after GC")
 	})
 
 	t.Run("empty list removes every record", func(t *testing.T) {
 		t.Parallel()
-		n := newNet(t, "1.1.0", "gcempty", map[string]any{"subnet": "10.12.0.0/24"})
-		n.add(t, "a", "eth0")
-		n.add(t, "b", "eth0")
-		n.add(t, "b", "eth1")
+		n := gcNet(t, "gcempty", "10.12.0.0/24", "a/eth0", "b/eth0", "b/eth1")
 		writeIn(t, n.dir(), "10.12.0.100", "legacy")
-		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
-			"cni.dev/valid-attachments": attachments(),
-		})}), "GC with an empty list")
-		if got := recordFiles(t, n.dir()); len(got) != 0 {
-			t.Fatalf("records left after GC with an empty list: %v", got)
-		}
+		wantOK(t, n.gc(t, validAttachments), "GC with an empty list")
+		n.wantRecords(t, map[string]string{}, "after GC with an empty list")
 		if got := listJSON(t, "--data-dir", n.dataDir); len(got) != 0 {
 			t.Errorf("list after GC with an empty list: %v", got)
 		}
@@ -114,28 +104,22 @@ func TestGC(t *testing.T) {
 
 	t.Run("a list of 5000 attachments (over 64 KiB of config) is read whole", func(t *testing.T) {
 		t.Parallel()
-		n := newNet(t, "1.1.0", "gcbig", map[string]any{"subnet": "10.16.0.0/16"})
-		n.add(t, "drop", "eth0")
-		n.add(t, "keep", "eth0")
+		n := gcNet(t, "gcbig", "10.16.0.0/16", "drop/eth0", "keep/eth0")
 		list := make([]string, 0, 5001)
 		for i := 0; i < 5000; i++ {
 			list = append(list, fmt.Sprintf("container-%06d/eth0", i))
 		}
-		conf := n.conf(t, map[string]any{"cni.dev/valid-attachments": attachments(append(list, "keep/eth0")...)})
+		conf := n.conf(t, map[string]any{validAttachments: attachments(append(list, "keep/eth0")...)})
 		if len(conf) < 128<<10 {
 			t.Fatalf("config is only %d bytes", len(conf))
 		}
 		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: conf}), "GC with a long list")
-		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.16.0.3": recKey("keep", "eth0")}); d != "" {
-			t.Fatalf("records after GC: %s", d)
-		}
+		n.wantRecords(t, map[string]string{"10.16.0.3": recKey("keep", "eth0")}, "after GC")
 	})
 
 	t.Run("neither key: code 7 and the store is untouched", func(t *testing.T) {
 		t.Parallel()
-		n := newNet(t, "1.1.0", "gcnokey", map[string]any{"subnet": "10.13.0.0/24"})
-		n.add(t, "a", "eth0")
-		n.add(t, "b", "eth0")
+		n := gcNet(t, "gcnokey", "10.13.0.0/24", "a/eth0", "b/eth0")
 		writeIn(t, n.dir(), "notes.txt", "x")
 		before := dirFiles(t, n.dir())
 		wantError(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, nil)}), 7)
@@ -174,7 +158,7 @@ func TestGC(t *testing.T) {
 		}
 		refNet := *n
 		refNet.dataDir = ref
-		gc := map[string]any{"cni.dev/valid-attachments": attachments(
+		gc := map[string]any{validAttachments: attachments(
 			"c0/eth0", "c1/eth1", "c3/eth0", "c3/eth1", "c5/eth1", "c6/eth0", "c9/eth0", "legacy-kept/eth0", "c2/eth0")}
 		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, gc)}), "local-ipam GC")
 		if o := cniexec.CNI(t, hl, cniexec.Call{Cmd: "GC", Conf: refNet.conf(t, gc)}); o.Exit != 0 {
@@ -190,10 +174,8 @@ func TestGC(t *testing.T) {
 		}
 		// And local-ipam carries on: CHECK of a kept host-local attachment passes, of a
 		// collected one fails.
-		wantOK(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: "c3", IfName: "eth1",
-			Conf: n.conf(t, map[string]any{"prevResult": hlResults["c3/eth1"].Raw})}), "CHECK of a kept host-local attachment")
-		wantError(t, plugin(t, cniexec.Call{Cmd: "CHECK", ID: "c4", IfName: "eth0",
-			Conf: n.conf(t, map[string]any{"prevResult": hlResults["c4/eth0"].Raw})}), 105)
+		wantOK(t, n.check(t, "c3", "eth1", hlResults["c3/eth1"].Raw), "CHECK of a kept host-local attachment")
+		wantError(t, n.check(t, "c4", "eth0", hlResults["c4/eth0"].Raw), 105)
 	})
 
 	t.Run("a record that cannot be removed: GC goes on, then code 5 naming it", func(t *testing.T) {
@@ -201,25 +183,18 @@ func TestGC(t *testing.T) {
 		if _, err := exec.LookPath("chattr"); err != nil {
 			t.Skip("chattr not found (e2fsprogs): cannot make a record undeletable")
 		}
-		n := newNet(t, "1.1.0", "gcimm", map[string]any{"subnet": "10.15.0.0/24"})
-		n.add(t, "a", "eth0")
-		n.add(t, "b", "eth0")
-		n.add(t, "c", "eth0")
+		n := gcNet(t, "gcimm", "10.15.0.0/24", "a/eth0", "b/eth0", "c/eth0")
 		stuck := filepath.Join(n.dir(), "10.15.0.3")
 		if out, err := exec.Command("chattr", "+i", stuck).CombinedOutput(); err != nil {
 			t.Skipf("chattr +i does not work here (file system without the immutable flag, or not root): %v %s", err, out)
 		}
 		t.Cleanup(func() { _ = exec.Command("chattr", "-i", stuck).Run() })
 
-		e := wantError(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
-			"cni.dev/valid-attachments": attachments(),
-		})}), 5)
+		e := wantError(t, n.gc(t, validAttachments), 5)
 		if !strings.Contains(e.Msg+" "+e.Details, "10.15.0.3") {
 			t.Errorf("GC error does not name the record it could not remove: %+v", e)
 		}
-		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.15.0.3": recKey("b", "eth0")}); d != "" {
-			t.Fatalf("GC did not go on past the undeletable record: %s", d)
-		}
+		n.wantRecords(t, map[string]string{"10.15.0.3": recKey("b", "eth0")}, "after a GC that must go on past the undeletable record")
 		// The index is still right: the next ADD skips the stuck address.
 		if got := n.add(t, "d", "eth0").Addrs(); len(got) != 1 || got[0] != "10.15.0.5/24" {
 			t.Errorf("ADD after the failed GC got %v, want 10.15.0.5/24", got)
@@ -227,11 +202,7 @@ func TestGC(t *testing.T) {
 		if out, err := exec.Command("chattr", "-i", stuck).CombinedOutput(); err != nil {
 			t.Fatalf("chattr -i: %v %s", err, out)
 		}
-		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{
-			"cni.dev/valid-attachments": attachments("d/eth0"),
-		})}), "GC once the record can be removed")
-		if d := diffMaps(recordFiles(t, n.dir()), map[string]string{"10.15.0.5": recKey("d", "eth0")}); d != "" {
-			t.Fatalf("records after the second GC: %s", d)
-		}
+		wantOK(t, n.gc(t, validAttachments, "d/eth0"), "GC once the record can be removed")
+		n.wantRecords(t, map[string]string{"10.15.0.5": recKey("d", "eth0")}, "after the second GC")
 	})
 }

@@ -62,17 +62,30 @@ func SelfMiddleman() *Middleman {
 // BuildMiddleman builds rsshelper into dir with the go command and returns it. When it
 // cannot, it returns SelfMiddleman and a warning saying why.
 func BuildMiddleman(dir string) (*Middleman, string) {
+	out := filepath.Join(dir, "rsshelper")
+	if err := GoBuild(out, HelperPackage, "CGO_ENABLED=0", "-trimpath"); err != nil {
+		return SelfMiddleman(), fmt.Sprintf("could not build the RSS middleman (%v); using this binary (higher floor)", err)
+	}
+	return &Middleman{Path: out}, ""
+}
+
+// GoBuild builds the main package pkg into out with the go command (from PATH, else this
+// toolchain's), with env added to this process's environment and the build flags given;
+// the error holds what the command printed.
+func GoBuild(out, pkg, env string, flags ...string) error {
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	out := filepath.Join(dir, "rsshelper")
-	c := exec.Command(goCmd, "build", "-trimpath", "-o", out, HelperPackage)
-	c.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := c.CombinedOutput(); err != nil {
-		return SelfMiddleman(), fmt.Sprintf("could not build the RSS middleman (%v: %s); using this binary (higher floor)", err, strings.TrimSpace(string(msg)))
+	args := append(append([]string{"build"}, flags...), "-o", out, pkg)
+	c := exec.Command(goCmd, args...)
+	if env != "" {
+		c.Env = append(os.Environ(), env)
 	}
-	return &Middleman{Path: out}, ""
+	if msg, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v: %s", pkg, err, strings.TrimSpace(string(msg)))
+	}
+	return nil
 }
 
 // env is the middleman's environment: env (nil: this process's) and m.Env.

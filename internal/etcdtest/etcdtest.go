@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // MemberConfig is the configuration of one test member: loopback URLs, data in
@@ -164,10 +165,6 @@ var (
 // link after the first time) and returns its path.
 func MemberBinary() (string, error) {
 	buildOnce.Do(func() {
-		goCmd, err := exec.LookPath("go")
-		if err != nil {
-			goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
 		dir := filepath.Join(os.TempDir(), fmt.Sprintf("local-ipam-etcdtest-%d", os.Getuid()))
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			buildErr = err
@@ -177,10 +174,8 @@ func MemberBinary() (string, error) {
 		// at once do not clash, and one running the old binary keeps its inode.
 		bin := filepath.Join(dir, "etcd-member")
 		tmp := fmt.Sprintf("%s.%d.tmp", bin, os.Getpid())
-		cmd := exec.Command(goCmd, "build", "-o", tmp, MemberPackage)
-		if out, err := cmd.CombinedOutput(); err != nil {
+		if buildErr = cniexec.GoBuild(tmp, MemberPackage, ""); buildErr != nil {
 			os.Remove(tmp)
-			buildErr = fmt.Errorf("go build %s: %v\n%s", MemberPackage, err, out)
 			return
 		}
 		if buildErr = os.Rename(tmp, bin); buildErr != nil {

@@ -279,42 +279,38 @@ func testFirstFreeModel(t *testing.T, open Opener, base netip.Addr, span int) {
 func testFirstFreeEdges(t *testing.T, open Opener) {
 	s := open(t)
 	defer mustClose(t, s)
-	ff := func(from, to string) string {
-		a, ok, err := s.FirstFree(netip.MustParseAddr(from), netip.MustParseAddr(to))
+	const top6 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+	// In order, each step's reservations kept for the next ones.
+	for _, c := range []struct {
+		reserve  []string
+		from, to string
+		want     string // "none": no free address
+		what     string
+	}{
+		{[]string{"255.255.255.255", "255.255.255.254"}, "255.255.255.254", "255.255.255.255", "none", "top of IPv4"},
+		{nil, "255.255.255.250", "255.255.255.255", "255.255.255.250", "below the top of IPv4"},
+		{[]string{top6}, top6, top6, "none", "top of IPv6"},
+		{nil, "10.0.0.9", "10.0.0.1", "none", "reversed bounds"},
+		{nil, "0.0.0.0", "0.0.0.0", "0.0.0.0", "single free"},
+		// IPv4 and IPv6 are separate spaces: ::a00:1 is not 10.0.0.1.
+		{[]string{"10.0.0.1"}, "::a00:1", "::a00:1", "::a00:1", "IPv6 ::a00:1 taken by IPv4 10.0.0.1"},
+		// A huge IPv6 stretch with nothing taken answers at once.
+		{nil, "2001:db8::", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8::", "empty huge range"},
+	} {
+		for _, a := range c.reserve {
+			reserve(t, s, a, alice)
+		}
+		a, ok, err := s.FirstFree(netip.MustParseAddr(c.from), netip.MustParseAddr(c.to))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !ok {
-			return "none"
+		got := "none"
+		if ok {
+			got = a.String()
 		}
-		return a.String()
-	}
-	reserve(t, s, "255.255.255.255", alice)
-	reserve(t, s, "255.255.255.254", alice)
-	if got := ff("255.255.255.254", "255.255.255.255"); got != "none" {
-		t.Errorf("top of IPv4: %s", got)
-	}
-	if got := ff("255.255.255.250", "255.255.255.255"); got != "255.255.255.250" {
-		t.Errorf("below the top of IPv4: %s", got)
-	}
-	reserve(t, s, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", alice)
-	if got := ff("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"); got != "none" {
-		t.Errorf("top of IPv6: %s", got)
-	}
-	if got := ff("10.0.0.9", "10.0.0.1"); got != "none" {
-		t.Errorf("reversed bounds: %s", got)
-	}
-	if got := ff("0.0.0.0", "0.0.0.0"); got != "0.0.0.0" {
-		t.Errorf("single free: %s", got)
-	}
-	// IPv4 and IPv6 are separate spaces: ::a00:1 is not 10.0.0.1.
-	reserve(t, s, "10.0.0.1", alice)
-	if got := ff("::a00:1", "::a00:1"); got != "::a00:1" {
-		t.Errorf("IPv6 ::a00:1 taken by IPv4 10.0.0.1: %s", got)
-	}
-	// A huge IPv6 stretch with nothing taken answers at once.
-	if got := ff("2001:db8::", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"); got != "2001:db8::" {
-		t.Errorf("empty huge range: %s", got)
+		if got != c.want {
+			t.Errorf("%s: FirstFree(%s, %s) = %s, want %s", c.what, c.from, c.to, got, c.want)
+		}
 	}
 }
 

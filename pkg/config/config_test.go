@@ -95,22 +95,7 @@ func TestAgreesWithHostLocal(t *testing.T) {
 				}
 				return
 			}
-			var hs, ls []string
-			for _, set := range want.Ranges {
-				var parts []string
-				for _, r := range set {
-					parts = append(parts, fmt.Sprintf("%s %s-%s gw %s", subnetString(r.Subnet.IP, r.Subnet.Mask), r.RangeStart, r.RangeEnd, r.Gateway))
-				}
-				hs = append(hs, strings.Join(parts, ","))
-			}
-			for _, set := range got.Pool.Sets {
-				var parts []string
-				for _, r := range set {
-					parts = append(parts, fmt.Sprintf("%s %s-%s gw %s", r.Subnet, r.Start, r.End, r.Gateway))
-				}
-				ls = append(ls, strings.Join(parts, ","))
-			}
-			if fmt.Sprint(hs) != fmt.Sprint(ls) {
+			if hs, ls := hostLocalSets(want), localSets(got); fmt.Sprint(hs) != fmt.Sprint(ls) {
 				t.Errorf("sets differ:\nhost-local %v\nlocal-ipam %v", hs, ls)
 			}
 			var hreq, lreq []string
@@ -123,15 +108,8 @@ func TestAgreesWithHostLocal(t *testing.T) {
 			if fmt.Sprint(hreq) != fmt.Sprint(lreq) {
 				t.Errorf("requested: host-local %v, local-ipam %v", hreq, lreq)
 			}
-			if fmt.Sprint(want.Routes) != fmt.Sprint(got.Routes) {
-				t.Errorf("routes: host-local %v, local-ipam %v", want.Routes, got.Routes)
-			}
-			wantDir := want.DataDir
-			if wantDir == "" {
-				wantDir = config.DefaultDataDir
-			}
-			if got.DataDir != wantDir {
-				t.Errorf("dataDir %q, want %q", got.DataDir, wantDir)
+			if d := routesAndDataDir(want, got); d != "" {
+				t.Error(d)
 			}
 		})
 	}

@@ -243,17 +243,26 @@ func FuzzAgreesWithHostLocal(f *testing.F) {
 		if !slices.Equal(h, l) {
 			t.Fatalf("requested: host-local %v, local-ipam %v\nstdin %q\nCNI_ARGS %q", h, l, stdin, cniArgs)
 		}
-		if fmt.Sprint(want.Routes) != fmt.Sprint(got.Routes) {
-			t.Fatalf("routes: host-local %v, local-ipam %v", want.Routes, got.Routes)
-		}
-		wantDir := want.DataDir
-		if wantDir == "" {
-			wantDir = config.DefaultDataDir
-		}
-		if got.DataDir != wantDir {
-			t.Fatalf("dataDir %q, want %q", got.DataDir, wantDir)
+		if d := routesAndDataDir(want, got); d != "" {
+			t.Fatalf("%s\nstdin %q", d, stdin)
 		}
 	})
+}
+
+// routesAndDataDir says how local-ipam's routes and data directory differ from
+// host-local's ("" when they do not).
+func routesAndDataDir(want *hl.IPAMConfig, got *config.Config) string {
+	if fmt.Sprint(want.Routes) != fmt.Sprint(got.Routes) {
+		return fmt.Sprintf("routes: host-local %v, local-ipam %v", want.Routes, got.Routes)
+	}
+	wantDir := want.DataDir
+	if wantDir == "" {
+		wantDir = config.DefaultDataDir
+	}
+	if got.DataDir != wantDir {
+		return fmt.Sprintf("dataDir %q, want %q", got.DataDir, wantDir)
+	}
+	return ""
 }
 
 // hostLocalLoad runs host-local's loader; a panic in it (it has some, on null list

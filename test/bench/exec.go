@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -30,20 +29,11 @@ type tool struct {
 }
 
 func newTool(slot, bin string, timeout time.Duration) (*tool, error) {
-	abs, err := filepath.Abs(bin)
+	abs, err := cniexec.AbsExecutable(slot, bin)
 	if err != nil {
 		return nil, err
 	}
-	if err := cniexec.Executable(abs); err != nil {
-		return nil, fmt.Errorf("%s binary: %w", slot, err)
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CNI_") {
-			env = append(env, kv)
-		}
-	}
-	return &tool{slot: slot, bin: abs, typ: filepath.Base(abs), baseEnv: env, timeout: timeout}, nil
+	return &tool{slot: slot, bin: abs, typ: filepath.Base(abs), baseEnv: cniexec.PluginEnv(), timeout: timeout}, nil
 }
 
 // req is one plugin call.

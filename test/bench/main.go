@@ -142,7 +142,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	b := &bench{cfg: cfg, tools: []*tool{liTool, hlTool}, root: root, res: newResults(), log: stderr, ctx: ctx}
 	started := time.Now()
-	hdr := header(cfg, root, liTool, hlTool)
+	hdr := header(root, liTool, hlTool)
 	for _, line := range hdr.warnings {
 		fmt.Fprintln(stderr, "bench: warning: "+line)
 	}

@@ -1,42 +1,48 @@
 package main
 
 import (
-	"bufio"
-	"debug/buildinfo"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"github.com/local-ipam/local-ipam/internal/machine"
 )
 
 // ---- header: the machine and the binaries ----
 
 type headerInfo struct {
+	root     string // the temp dir of the stores
 	when     time.Time
-	cpus     int
-	cpuModel string
-	kernel   string
-	goVer    string
-	tmpFS    string
-	sameFS   string
-	bins     [][2]string // slot, description
-	elapsed  time.Duration
+	machine  string        // internal/machine's words
+	tmp, lib fsInfo        // the temp dir's file system, /var/lib's
+	sameFS   string        // yes, no or unknown
+	bins     []binInfo     // one per slot
+	elapsed  time.Duration // the whole run
 	warnings []string
 }
 
-func header(cfg config, root string, tools ...*tool) headerInfo {
-	h := headerInfo{when: time.Now(), cpus: runtime.NumCPU(), goVer: runtime.Version()}
-	h.cpuModel = cpuModel()
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		h.kernel = strings.TrimSpace(string(b))
-	}
-	h.tmpFS = filesystemOf(root)
+// fsInfo is a file system as the header shows it: its type, and where it is.
+type fsInfo struct{ typ, source, mountPoint string }
+
+func fsOf(path string) fsInfo {
+	var f fsInfo
+	f.typ, f.source, f.mountPoint = machine.Mount(path)
+	return f
+}
+
+func (f fsInfo) String() string {
+	return fmt.Sprintf("%s (%s, mounted on %s)", f.typ, f.source, f.mountPoint)
+}
+
+// binInfo is the binary of one slot: by name and version, and where it is.
+type binInfo struct{ slot, name, path, version string }
+
+func header(root string, tools ...*tool) headerInfo {
+	h := headerInfo{root: root, when: time.Now(), machine: machine.Describe(), tmp: fsOf(root), lib: fsOf("/var/lib")}
 	var st1, st2 syscall.Stat_t
 	switch {
 	case syscall.Stat(root, &st1) != nil || syscall.Stat("/var/lib", &st2) != nil:
@@ -44,11 +50,11 @@ func header(cfg config, root string, tools ...*tool) headerInfo {
 	case st1.Dev == st2.Dev:
 		h.sameFS = "yes"
 	default:
-		h.sameFS = "no (/var/lib is on " + filesystemOf("/var/lib") + ")"
+		h.sameFS = "no"
 		h.warnings = append(h.warnings, "the temp dir is not on /var/lib's filesystem; use -tmp for numbers that match a real node")
 	}
 	for _, t := range tools {
-		h.bins = append(h.bins, [2]string{t.slot, t.bin + " (" + describeBinary(t.bin) + ")"})
+		h.bins = append(h.bins, binInfo{t.slot, machine.Binary(t.bin), t.bin, machine.Version(t.bin)})
 	}
 	if len(tools) == 2 && tools[0].bin == tools[1].bin {
 		h.warnings = append(h.warnings, "both slots run the same binary: a harness self-test, the targets will fail")
@@ -56,67 +62,43 @@ func header(cfg config, root string, tools ...*tool) headerInfo {
 	return h
 }
 
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
+// tidy takes the paths of this machine out of a line of the Markdown report: the temp
+// dir becomes <temp dir>, a binary its name.
+func (h headerInfo) tidy(s string) string {
+	for _, b := range h.bins {
+		if b.path != "" {
+			s = strings.ReplaceAll(s, b.path, b.name)
 		}
 	}
-	return ""
+	if h.root == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, h.root, "<temp dir>")
 }
 
-// filesystemOf names the filesystem holding path: type, source and mount point, from the
-// longest matching mount point in /proc/self/mountinfo.
-func filesystemOf(path string) string {
-	if p, err := filepath.EvalSymlinks(path); err == nil {
-		path = p
+// lines is the header: with md, the machine and binaries in words only (it goes into the
+// documentation); otherwise with the date, the paths and the file systems' whereabouts.
+func (h headerInfo) lines(md bool) []string {
+	var out []string
+	tmp, lib := h.tmp.typ, h.lib.typ
+	if !md {
+		out = append(out, fmt.Sprintf("date: %s", h.when.Format("2006-01-02 15:04 MST")))
+		tmp, lib = h.tmp.String(), h.lib.String()
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "unknown"
+	out = append(out, "machine: "+h.machine)
+	same := h.sameFS
+	if same == "no" {
+		same = "no (/var/lib is on " + lib + ")"
 	}
-	defer f.Close()
-	best, desc := -1, "unknown"
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		a, b := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(a) < 5 || len(b) < 2 {
-			continue
-		}
-		mp := unescapeMount(a[4])
-		if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > best {
-			best, desc = len(mp), fmt.Sprintf("%s (%s, mounted on %s)", b[0], b[1], mp)
+	out = append(out, fmt.Sprintf("temp dir: %s, same filesystem as /var/lib: %s", tmp, same))
+	for _, b := range h.bins {
+		if md {
+			out = append(out, fmt.Sprintf("%s: %s", b.slot, b.name))
+		} else {
+			out = append(out, fmt.Sprintf("%s: %s (%s)", b.slot, b.path, b.version))
 		}
 	}
-	return desc
-}
-
-func unescapeMount(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
-}
-
-// describeBinary: the Go version it was built with and the module it comes from.
-func describeBinary(bin string) string {
-	bi, err := buildinfo.ReadFile(bin)
-	if err != nil {
-		return "not a Go binary?"
-	}
-	mod := bi.Main.Path + " " + bi.Main.Version
-	for _, d := range bi.Deps {
-		if d.Path != bi.Main.Path && (bi.Path == d.Path || strings.HasPrefix(bi.Path, d.Path+"/")) {
-			mod = d.Path + " " + d.Version
-		}
-	}
-	return bi.GoVersion + ", " + strings.TrimSpace(mod)
+	return out
 }
 
 // ---- tables ----
@@ -163,7 +145,11 @@ func writeTables(w io.Writer, md bool, tables []table) {
 	}
 }
 
-func fmtMS(v float64) string {
+// fmtMS and fmtX print milliseconds and ratios with three significant digits or more.
+func fmtMS(v float64) string { return fmt3(v) }
+func fmtX(v float64) string  { return fmt3(v) + "×" }
+
+func fmt3(v float64) string {
 	switch {
 	case v >= 100:
 		return fmt.Sprintf("%.0f", v)
@@ -171,16 +157,6 @@ func fmtMS(v float64) string {
 		return fmt.Sprintf("%.1f", v)
 	}
 	return fmt.Sprintf("%.2f", v)
-}
-
-func fmtX(v float64) string {
-	switch {
-	case v >= 100:
-		return fmt.Sprintf("%.0f×", v)
-	case v >= 10:
-		return fmt.Sprintf("%.1f×", v)
-	}
-	return fmt.Sprintf("%.2f×", v)
 }
 
 func allocLabel(n int) string {
@@ -213,15 +189,7 @@ func report(w io.Writer, cfg config, h headerInfo, r *results, failures []string
 	k := allocLabel(cfg.allocs)
 
 	// Header.
-	lines := []string{
-		fmt.Sprintf("date: %s", h.when.Format("2006-01-02 15:04 MST")),
-		fmt.Sprintf("machine: %d CPUs (%s), kernel %s, %s", h.cpus, h.cpuModel, h.kernel, h.goVer),
-		fmt.Sprintf("temp dir: %s, same filesystem as /var/lib: %s", h.tmpFS, h.sameFS),
-	}
-	for _, b := range h.bins {
-		lines = append(lines, fmt.Sprintf("%s: %s", b[0], b[1]))
-	}
-	lines = append(lines,
+	lines := append(h.lines(md),
 		fmt.Sprintf("runs: up to %d per scenario per tool (at least %d, then a %v time budget each); wall time of exec to exit; run took %.0fs",
 			cfg.runs, cfg.minRuns, cfg.budget, h.elapsed.Seconds()))
 	if md {
@@ -435,11 +403,15 @@ func report(w io.Writer, cfg config, h headerInfo, r *results, failures []string
 		} else {
 			fmt.Fprintln(w, "notes")
 		}
+		tidy := func(s string) string { return s }
+		if md {
+			tidy = h.tidy
+		}
 		for _, n := range r.notes {
-			fmt.Fprintf(w, "%s%s\n", bullet(md), n)
+			fmt.Fprintf(w, "%s%s\n", bullet(md), tidy(n))
 		}
 		for _, f := range failures {
-			fmt.Fprintf(w, "%sERROR %s\n", bullet(md), f)
+			fmt.Fprintf(w, "%sERROR %s\n", bullet(md), tidy(f))
 		}
 	}
 	if len(failures) > 0 {

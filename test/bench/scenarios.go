@@ -62,18 +62,27 @@ func (b *bench) setup(scenario, net, subnet string, p *pool) ([]*netEnv, error) 
 	}
 	b.logf("%s: store of %d allocations written for each tool in %.1fs", scenario, len(p.owner), time.Since(start).Seconds())
 	for _, e := range envs {
-		r := req{cmd: "DEL", id: containerID("warm-up-"+scenario, 0)}
-		r.stdin = e.conf(nil)
-		o, err := e.t.run(b.ctx, r)
+		o, err := b.silent(e, "DEL", containerID("warm-up-"+scenario, 0), nil)
 		if err != nil {
-			return nil, err
-		}
-		if err := expectSilentOK(e.t, r, o); err != nil {
 			return nil, fmt.Errorf("%s warm-up: %w", scenario, err)
 		}
 		b.logf("%s: %s warm-up call %.0f ms", scenario, e.t.slot, ms(o.dur))
 	}
 	return envs, nil
+}
+
+// prepare lays out the model's store over subnet (layout fills it) and sets it up for
+// each tool.
+func (b *bench) prepare(scenario, net, subnet string, layout func(v4range) (*pool, error)) ([]*netEnv, error) {
+	r, err := newV4Range(subnet)
+	if err != nil {
+		return nil, err
+	}
+	p, err := layout(r)
+	if err != nil {
+		return nil, err
+	}
+	return b.setup(scenario, net, subnet, p)
 }
 
 // loop runs fn(i, e) for i = 0, 1, ... interleaving the tools (so drift affects both alike).
@@ -159,21 +168,50 @@ func (b *bench) add(e *netEnv, id string) (outcome, json.RawMessage, uint32, err
 	return o, json.RawMessage(append([]byte(nil), o.stdout...)), got, nil
 }
 
-// del does a timed DEL of a container that holds address a, and checks the file is gone.
-func (b *bench) del(e *netEnv, id string, a uint32) (outcome, error) {
-	r := req{cmd: "DEL", id: id, stdin: e.conf(nil)}
+// silent does a timed call of cmd (DEL or CHECK; prev is CHECK's prevResult) for container
+// id, which must succeed with nothing on stdout.
+func (b *bench) silent(e *netEnv, cmd, id string, prev json.RawMessage) (outcome, error) {
+	r := req{cmd: cmd, id: id, stdin: e.conf(prev)}
 	o, err := e.t.run(b.ctx, r)
 	if err != nil {
 		return o, err
 	}
-	if err := expectSilentOK(e.t, r, o); err != nil {
+	return o, expectSilentOK(e.t, r, o)
+}
+
+// del does a timed DEL of a container that holds address a, and checks the file is gone.
+func (b *bench) del(e *netEnv, id string, a uint32) (outcome, error) {
+	o, err := b.silent(e, "DEL", id, nil)
+	if err != nil {
 		return o, err
 	}
 	e.p.release(a)
 	if _, err := os.Stat(filepath.Join(e.dataDir, e.net, addr4(a).String())); !errors.Is(err, os.ErrNotExist) {
-		return o, callError(e.t, r, o, "address file %s still there after DEL (%v)", addr4(a), err)
+		return o, callError(e.t, req{cmd: "DEL", id: id}, o, "address file %s still there after DEL (%v)", addr4(a), err)
 	}
 	return o, nil
+}
+
+// cycle does a timed ADD of a new container id, with check a timed CHECK of it (its ADD
+// result as prevResult), and a timed DEL, recorded under key-add, key-check and key-del:
+// the store is as before.
+func (b *bench) cycle(e *netEnv, id, key string, check bool) error {
+	o, prev, a, err := b.add(e, id)
+	if err != nil {
+		return err
+	}
+	b.rec(e, key+"-add", o.dur)
+	if check {
+		if o, err = b.silent(e, "CHECK", id, prev); err != nil {
+			return err
+		}
+		b.rec(e, key+"-check", o.dur)
+	}
+	if o, err = b.del(e, id, a); err != nil {
+		return err
+	}
+	b.rec(e, key+"-del", o.dur)
+	return nil
 }
 
 // checkFile: the address file exists with host-local's content.
@@ -217,28 +255,12 @@ func (b *bench) plainEnvs() []*netEnv {
 }
 
 func (b *bench) groupEmpty() error {
-	const subnet = "10.1.0.0/16"
-	r, err := newV4Range(subnet)
-	if err != nil {
-		return err
-	}
-	envs, err := b.setup("empty", "bench-empty", subnet, newPool(r))
+	envs, err := b.prepare("empty", "bench-empty", "10.1.0.0/16", func(r v4range) (*pool, error) { return newPool(r), nil })
 	if err != nil {
 		return err
 	}
 	err = b.loop("empty ADD/DEL", envs, func(i int, e *netEnv) error {
-		id := containerID("empty-"+e.t.slot, i)
-		o, _, a, err := b.add(e, id)
-		if err != nil {
-			return err
-		}
-		b.rec(e, "empty-add", o.dur)
-		o, err = b.del(e, id, a)
-		if err != nil {
-			return err
-		}
-		b.rec(e, "empty-del", o.dur)
-		return nil
+		return b.cycle(e, containerID("empty-"+e.t.slot, i), "empty", false)
 	})
 	if err != nil {
 		return err
@@ -251,16 +273,9 @@ func (b *bench) fixture50k() ([]*netEnv, error) {
 	if b.fix50 != nil {
 		return b.fix50, nil
 	}
-	const subnet = "10.1.0.0/16"
-	r, err := newV4Range(subnet)
-	if err != nil {
-		return nil, err
-	}
-	p, err := layoutFilled(r, b.cfg.allocs, "bench-50k")
-	if err != nil {
-		return nil, err
-	}
-	envs, err := b.setup("50k", "bench-50k", subnet, p)
+	envs, err := b.prepare("50k", "bench-50k", "10.1.0.0/16", func(r v4range) (*pool, error) {
+		return layoutFilled(r, b.cfg.allocs, "bench-50k")
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -276,29 +291,7 @@ func (b *bench) group50k() error {
 	// ADD a new container, CHECK it (prevResult from the ADD), DEL it: each timed, and the
 	// store is back at cfg.allocs allocations after each iteration.
 	err = b.loop(allocLabel(b.cfg.allocs)+" ADD/CHECK/DEL", envs, func(i int, e *netEnv) error {
-		id := containerID("50k-new-"+e.t.slot, i)
-		o, prev, a, err := b.add(e, id)
-		if err != nil {
-			return err
-		}
-		b.rec(e, "50k-add", o.dur)
-
-		r := req{cmd: "CHECK", id: id, stdin: e.conf(prev)}
-		o, err = e.t.run(b.ctx, r)
-		if err != nil {
-			return err
-		}
-		if err := expectSilentOK(e.t, r, o); err != nil {
-			return err
-		}
-		b.rec(e, "50k-check", o.dur)
-
-		o, err = b.del(e, id, a)
-		if err != nil {
-			return err
-		}
-		b.rec(e, "50k-del", o.dur)
-		return nil
+		return b.cycle(e, containerID("50k-new-"+e.t.slot, i), "50k", true)
 	})
 	if err != nil {
 		return err
@@ -324,13 +317,8 @@ func (b *bench) group50k() error {
 		return err
 	}
 	err = b.loop(allocLabel(b.cfg.allocs)+" DEL unknown", envs, func(i int, e *netEnv) error {
-		r := req{cmd: "DEL", id: containerID("50k-unknown-"+e.t.slot, i)}
-		r.stdin = e.conf(nil)
-		o, err := e.t.run(b.ctx, r)
+		o, err := b.silent(e, "DEL", containerID("50k-unknown-"+e.t.slot, i), nil)
 		if err != nil {
-			return err
-		}
-		if err := expectSilentOK(e.t, r, o); err != nil {
 			return err
 		}
 		b.rec(e, "50k-del-unknown", o.dur)
@@ -343,16 +331,9 @@ func (b *bench) group50k() error {
 }
 
 func (b *bench) groupFull() error {
-	const subnet = "10.1.0.0/16"
-	r, err := newV4Range(subnet)
-	if err != nil {
-		return err
-	}
-	p, err := layoutFilled(r, r.usable(), "bench-full")
-	if err != nil {
-		return err
-	}
-	envs, err := b.setup("full16", "bench-full", subnet, p)
+	envs, err := b.prepare("full16", "bench-full", "10.1.0.0/16", func(r v4range) (*pool, error) {
+		return layoutFilled(r, r.usable(), "bench-full")
+	})
 	if err != nil {
 		return err
 	}
@@ -380,21 +361,17 @@ func (b *bench) groupFull() error {
 }
 
 func (b *bench) groupWalk() error {
-	const subnet = "10.2.0.0/20"
-	r, err := newV4Range(subnet)
+	var hole, last uint32
+	envs, err := b.prepare("walk20", "bench-walk", "10.2.0.0/20", func(r v4range) (p *pool, err error) {
+		p, hole, last, err = layoutOneHole(r, "bench-walk")
+		return p, err
+	})
 	if err != nil {
 		return err
 	}
-	p, hole, last, err := layoutOneHole(r, "bench-walk")
-	if err != nil {
-		return err
-	}
-	envs, err := b.setup("walk20", "bench-walk", subnet, p)
-	if err != nil {
-		return err
-	}
+	p := envs[0].p
 	b.res.note("/20 walk: %d of %d addresses taken, last_reserved_ip %s, the free one %s",
-		len(p.owner), r.usable(), addr4(last), addr4(hole))
+		len(p.owner), p.r.usable(), addr4(last), addr4(hole))
 	// Iteration 0 starts from exactly that state; after it the cursor sits on the hole
 	// itself, and after the untimed DEL the walk from there is one step longer (it starts at
 	// X rather than X+1): still all the way round.
@@ -419,37 +396,9 @@ func (b *bench) groupWalk() error {
 
 // parallel runs n calls from w concurrent callers and returns the wall time.
 func (b *bench) parallel(n, w int, call func(i int) error) (time.Duration, error) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		next  = make(chan int)
-	)
 	start := time.Now()
-	for k := 0; k < w; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := call(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := 0; i < n && b.ctx.Err() == nil; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if first == nil {
-		first = b.ctx.Err()
-	}
-	return time.Since(start), first
+	err := fanOut(b.ctx, n, w, call)
+	return time.Since(start), err
 }
 
 func (b *bench) groupParallel() error {

@@ -5,6 +5,7 @@ package main
 // down in seconds exactly as 50,000 host-local ADDs would have left it.
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -256,14 +257,19 @@ func writeNew(path string, data []byte, perm fs.FileMode) error {
 
 // parallelDo runs fn(0..n-1) on a few goroutines and returns the first error.
 func parallelDo(n int, fn func(i int) error) error {
-	workers := min(2*runtime.NumCPU(), 8)
+	return fanOut(context.Background(), n, min(2*runtime.NumCPU(), 8), fn)
+}
+
+// fanOut runs fn(0..n-1) on w goroutines and returns the first error. Once ctx ends it
+// hands out no more work, and returns ctx's error if there was no other.
+func fanOut(ctx context.Context, n, w int, fn func(i int) error) error {
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		first error
 		next  = make(chan int)
 	)
-	for w := 0; w < workers; w++ {
+	for range w {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -278,11 +284,14 @@ func parallelDo(n int, fn func(i int) error) error {
 			}
 		}()
 	}
-	for i := 0; i < n; i++ {
+	for i := 0; i < n && ctx.Err() == nil; i++ {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
 	return first
 }
 

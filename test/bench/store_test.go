@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -191,16 +192,23 @@ func readStore(t *testing.T, dir string) map[string]string {
 	return m
 }
 
+// writeTemp writes p as network net into a new data dir, which it returns.
+func writeTemp(t *testing.T, net string, p *pool) string {
+	t.Helper()
+	data := t.TempDir()
+	if err := writeStore(data, net, p); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 func TestWriteStore(t *testing.T) {
 	r := mustRange(t, "10.1.0.0/16")
 	p, err := layoutFilled(r, 10, "w")
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := t.TempDir()
-	if err := writeStore(data, "net1", p); err != nil {
-		t.Fatal(err)
-	}
+	data := writeTemp(t, "net1", p)
 	got := readStore(t, filepath.Join(data, "net1"))
 	want := map[string]string{
 		"last_reserved_ip.0": "-rw------- 10.1.0.11",
@@ -210,13 +218,7 @@ func TestWriteStore(t *testing.T) {
 		want[addr4(ip("10.1.0.2")+uint32(i)).String()] = "-rw------- " + containerID("w", i) + "\r\neth0"
 	}
 	if len(got) != len(want) {
-		t.Errorf("files %v", slices.Sorted(func(yield func(string) bool) {
-			for k := range got {
-				if !yield(k) {
-					return
-				}
-			}
-		}))
+		t.Errorf("files %v", slices.Sorted(maps.Keys(got)))
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -244,7 +246,7 @@ func TestWriteStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b, c := readStore(t, filepath.Join(data, "net1")), readStore(t, filepath.Join(cp, "net1")), readStore(t, filepath.Join(cp2, "net1"))
-	if !equalMaps(a, b) || !equalMaps(a, c) {
+	if !maps.Equal(a, b) || !maps.Equal(a, c) {
 		t.Fatalf("stores differ:\n%v\n%v\n%v", a, b, c)
 	}
 	dir := filepath.Join(cp, "net1")
@@ -264,10 +266,7 @@ func TestWriteStore(t *testing.T) {
 		{"cursor", func() error { return os.WriteFile(filepath.Join(dir, lastReservedFile), []byte("10.1.0.3"), 0o600) }},
 		{"mode", func() error { return os.Chmod(filepath.Join(dir, "10.1.0.8"), 0o644) }},
 	} {
-		fresh := t.TempDir()
-		if err := writeStore(fresh, "net1", p); err != nil {
-			t.Fatal(err)
-		}
+		fresh := writeTemp(t, "net1", p)
 		dir = filepath.Join(fresh, "net1")
 		if err := c.mod(); err != nil {
 			t.Fatal(err)
@@ -276,18 +275,6 @@ func TestWriteStore(t *testing.T) {
 			t.Errorf("%s: change not noticed", c.name)
 		}
 	}
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
 }
 
 // The /20 of the walk scenario: every usable address but one taken, the cursor just past the
@@ -332,10 +319,7 @@ func TestLayoutOneHole20(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := t.TempDir()
-	if err := writeStore(data, "walk", q); err != nil {
-		t.Fatal(err)
-	}
+	data := writeTemp(t, "walk", q)
 	files := readStore(t, filepath.Join(data, "walk"))
 	if len(files) != r24.usable()-1+2 {
 		t.Fatalf("%d files", len(files))
@@ -388,17 +372,13 @@ func TestStats(t *testing.T) {
 	}
 }
 
-// hostLocal finds the reference binary (LOCAL_IPAM_BIN_DIR as `make test` sets it, or the
-// repository's bin/), or skips.
+// hostLocal is the reference binary (LOCAL_IPAM_BIN_DIR as `make test` sets it, or the
+// repository's bin/); the test fails, saying how to build it, without it.
 func hostLocal(t *testing.T) *tool {
 	t.Helper()
-	dir, err := cniexec.BinDir()
+	tl, err := newTool("host-local", cniexec.Bin(t, "host-local"), 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
-	}
-	tl, err := newTool("host-local", filepath.Join(dir, "host-local"), 30*time.Second)
-	if err != nil {
-		t.Skipf("no host-local binary (%v): run `make peers`", err)
 	}
 	return tl
 }
@@ -411,31 +391,48 @@ func TestGeneratorMatchesHostLocal(t *testing.T) {
 	r := mustRange(t, "10.5.0.0/28") // usable .2-.14
 	const subnet = "10.5.0.0/28"
 
-	// Five ADDs into an empty store == layoutFilled(5).
-	real, gen := t.TempDir(), t.TempDir()
-	e := &netEnv{t: hl, net: "n", subnet: subnet, dataDir: real, p: newPool(r)}
-	for i := 0; i < 5; i++ {
-		want, _, _ := e.p.next()
-		id := containerID("g", i)
-		rq := req{cmd: "ADD", id: id, stdin: e.conf(nil)}
+	// call runs cmd for container id on e's network.
+	call := func(e *netEnv, cmd, id string) (req, outcome) {
+		t.Helper()
+		rq := req{cmd: cmd, id: id, stdin: e.conf(nil)}
 		o, err := hl.run(ctx, rq)
 		if err != nil {
 			t.Fatal(err)
 		}
+		return rq, o
+	}
+	// addAt is an ADD that must give container id the address want.
+	addAt := func(e *netEnv, id string, want uint32) uint32 {
+		t.Helper()
+		rq, o := call(e, "ADD", id)
 		a, err := expectAdd(hl, rq, o, r, want)
 		if err != nil {
 			t.Fatal(err)
 		}
+		return a
+	}
+	// addPredicted is an ADD that must get the address the model predicts, which it then
+	// reserves.
+	addPredicted := func(e *netEnv, id string) uint32 {
+		t.Helper()
+		want, _, _ := e.p.next()
+		a := addAt(e, id, want)
 		e.p.reserve(a, id, benchIfname)
+		return a
+	}
+
+	// Five ADDs into an empty store == layoutFilled(5).
+	real := t.TempDir()
+	e := &netEnv{t: hl, net: "n", subnet: subnet, dataDir: real, p: newPool(r)}
+	for i := 0; i < 5; i++ {
+		addPredicted(e, containerID("g", i))
 	}
 	p, err := layoutFilled(r, 5, "g")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeStore(gen, "n", p); err != nil {
-		t.Fatal(err)
-	}
-	if a, b := readStore(t, filepath.Join(real, "n")), readStore(t, filepath.Join(gen, "n")); !equalMaps(a, b) {
+	gen := writeTemp(t, "n", p)
+	if a, b := readStore(t, filepath.Join(real, "n")), readStore(t, filepath.Join(gen, "n")); !maps.Equal(a, b) {
 		t.Fatalf("host-local wrote\n%q\nthe generator\n%q", a, b)
 	}
 
@@ -444,19 +441,9 @@ func TestGeneratorMatchesHostLocal(t *testing.T) {
 	live := map[string]uint32{}
 	for i := 0; i < 40; i++ {
 		if len(live) > 0 && (rng.IntN(2) == 0 || len(e.p.owner) == r.usable()) {
-			ids := slices.Sorted(func(yield func(string) bool) {
-				for k := range live {
-					if !yield(k) {
-						return
-					}
-				}
-			})
+			ids := slices.Sorted(maps.Keys(live))
 			id := ids[rng.IntN(len(ids))]
-			rq := req{cmd: "DEL", id: id, stdin: e.conf(nil)}
-			o, err := hl.run(ctx, rq)
-			if err != nil {
-				t.Fatal(err)
-			}
+			rq, o := call(e, "DEL", id)
 			if err := expectSilentOK(hl, rq, o); err != nil {
 				t.Fatal(err)
 			}
@@ -464,19 +451,8 @@ func TestGeneratorMatchesHostLocal(t *testing.T) {
 			delete(live, id)
 			continue
 		}
-		want, _, _ := e.p.next()
 		id := containerID("r", i)
-		rq := req{cmd: "ADD", id: id, stdin: e.conf(nil)}
-		o, err := hl.run(ctx, rq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := expectAdd(hl, rq, o, r, want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.p.reserve(a, id, benchIfname)
-		live[id] = a
+		live[id] = addPredicted(e, id)
 	}
 	if err := verifyStore(real, "n", e.p); err != nil {
 		t.Fatal(err)
@@ -487,16 +463,9 @@ func TestGeneratorMatchesHostLocal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd := t.TempDir()
-	if err := writeStore(fd, "n", full); err != nil {
-		t.Fatal(err)
-	}
+	fd := writeTemp(t, "n", full)
 	fe := &netEnv{t: hl, net: "n", subnet: subnet, dataDir: fd}
-	rq := req{cmd: "ADD", id: containerID("x", 0), stdin: fe.conf(nil)}
-	o, err := hl.run(ctx, rq)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rq, o := call(fe, "ADD", containerID("x", 0))
 	if _, err := expectFailure(hl, rq, o); err != nil {
 		t.Fatal(err)
 	}
@@ -506,17 +475,6 @@ func TestGeneratorMatchesHostLocal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hd := t.TempDir()
-	if err := writeStore(hd, "n", hp); err != nil {
-		t.Fatal(err)
-	}
-	he := &netEnv{t: hl, net: "n", subnet: subnet, dataDir: hd}
-	rq = req{cmd: "ADD", id: containerID("y", 0), stdin: he.conf(nil)}
-	o, err = hl.run(ctx, rq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := expectAdd(hl, rq, o, r, hole); err != nil {
-		t.Fatal(err)
-	}
+	hd := writeTemp(t, "n", hp)
+	addAt(&netEnv{t: hl, net: "n", subnet: subnet, dataDir: hd}, containerID("y", 0), hole)
 }

@@ -88,7 +88,7 @@ func makeConf(t testing.TB, tmpl, dataDir, resolv string, extra map[string]any) 
 	t.Helper()
 	s := strings.ReplaceAll(tmpl, "@RESOLV@", resolv)
 	var m map[string]any
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
+	if err := json.Unmarshal([]byte(s), &m); err != nil || m == nil {
 		return []byte(s) // deliberately broken config
 	}
 	if ipam, ok := m["ipam"].(map[string]any); ok {
@@ -96,14 +96,7 @@ func makeConf(t testing.TB, tmpl, dataDir, resolv string, extra map[string]any) 
 			ipam["dataDir"] = dataDir
 		}
 	}
-	for k, v := range extra {
-		m[k] = v
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return cniexec.Conf(m, extra)
 }
 
 // ---------------------------------------------------------------------------

@@ -157,11 +157,7 @@ func (r *seqRunner) invocation(s *side, o op) cniexec.Call {
 			if err := json.Unmarshal(prev, &v); err != nil {
 				r.t.Fatalf("prevResult for %s is not JSON: %v", o.ID, err)
 			}
-			m := map[string]any{"prevResult": v}
-			for k, v := range extra {
-				m[k] = v
-			}
-			extra = m
+			extra = cniexec.Merge(map[string]any{"prevResult": v}, extra)
 		}
 	}
 	return cniexec.Call{

@@ -49,32 +49,17 @@ func TestBridgeIPv4(t *testing.T) {
 	cleanupLink(t, br)
 	preserveSysctls(t, "/proc/sys/net/ipv4/ip_forward")
 
-	n := newNet(t, e, uniqueName("br4"), map[string]any{
-		"cniVersion": "1.1.0",
-		"plugins": []map[string]any{{
-			"type":      "bridge",
-			"bridge":    br,
-			"isGateway": true,
-			"ipMasq":    false,
-			"ipam": map[string]any{
-				"type":    e.ipam,
-				"subnet":  subnet.String(),
-				"dataDir": t.TempDir(),
-				"routes":  []map[string]any{{"dst": "0.0.0.0/0"}},
-			},
-		}},
-	})
-	nsA, nsB := uniqueName("br4", "a"), uniqueName("br4", "b")
-	addNetns(t, nsA)
-	addNetns(t, nsB)
+	n := newNet(t, e, uniqueName("br4"), bridgeList("1.1.0", br, map[string]any{
+		"type":    e.ipam,
+		"subnet":  subnet.String(),
+		"dataDir": t.TempDir(),
+		"routes":  []map[string]any{{"dst": "0.0.0.0/0"}},
+	}))
 
 	// ADD: distinct addresses inside the subnet, configured in the namespaces, recorded.
-	a, b := n.add(nsA), n.add(nsB)
-	ipA := assertAttached(t, a, subnet)[0].Addr()
-	ipB := assertAttached(t, b, subnet)[0].Addr()
-	if ipA == ipB {
-		t.Fatalf("both namespaces got %s", ipA)
-	}
+	a, b, pa, pb := n.attachPair("br4", subnet)
+	nsA, nsB := a.ns, b.ns
+	ipA, ipB := pa[0].Addr(), pb[0].Addr()
 	for _, at := range []*attachment{a, b} {
 		if at.result.CNIVersion != "1.1.0" {
 			t.Errorf("%s: result cniVersion %q, want 1.1.0", at.ns, at.result.CNIVersion)
@@ -99,11 +84,7 @@ func TestBridgeIPv4(t *testing.T) {
 	ping(t, nsB, ipA)
 
 	// CHECK passes for both; it fails once A's reservation is missing from the store.
-	for _, at := range []*attachment{a, b} {
-		if err := at.check(); err != nil {
-			t.Fatalf("CHECK %s: %v", at.ns, err)
-		}
-	}
+	checkAll(t, a, b)
 	// (Moved out of the network directory: host-local's CHECK finds a record by content
 	// anywhere below it.)
 	rec, aside := n.recordPath(ipA), filepath.Join(t.TempDir(), "record")
@@ -119,16 +100,7 @@ func TestBridgeIPv4(t *testing.T) {
 	}
 
 	// DEL releases A's address and removes its interface; a second DEL succeeds.
-	if err := a.del(); err != nil {
-		t.Fatalf("DEL %s: %v", nsA, err)
-	}
-	n.assertNoRecord(t, ipA)
-	if linkExists(nsA, "eth0") {
-		t.Errorf("%s: eth0 still present after DEL", nsA)
-	}
-	if err := a.del(); err != nil {
-		t.Fatalf("second DEL %s: %v", nsA, err)
-	}
+	a.delTwice(t, ipA)
 	b.assertRecord(t, ipB) // B untouched
 
 	// DEL after the namespace is gone still releases the address.
@@ -162,36 +134,17 @@ func TestBridgeDualStack(t *testing.T) {
 	cleanupLink(t, br)
 	preserveSysctls(t, "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 
-	n := newNet(t, e, uniqueName("br6"), map[string]any{
-		"cniVersion": "1.0.0",
-		"plugins": []map[string]any{{
-			"type":      "bridge",
-			"bridge":    br,
-			"isGateway": true,
-			"ipMasq":    false,
-			"ipam": map[string]any{
-				"type":    e.ipam,
-				"dataDir": t.TempDir(),
-				"ranges": [][]map[string]any{
-					{{"subnet": sn4.String()}},
-					{{"subnet": sn6.String()}},
-				},
-				"routes": []map[string]any{{"dst": "0.0.0.0/0"}, {"dst": "::/0"}},
-			},
-		}},
-	})
-	nsA, nsB := uniqueName("br6", "a"), uniqueName("br6", "b")
-	addNetns(t, nsA)
-	addNetns(t, nsB)
-
-	a, b := n.add(nsA), n.add(nsB)
-	pa := assertAttached(t, a, sn4, sn6)
-	pb := assertAttached(t, b, sn4, sn6)
-	for i := range pa {
-		if pa[i] == pb[i] {
-			t.Fatalf("both namespaces got %s", pa[i])
-		}
-	}
+	n := newNet(t, e, uniqueName("br6"), bridgeList("1.0.0", br, map[string]any{
+		"type":    e.ipam,
+		"dataDir": t.TempDir(),
+		"ranges": [][]map[string]any{
+			{{"subnet": sn4.String()}},
+			{{"subnet": sn6.String()}},
+		},
+		"routes": []map[string]any{{"dst": "0.0.0.0/0"}, {"dst": "::/0"}},
+	}))
+	a, b, pa, pb := n.attachPair("br6", sn4, sn6)
+	nsA := a.ns
 	gw6 := sn6.Addr().Next()
 	if g := nsDefaultGateway(t, nsA, true); g != gw6.String() {
 		t.Errorf("%s: IPv6 default route via %q, want %s", nsA, g, gw6)
@@ -203,20 +156,7 @@ func TestBridgeDualStack(t *testing.T) {
 	waitDAD(t, br, gw6) // the bridge's gateway address runs DAD in the root namespace
 	ping(t, nsA, gw6)
 
-	for _, at := range []*attachment{a, b} {
-		if err := at.check(); err != nil {
-			t.Fatalf("CHECK %s: %v", at.ns, err)
-		}
-	}
-	for i, at := range []*attachment{a, b} {
-		if err := at.del(); err != nil {
-			t.Fatalf("DEL %s: %v", at.ns, err)
-		}
-		for _, p := range [][]netip.Prefix{pa, pb}[i] {
-			n.assertNoRecord(t, p.Addr())
-		}
-		if err := at.del(); err != nil {
-			t.Fatalf("second DEL %s: %v", at.ns, err)
-		}
-	}
+	checkAll(t, a, b)
+	a.delTwice(t, pa[0].Addr(), pa[1].Addr())
+	b.delTwice(t, pb[0].Addr(), pb[1].Addr())
 }

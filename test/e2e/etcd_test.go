@@ -30,17 +30,11 @@ func TestBridgeEtcd(t *testing.T) {
 
 	name := uniqueName("etcd")
 	machine := func(node string) *cniNet {
-		return newNet(t, e, name, map[string]any{
-			"cniVersion": "1.1.0",
-			"plugins": []map[string]any{{
-				"type": "bridge", "bridge": br, "isGateway": true, "ipMasq": false,
-				"ipam": map[string]any{
-					"type":   e.ipam,
-					"subnet": subnet.String(),
-					"store":  map[string]any{"type": "etcd", "endpoints": eps, "node": node, "prefix": "/e2e"},
-				},
-			}},
-		})
+		return newNet(t, e, name, bridgeList("1.1.0", br, map[string]any{
+			"type":   e.ipam,
+			"subnet": subnet.String(),
+			"store":  map[string]any{"type": "etcd", "endpoints": eps, "node": node, "prefix": "/e2e"},
+		}))
 	}
 	ma, mb := machine("machine-a"), machine("machine-b")
 	var atts []*attachment
@@ -102,21 +96,9 @@ func TestBridgeEtcd(t *testing.T) {
 	}
 
 	// CHECK from each machine passes; DEL releases; a second DEL succeeds.
+	checkAll(t, atts...)
 	for _, a := range atts {
-		if err := a.check(); err != nil {
-			t.Fatalf("CHECK %s: %v", a.ns, err)
-		}
-	}
-	for _, a := range atts {
-		if err := a.del(); err != nil {
-			t.Fatalf("DEL %s: %v", a.ns, err)
-		}
-		if linkExists(a.ns, "eth0") {
-			t.Errorf("%s: eth0 still present after DEL", a.ns)
-		}
-		if err := a.del(); err != nil {
-			t.Fatalf("second DEL %s: %v", a.ns, err)
-		}
+		a.delTwice(t)
 	}
 	if l := listed(); len(l) != 0 {
 		t.Errorf("after DEL of everything the pool holds %v", l)

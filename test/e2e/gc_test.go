@@ -32,13 +32,7 @@ func chainedNet(t *testing.T, e *env, tag string, subnet netip.Prefix) *cniNet {
 		"subnet":  subnet.String(),
 		"dataDir": t.TempDir(),
 	}
-	return newNet(t, e, uniqueName(tag), map[string]any{
-		"cniVersion": "1.1.0",
-		"plugins": []map[string]any{
-			{"type": "bridge", "bridge": br, "isGateway": true, "ipMasq": false, "ipam": ipam},
-			{"type": "local-ipam", "ipam": ipam},
-		},
-	})
+	return newNet(t, e, uniqueName(tag), bridgeList("1.1.0", br, ipam, map[string]any{"type": "local-ipam", "ipam": ipam}))
 }
 
 // assertRecords checks the network's store holds exactly want (address → owner line).
@@ -61,29 +55,17 @@ func TestGCChainedCnitool(t *testing.T) {
 	requireLocalIPAM(t, e, "chained mode (GC through a list)")
 	subnet := netip.MustParsePrefix(fmt.Sprintf("10.249.%d.0/28", testOctet()))
 	n := chainedNet(t, e, "gcc", subnet)
-	nsA, nsB := uniqueName("gcc", "a"), uniqueName("gcc", "b")
-	addNetns(t, nsA)
-	addNetns(t, nsB)
-
-	a, b := n.add(nsA), n.add(nsB)
-	ipA := assertAttached(t, a, subnet)[0].Addr() // exactly one address in the final result
-	ipB := assertAttached(t, b, subnet)[0].Addr()
-	if ipA == ipB {
-		t.Fatalf("both namespaces got %s", ipA)
-	}
+	a, b, pa, pb := n.attachPair("gcc", subnet) // exactly one address each in the final result
+	ipA, ipB := pa[0].Addr(), pb[0].Addr()
 	for _, at := range []*attachment{a, b} {
 		if len(at.result.Interfaces) == 0 || at.result.CNIVersion != "1.1.0" {
 			t.Errorf("%s: the chained plugin did not pass bridge's 1.1.0 result on: %+v", at.ns, at.result)
 		}
 	}
 	assertRecords(t, n, map[netip.Addr]string{ipA: owner(a.id), ipB: owner(b.id)}, "after ADD")
-	ping(t, nsA, ipB)
-	ping(t, nsB, ipA)
-	for _, at := range []*attachment{a, b} {
-		if err := at.check(); err != nil {
-			t.Fatalf("CHECK %s: %v", at.ns, err)
-		}
-	}
+	ping(t, a.ns, ipB)
+	ping(t, b.ns, ipA)
+	checkAll(t, a, b)
 	if out, err := n.cnitool("status", a.path); err != nil {
 		t.Fatalf("STATUS: %v\n%s", err, out)
 	}

@@ -250,6 +250,60 @@ func newNet(t *testing.T, e *env, name string, conflist map[string]any) *cniNet 
 	return n
 }
 
+// bridgeList is a conflist whose first plugin is bridge on br, the gateway of its subnet
+// without masquerading, with ipam as its IPAM section; more plugins follow it.
+func bridgeList(version, br string, ipam map[string]any, more ...map[string]any) map[string]any {
+	bridge := map[string]any{"type": "bridge", "bridge": br, "isGateway": true, "ipMasq": false, "ipam": ipam}
+	return map[string]any{"cniVersion": version, "plugins": append([]map[string]any{bridge}, more...)}
+}
+
+// attachPair attaches two new namespaces, <tag>-a and <tag>-b, to the network: each must
+// get one address from each of subnets (assertAttached), none the other's. It returns
+// the attachments and their addresses.
+func (n *cniNet) attachPair(tag string, subnets ...netip.Prefix) (a, b *attachment, pa, pb []netip.Prefix) {
+	t := n.t
+	t.Helper()
+	nsA, nsB := uniqueName(tag, "a"), uniqueName(tag, "b")
+	addNetns(t, nsA)
+	addNetns(t, nsB)
+	a, b = n.add(nsA), n.add(nsB)
+	pa, pb = assertAttached(t, a, subnets...), assertAttached(t, b, subnets...)
+	for i := range pa {
+		if pa[i] == pb[i] {
+			t.Fatalf("both namespaces got %s", pa[i])
+		}
+	}
+	return a, b, pa, pb
+}
+
+// checkAll runs CHECK of every attachment: each must pass.
+func checkAll(t *testing.T, ats ...*attachment) {
+	t.Helper()
+	for _, at := range ats {
+		if err := at.check(); err != nil {
+			t.Fatalf("CHECK %s: %v", at.ns, err)
+		}
+	}
+}
+
+// delTwice DELs the attachment: the store records of released must be gone, and the
+// namespace's eth0; then a second DEL must succeed too.
+func (a *attachment) delTwice(t *testing.T, released ...netip.Addr) {
+	t.Helper()
+	if err := a.del(); err != nil {
+		t.Fatalf("DEL %s: %v", a.ns, err)
+	}
+	for _, addr := range released {
+		a.net.assertNoRecord(t, addr)
+	}
+	if linkExists(a.ns, "eth0") {
+		t.Errorf("%s: eth0 still present after DEL", a.ns)
+	}
+	if err := a.del(); err != nil {
+		t.Fatalf("second DEL %s: %v", a.ns, err)
+	}
+}
+
 // cnitool runs `cnitool <verb> <net> <netnsPath>` with a hermetic environment.
 func (n *cniNet) cnitool(verb, netnsPath string) (string, error) {
 	envv := []string{"CNI_PATH=" + n.e.binDir, "NETCONFPATH=" + n.confDir}
@@ -370,31 +424,40 @@ func (n *cniNet) assertNoRecord(t *testing.T, addr netip.Addr) {
 	}
 }
 
+// ipAddr is one address `ip -j addr show` lists.
+type ipAddr struct {
+	Addr      netip.Addr `json:"local"`
+	PrefixLen int        `json:"prefixlen"`
+	Scope     string     `json:"scope"`
+	Tentative bool       `json:"tentative"`
+	DADFailed bool       `json:"dadfailed"`
+}
+
+// ipAddrs runs `ip args...` (an `ip -j addr show`, maybe through `ip netns exec`) and
+// returns every address of every link it lists.
+func ipAddrs(t *testing.T, args ...string) []ipAddr {
+	t.Helper()
+	out := mustRun(t, "ip", args...)
+	var links []struct {
+		AddrInfo []ipAddr `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	var all []ipAddr
+	for _, l := range links {
+		all = append(all, l.AddrInfo...)
+	}
+	return all
+}
+
 // nsAddrs lists the global addresses configured on ifname inside the netns.
 func nsAddrs(t *testing.T, ns, ifname string) []netip.Prefix {
 	t.Helper()
-	out := mustRun(t, "ip", "netns", "exec", ns, "ip", "-j", "addr", "show", "dev", ifname)
-	var links []struct {
-		AddrInfo []struct {
-			Local     string `json:"local"`
-			PrefixLen int    `json:"prefixlen"`
-			Scope     string `json:"scope"`
-		} `json:"addr_info"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil {
-		t.Fatalf("ip -j addr in %s: %v\n%s", ns, err, out)
-	}
 	var ps []netip.Prefix
-	for _, l := range links {
-		for _, ai := range l.AddrInfo {
-			if ai.Scope != "global" {
-				continue
-			}
-			a, err := netip.ParseAddr(ai.Local)
-			if err != nil {
-				t.Fatalf("ip -j addr in %s: %v", ns, err)
-			}
-			ps = append(ps, netip.PrefixFrom(a, ai.PrefixLen))
+	for _, a := range ipAddrs(t, "netns", "exec", ns, "ip", "-j", "addr", "show", "dev", ifname) {
+		if a.Scope == "global" {
+			ps = append(ps, netip.PrefixFrom(a.Addr, a.PrefixLen))
 		}
 	}
 	return ps
@@ -465,32 +528,20 @@ func waitDAD(t *testing.T, link string, addr netip.Addr) {
 	t.Helper()
 	deadline := time.Now().Add(8 * time.Second)
 	for {
-		out := mustRun(t, "ip", "-6", "-j", "addr", "show", "dev", link)
-		var links []struct {
-			AddrInfo []struct {
-				Local     string `json:"local"`
-				Tentative bool   `json:"tentative"`
-				DADFailed bool   `json:"dadfailed"`
-			} `json:"addr_info"`
-		}
-		if err := json.Unmarshal([]byte(out), &links); err != nil {
-			t.Fatalf("ip -j addr of %s: %v\n%s", link, err, out)
-		}
-		for _, l := range links {
-			for _, ai := range l.AddrInfo {
-				if a, err := netip.ParseAddr(ai.Local); err != nil || a != addr {
-					continue
-				}
-				if ai.DADFailed {
-					t.Fatalf("%s on %s: duplicate address detection failed", addr, link)
-				}
-				if !ai.Tentative {
-					return
-				}
+		all := ipAddrs(t, "-6", "-j", "addr", "show", "dev", link)
+		for _, a := range all {
+			if a.Addr != addr {
+				continue
+			}
+			if a.DADFailed {
+				t.Fatalf("%s on %s: duplicate address detection failed", addr, link)
+			}
+			if !a.Tentative {
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s on %s still tentative or absent after 8s:\n%s", addr, link, out)
+			t.Fatalf("%s on %s still tentative or absent after 8s: %+v", addr, link, all)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

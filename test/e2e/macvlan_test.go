@@ -34,16 +34,8 @@ func TestMacvlan(t *testing.T) {
 			},
 		}},
 	})
-	nsA, nsB := uniqueName("mv", "a"), uniqueName("mv", "b")
-	addNetns(t, nsA)
-	addNetns(t, nsB)
-
-	a, b := n.add(nsA), n.add(nsB)
-	ipA := assertAttached(t, a, subnet)[0].Addr()
-	ipB := assertAttached(t, b, subnet)[0].Addr()
-	if ipA == ipB {
-		t.Fatalf("both namespaces got %s", ipA)
-	}
+	a, b, pa, pb := n.attachPair("mv", subnet)
+	ipA, ipB := pa[0].Addr(), pb[0].Addr()
 	first := subnet.Addr().Next().Next().Next().Next()
 	for _, ip := range []netip.Addr{ipA, ipB} {
 		if ip.Less(first) {
@@ -54,27 +46,10 @@ func TestMacvlan(t *testing.T) {
 		t.Errorf("result cniVersion %q, want 0.4.0", a.result.CNIVersion)
 	}
 
-	ping(t, nsA, ipB)
-	ping(t, nsB, ipA)
+	ping(t, a.ns, ipB)
+	ping(t, b.ns, ipA)
 
-	for _, at := range []*attachment{a, b} {
-		if err := at.check(); err != nil {
-			t.Fatalf("CHECK %s: %v", at.ns, err)
-		}
-	}
-	for _, x := range []struct {
-		at *attachment
-		ip netip.Addr
-	}{{a, ipA}, {b, ipB}} {
-		if err := x.at.del(); err != nil {
-			t.Fatalf("DEL %s: %v", x.at.ns, err)
-		}
-		n.assertNoRecord(t, x.ip)
-		if linkExists(x.at.ns, "eth0") {
-			t.Errorf("%s: eth0 still present after DEL", x.at.ns)
-		}
-		if err := x.at.del(); err != nil {
-			t.Fatalf("second DEL %s: %v", x.at.ns, err)
-		}
-	}
+	checkAll(t, a, b)
+	a.delTwice(t, ipA)
+	b.delTwice(t, ipB)
 }

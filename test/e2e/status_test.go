@@ -21,19 +21,11 @@ import (
 // range over subnet.
 func statusNet(t *testing.T, e *env, tag, ipamType, subnet string) *cniNet {
 	t.Helper()
-	return newNet(t, e, uniqueName(tag), map[string]any{
-		"cniVersion": "1.1.0",
-		"plugins": []map[string]any{{
-			"type":      "bridge",
-			"bridge":    linkName(t, tag), // never created: STATUS touches no link
-			"isGateway": true,
-			"ipam": map[string]any{
-				"type":    ipamType,
-				"subnet":  subnet,
-				"dataDir": t.TempDir(),
-			},
-		}},
-	})
+	return newNet(t, e, uniqueName(tag), bridgeList("1.1.0", linkName(t, tag), map[string]any{ // the bridge is never created: STATUS touches no link
+		"type":    ipamType,
+		"subnet":  subnet,
+		"dataDir": t.TempDir(),
+	}))
 }
 
 // TestStatus runs `cnitool status` (CNI 1.1 STATUS) through the bridge plugin, which forwards

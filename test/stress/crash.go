@@ -159,50 +159,27 @@ func (x *job) killStorm(n network, sets []rangeSet, spec stormSpec) error {
 		}
 	}
 	var sent atomic.Int64
-	for r := 1; r <= rounds; r++ {
+	err := x.inRounds(rounds, workers, 10, func(r, w int, rng *rand.Rand) {
 		end := int64(target * r / rounds)
-		var wg sync.WaitGroup
-		for w := range own {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := x.worker(w*10 + r)
-				for sent.Load() < end && x.Err() == nil {
-					a := own[w][rng.IntN(perWorker)]
-					verb := "ADD"
-					switch {
-					case a.dirty || (a.live && rng.Float64() < 0.75):
-						verb = "DEL"
-					case a.live:
-						verb = "CHECK"
-					}
-					k := killSpec{kill: rng.Float64() < 0.7}
-					if k.kill {
-						sent.Add(1)
-						if rng.IntN(2) == 0 {
-							k.after = logUniform(rng, time.Microsecond, spec.maxDelay)
-						} else {
-							k.after = time.Duration((spec.lateFrom + rng.Float64()*(1.2-spec.lateFrom)) * float64(ks.typical(verb)))
-						}
-					}
-					var o outcome
-					switch verb {
-					case "ADD":
-						o = x.doAdd(t, n, a, k)
-					case "DEL":
-						o = x.doDel(t, n, a, k)
-					case "CHECK":
-						o = x.doCheck(t, n, a, k)
-					}
-					ks.record(verb, k.kill, o, k.after)
+		for sent.Load() < end && x.Err() == nil {
+			a := own[w][rng.IntN(perWorker)]
+			verb := nextVerb(rng, a)
+			k := killSpec{kill: rng.Float64() < 0.7}
+			if k.kill {
+				sent.Add(1)
+				if rng.IntN(2) == 0 {
+					k.after = logUniform(rng, time.Microsecond, spec.maxDelay)
+				} else {
+					k.after = time.Duration((spec.lateFrom + rng.Float64()*(1.2-spec.lateFrom)) * float64(ks.typical(verb)))
 				}
-			}()
+			}
+			ks.record(verb, k.kill, x.do(verb, t, n, a, k), k.after)
 		}
-		wg.Wait()
-		if err := x.Err(); err != nil {
-			return err
-		}
+	}, func(r int) {
 		x.afterStorm(t, n, sets, all, fmt.Sprintf("after crash round %d of %d", r, rounds))
+	})
+	if err != nil {
+		return err
 	}
 	x.endOfCrash(t, n, sets, all, spec.prefix)
 	s, landed := ks.total()
@@ -289,13 +266,7 @@ func crashIO(x *job) error {
 	rng := x.rng
 	for i := 1; i <= iters && x.Err() == nil; i++ {
 		a := all[rng.IntN(len(all))]
-		verb := "ADD"
-		switch {
-		case a.dirty || (a.live && rng.Float64() < 0.75):
-			verb = "DEL"
-		case a.live:
-			verb = "CHECK"
-		}
+		verb := nextVerb(rng, a)
 		kth := 0
 		switch p := rng.Float64(); {
 		case p < 0.55:
@@ -304,15 +275,7 @@ func crashIO(x *job) error {
 			kth = 1 + rng.IntN(maxOpens[verb]+1)
 		}
 		killer.arm(kth)
-		var o outcome
-		switch verb {
-		case "ADD":
-			o = x.doAdd(t, n, a, killSpec{})
-		case "DEL":
-			o = x.doDel(t, n, a, killSpec{})
-		case "CHECK":
-			o = x.doCheck(t, n, a, killSpec{})
-		}
+		o := x.do(verb, t, n, a, killSpec{})
 		opens, hit := killer.disarm()
 		ks.record(verb, kth > 0, o, time.Second)
 		if hit != "" && o.killedByUs() {

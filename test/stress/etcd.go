@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
 )
 
@@ -131,12 +132,7 @@ func (x *job) etcdNetwork(n network, machines int) (network, error) {
 	for i := range machines {
 		n.nodes = append(n.nodes, fmt.Sprintf("node-%d", i))
 	}
-	ipam := map[string]any{}
-	for k, v := range n.ipam {
-		ipam[k] = v
-	}
-	ipam["store"] = map[string]any{"type": "etcd", "endpoints": eps, "prefix": prefix, "node": n.nodes[0], "timeout": etcdCallTimeout}
-	n.ipam = ipam
+	n.ipam = cniexec.Merge(n.ipam, map[string]any{"store": map[string]any{"type": "etcd", "endpoints": eps, "prefix": prefix, "node": n.nodes[0], "timeout": etcdCallTimeout}})
 	conf := filepath.Join(x.dir, n.name+".conf")
 	if err := os.WriteFile(conf, x.conf(n, nil), 0o644); err != nil {
 		return n, err

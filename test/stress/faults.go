@@ -287,21 +287,14 @@ func faultENOSPC(x *job) error {
 	okInARow := 0
 	for k := 0; k <= maxPages && okInARow < 3 && x.Err() == nil; k++ {
 		n, sets := faultNet(fmt.Sprintf("new-%d", k), data)
-		f := &fixture{x: x, n: n, sets: sets, t: newTracker(x, sets)}
-		a := f.att(fmt.Sprintf("new%d", k))
+		f := x.newFixture(n, sets, "", 0)
 		if err := sp.leavePages(k); err != nil {
 			return err
 		}
 		x.fault(1)
 		when := fmt.Sprintf("first ADD of a network with %d pages free", k)
-		x.doAddQuiet(f.t, n, a)
-		if a.live {
-			okInARow++
-		} else {
-			okInARow = 0
-			f.expectClean(x.lastOutcome(a), when, 5)
-			f.failedAdd(a, when, true)
-		}
+		a := f.addUnderFault(fmt.Sprintf("new%d", k), when, true)
+		okInARow = countInARow(okInARow, a.live)
 		outcomes = append(outcomes, fmt.Sprintf("%d:%s", k, x.outcomeWord(a)))
 		sp.free()
 		f.recovered(when + ", space freed")
@@ -332,15 +325,8 @@ func faultENOSPC(x *job) error {
 			}
 			x.fault(1)
 			when := fmt.Sprintf("ADD into a network of %d attachments (index stale: %v) with %d pages free", len(f.live()), stale, k)
-			a := f.att(fmt.Sprintf("ex-add%d-%v", k, stale))
-			x.doAddQuiet(f.t, n, a)
-			if a.live {
-				okInARow++
-			} else {
-				okInARow = 0
-				f.expectClean(x.lastOutcome(a), when, 5)
-				f.failedAdd(a, when, true)
-			}
+			a := f.addUnderFault(fmt.Sprintf("ex-add%d-%v", k, stale), when, true)
+			okInARow = countInARow(okInARow, a.live)
 			f.intact(before, when)
 			outcomes = append(outcomes, fmt.Sprintf("%d:%s", k, x.outcomeWord(a)))
 			sp.free()
@@ -392,12 +378,7 @@ func faultENOSPC(x *job) error {
 	}
 	x.fault(1)
 	when := "ADD with no free inode"
-	a := f.att("st-noinode")
-	x.doAddQuiet(f.t, n, a)
-	if !a.live {
-		f.expectClean(x.lastOutcome(a), when, 5)
-		f.failedAdd(a, when, true)
-	}
+	a := f.addUnderFault("st-noinode", when, true)
 	x.detail("%s: %s", when, x.outcomeWord(a))
 	if live := f.live(); len(live) > 0 {
 		o := x.doDelNoViolation(f.t, n, live[0])
@@ -416,6 +397,32 @@ func faultENOSPC(x *job) error {
 	f.finish("after the full-disk faults")
 	x.note("tmpfs of 16 MiB: the first ADD of a network and an ADD that must rebuild the index, each with 0, 1, 2, ... pages free, DEL on a full disk, no free inode")
 	return nil
+}
+
+// addUnderFault runs an ADD of a new attachment id while a fault lasts: it may succeed; a
+// failure must be a clean CNI error (code 5 for local-ipam) and leave no record once the
+// runtime DELs it (a DEL that must succeed, for local-ipam, with delMustWork).
+func (f *fixture) addUnderFault(id, when string, delMustWork bool) *att {
+	a := f.att(id)
+	f.x.doAddQuiet(f.t, f.n, a)
+	if !a.live {
+		f.expectClean(a.last, when+": ADD", 5)
+		f.failedAdd(a, when, delMustWork)
+	}
+	return a
+}
+
+// addMustFail runs an ADD of a new attachment id that the fault must make fail, with a
+// clean CNI error (code 5 for local-ipam).
+func (f *fixture) addMustFail(id, when string) *att {
+	a := f.att(id)
+	f.x.doAddQuiet(f.t, f.n, a)
+	if a.live {
+		f.x.violate("%s: ADD of %s succeeded", when, a)
+	} else {
+		f.expectClean(a.last, when+": ADD", 5)
+	}
+	return a
 }
 
 // doAddQuiet runs an ADD expected to fail under a fault: the caller judges the outcome
@@ -440,7 +447,13 @@ func (x *job) doAddQuiet(t *tracker, n network, a *att) {
 	t.addDone(op, nil, -1)
 }
 
-func (x *job) lastOutcome(a *att) outcome { return a.last }
+// countInARow counts the successes in a row, ok the latest.
+func countInARow(n int, ok bool) int {
+	if ok {
+		return n + 1
+	}
+	return 0
+}
 
 func (x *job) outcomeWord(a *att) string {
 	if a.live {
@@ -485,13 +498,7 @@ func faultReadOnly(x *job) error {
 		}
 		x.fault(1)
 		when := fmt.Sprintf("read-only data dir (index stale: %v)", stale)
-		a := f.att(fmt.Sprintf("ro-new-%v", stale))
-		x.doAddQuiet(f.t, n, a)
-		if a.live {
-			x.violate("%s: ADD of %s succeeded on a read-only file system", when, a)
-		} else {
-			f.expectClean(a.last, when+": ADD", 5)
-		}
+		a := f.addMustFail(fmt.Sprintf("ro-new-%v", stale), when)
 		live := f.live()
 		oc := x.call(call{cmd: "CHECK", id: live[1].id, ifname: live[1].ifname, stdin: x.conf(n, live[1].prev)})
 		if x.isLocal() && !oc.ok() {
@@ -568,15 +575,9 @@ func faultNotDir(x *job) error {
 		}
 		x.fault(1)
 		n, sets := faultNet("stress-nd", dataDir)
-		f := &fixture{x: x, n: n, sets: sets, t: newTracker(x, sets)}
-		a := f.att(fmt.Sprintf("nd%d", i))
-		x.doAddQuiet(f.t, n, a)
-		if a.live {
-			x.violate("%s: ADD succeeded", c.name)
-		} else {
-			f.expectClean(a.last, c.name+": ADD", 5)
-		}
-		od := x.doDelNoViolation(f.t, n, a)
+		f := x.newFixture(n, sets, "", 0)
+		a := f.addMustFail(fmt.Sprintf("nd%d", i), c.name)
+		od := x.doDelNoViolation(f.t, f.n, a)
 		f.expectClean(od, c.name+": DEL", 5)
 		after, err := treeSnapshot(root, "")
 		if err != nil {
@@ -647,13 +648,7 @@ func faultPerm(x *job) error {
 	}
 	x.fault(1)
 	when = "chattr +i on the network directory"
-	a := f.att("pm-immutable")
-	x.doAddQuiet(f.t, n, a)
-	if a.live {
-		x.violate("%s: ADD of %s succeeded", when, a)
-	} else {
-		f.expectClean(a.last, when+": ADD", 5)
-	}
+	a := f.addMustFail("pm-immutable", when)
 	live = f.live()
 	od = x.doDelNoViolation(f.t, n, live[0])
 	if od.ok() {
@@ -706,12 +701,7 @@ func faultPerm(x *job) error {
 	}
 	x.fault(1)
 	when = "chattr +a on last_reserved_ip.0"
-	a = f.att("pm-append")
-	x.doAddQuiet(f.t, n, a)
-	if !a.live {
-		f.expectClean(a.last, when+": ADD", 5)
-		f.failedAdd(a, when, false)
-	}
+	a = f.addUnderFault("pm-append", when, false)
 	f.intact(before, when)
 	x.detail("%s: ADD %s", when, x.outcomeWord(a))
 	if err := setFlag(cursor, flagAppend, false); err != nil {

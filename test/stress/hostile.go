@@ -169,38 +169,21 @@ var hostileCases = []hostileCase{
 		return append(append(append([]byte(nil), pad...), h.base(nil)...), pad...)
 	}, want: expectOK, after: thenDel},
 	{name: "300,000 ranges in one range set (10 MB)", conf: func(h *hctx) []byte {
-		return h.base(map[string]any{"ipam.subnet": nil, "ipam.ranges": rawJSON(manyRanges(h.n(300000), false))})
+		return h.base(map[string]any{"ipam.subnet": nil, "ipam.ranges": manyRanges(h.n(300000), false)})
 	}, want: expectOK, check: wantAddr("10.0.0.2"), after: thenDel},
 	{name: "300,000 range sets, the last overlapping the first (10 MB)", conf: func(h *hctx) []byte {
-		return h.base(map[string]any{"ipam.subnet": nil, "ipam.ranges": rawJSON(manyRanges(h.n(300000), true))})
+		return h.base(map[string]any{"ipam.subnet": nil, "ipam.ranges": manyRanges(h.n(300000), true)})
 	}, codes: []uint{7}},
 	{name: "400,000 exclusions, the first addresses of a /8 (10 MB)", conf: func(h *hctx) []byte {
-		var b strings.Builder
-		b.WriteByte('[')
-		for i := 0; i < h.n(400000); i++ {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			a := 0x0a000002 + i
-			fmt.Fprintf(&b, `"%d.%d.%d.%d"`, a>>24, a>>16&255, a>>8&255, a&255)
-		}
-		b.WriteByte(']')
-		return h.base(map[string]any{"ipam.subnet": "10.0.0.0/8", "ipam.exclude": rawJSON(b.String())})
+		exclude := jsonList(h.n(400000), func(i int) string { return `"` + ip4(0x0a000002+i) + `"` })
+		return h.base(map[string]any{"ipam.subnet": "10.0.0.0/8", "ipam.exclude": exclude})
 	}, want: expectOK, host: anyExp, check: func(h *hctx, o outcome) string {
-		a := 0x0a000002 + h.n(400000)
-		return wantAddr(fmt.Sprintf("%d.%d.%d.%d", a>>24, a>>16&255, a>>8&255, a&255))(h, o)
+		return wantAddr(ip4(0x0a000002+h.n(400000)))(h, o)
 	}, after: thenDel},
 	{name: "200,000 routes (8 MB)", conf: func(h *hctx) []byte {
-		var b strings.Builder
-		b.WriteByte('[')
-		for i := 0; i < h.n(200000); i++ {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"dst":"10.%d.%d.0/24","gw":"10.60.0.1"}`, i>>8&255, i&255)
-		}
-		b.WriteByte(']')
-		return h.base(map[string]any{"ipam.routes": rawJSON(b.String())})
+		return h.base(map[string]any{"ipam.routes": jsonList(h.n(200000), func(i int) string {
+			return fmt.Sprintf(`{"dst":"10.%d.%d.0/24","gw":"10.60.0.1"}`, i>>8&255, i&255)
+		})})
 	}, want: expectOK, after: thenDel},
 	{name: "arrays nested 100,000 deep in an unknown field", conf: func(h *hctx) []byte {
 		return h.base(map[string]any{"junk": rawJSON(strings.Repeat("[", 100000) + strings.Repeat("]", 100000))})
@@ -307,16 +290,9 @@ var hostileCases = []hostileCase{
 	{name: "GC without cni.dev/valid-attachments", verb: "GC", codes: []uint{7}, host: anyExp},
 	{name: "GC with cni.dev/valid-attachments a string", verb: "GC", conf: edit("cni.dev/valid-attachments", "all"), codes: []uint{6, 7}, host: anyExp},
 	{name: "GC with 200,000 valid attachments (9 MB)", verb: "GC", conf: func(h *hctx) []byte {
-		var b strings.Builder
-		b.WriteByte('[')
-		for i := 0; i < h.n(200000); i++ {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"containerID":"container-%08d","ifname":"eth0"}`, i)
-		}
-		b.WriteByte(']')
-		return h.base(map[string]any{"cni.dev/valid-attachments": rawJSON(b.String())})
+		return h.base(map[string]any{"cni.dev/valid-attachments": jsonList(h.n(200000), func(i int) string {
+			return fmt.Sprintf(`{"containerID":"container-%08d","ifname":"eth0"}`, i)
+		})})
 	}, want: expectOK},
 	{name: "STATUS with config version 1.0.0", verb: "STATUS", conf: edit("cniVersion", "1.0.0"), codes: []uint{1}, host: anyExp},
 	// Files the config points at.
@@ -339,34 +315,36 @@ var hostileCases = []hostileCase{
 
 // manyRanges is n /30 ranges of 10.0.0.0/8, as one range set, or as n sets (the last
 // overlapping the first).
-func manyRanges(n int, sets bool) string {
-	var b strings.Builder
-	b.WriteByte('[')
-	if !sets {
-		b.WriteByte('[')
-	}
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			b.WriteByte(',')
-		}
+func manyRanges(n int, sets bool) rawJSON {
+	rng := func(i int) string {
 		a := 0x0a000000 + 4*i
 		if sets && i == n-1 {
 			a = 0x0a000000
 		}
-		if sets {
-			b.WriteByte('[')
-		}
-		fmt.Fprintf(&b, `{"subnet":"%d.%d.%d.%d/30"}`, a>>24, a>>16&255, a>>8&255, a&255)
-		if sets {
-			b.WriteByte(']')
-		}
+		return `{"subnet":"` + ip4(a) + `/30"}`
 	}
 	if !sets {
-		b.WriteByte(']')
+		return "[" + jsonList(n, rng) + "]"
+	}
+	return jsonList(n, func(i int) string { return "[" + rng(i) + "]" })
+}
+
+// jsonList is a JSON array of n elements, elem(i) the i-th, encoded.
+func jsonList(n int, elem func(i int) string) rawJSON {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(elem(i))
 	}
 	b.WriteByte(']')
-	return b.String()
+	return rawJSON(b.String())
 }
+
+// ip4 is the dotted form of an IPv4 address given as a number.
+func ip4(a int) string { return fmt.Sprintf("%d.%d.%d.%d", a>>24, a>>16&255, a>>8&255, a&255) }
 
 func hostileScenario(x *job) error {
 	h := &hctx{x: x, dataDir: filepath.Join(x.dir, "data"), scratch: filepath.Join(x.dir, "files")}

@@ -13,8 +13,8 @@ package main
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 )
 
@@ -70,48 +70,38 @@ func loadScenario(spec loadSpec) func(x *job) error {
 			}
 		}
 		var done atomic.Int64
-		var statusChecks int
-		for r := 1; r <= rounds; r++ {
+		err := x.inRounds(rounds, spec.workers, 100, func(r, w int, rng *rand.Rand) {
 			end := int64(ops * r / rounds)
-			var wg sync.WaitGroup
-			for w := range workers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rng := x.worker(w*100 + r)
-					mine := workers[w]
-					for done.Add(1) <= end && x.Err() == nil {
-						a := mine[rng.IntN(len(mine))]
-						p := rng.Float64()
-						switch {
-						case a.live && p < 0.25:
-							x.doCheck(t, n, a, killSpec{})
-						case a.live && p < 0.33:
-							x.doDupAdd(t, n, a)
-						case a.live:
-							x.doDel(t, n, a, killSpec{})
-						case p < 0.08:
-							x.doDel(t, n, a, killSpec{}) // DEL of nothing: must succeed
-						default:
-							if x.doAdd(t, n, a, killSpec{}); a.dirty {
-								x.doDel(t, n, a, killSpec{}) // the runtime cleans up a failed ADD
-							}
-						}
+			mine := workers[w]
+			for done.Add(1) <= end && x.Err() == nil {
+				a := mine[rng.IntN(len(mine))]
+				p := rng.Float64()
+				switch {
+				case a.live && p < 0.25:
+					x.doCheck(t, n, a, killSpec{})
+				case a.live && p < 0.33:
+					x.doDupAdd(t, n, a)
+				case a.live:
+					x.doDel(t, n, a, killSpec{})
+				case p < 0.08:
+					x.doDel(t, n, a, killSpec{}) // DEL of nothing: must succeed
+				default:
+					if x.doAdd(t, n, a, killSpec{}); a.dirty {
+						x.doDel(t, n, a, killSpec{}) // the runtime cleans up a failed ADD
 					}
-				}()
+				}
 			}
-			wg.Wait()
-			done.Store(end)
-			if err := x.Err(); err != nil {
-				return err
-			}
+		}, func(r int) {
+			done.Store(int64(ops * r / rounds))
 			when := fmt.Sprintf("after round %d of %d", r, rounds)
 			nrec := x.checkRecords(n.records(), sets, all, when)
 			x.logf("%s: %d records; %s", when, nrec, t.summary())
 			if x.isLocal() {
 				x.checkStatus(n, sets, when)
-				statusChecks++
 			}
+		})
+		if err != nil {
+			return err
 		}
 		x.delAll(n, all, spec.workers)
 		x.expectNoRecords(n.records(), "after DEL of every attachment")

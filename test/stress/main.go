@@ -179,7 +179,7 @@ func (s *suite) cleanup() {
 // directory), and gathers the results.
 func (s *suite) run(ctx context.Context) *report {
 	started := time.Now()
-	rep := &report{root: s.root, header: machineHeader(s), seed: s.o.seed, short: s.o.short}
+	rep := &report{root: s.root, run: describeRun(s), seed: s.o.seed, short: s.o.short}
 	for i, sc := range scenarios {
 		if !s.o.only.MatchString(sc.name) {
 			continue

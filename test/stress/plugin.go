@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -42,21 +41,11 @@ type plugin struct {
 }
 
 func newPlugin(slot, bin string) (*plugin, error) {
-	abs, err := filepath.Abs(bin)
+	abs, err := cniexec.AbsExecutable(slot, bin)
 	if err != nil {
 		return nil, err
 	}
-	if err := cniexec.Executable(abs); err != nil {
-		return nil, fmt.Errorf("%s binary: %w", slot, err)
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "CNI_") || strings.HasPrefix(kv, cniexec.MiddlemanEnv+"=") || strings.HasPrefix(kv, "LOCAL_IPAM_BOOT_ID_FILE=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return &plugin{slot: slot, bin: abs, typ: filepath.Base(abs), baseEnv: env}, nil
+	return &plugin{slot: slot, bin: abs, typ: filepath.Base(abs), baseEnv: cniexec.PluginEnv()}, nil
 }
 
 // call is one plugin invocation.
@@ -200,36 +189,18 @@ func (n network) on(node string) network {
 	if !ok || node == "" {
 		return n
 	}
-	ipam := make(map[string]any, len(n.ipam))
-	for k, v := range n.ipam {
-		ipam[k] = v
-	}
-	store := make(map[string]any, len(st)+1)
-	for k, v := range st {
-		store[k] = v
-	}
-	store["node"] = node
-	ipam["store"] = store
-	n.ipam = ipam
+	n.ipam = cniexec.Merge(n.ipam, map[string]any{"store": cniexec.Merge(st, map[string]any{"node": node})})
 	return n
 }
 
 // conf is the network config a runtime passes: a bridge network whose ipam section names
 // the plugin under test. prev (the ADD result) is added as prevResult for CHECK.
 func (x *job) conf(n network, prev []byte) []byte {
-	ipam := map[string]any{"type": x.p.typ, "dataDir": n.dataDir}
-	for k, v := range n.ipam {
-		ipam[k] = v
-	}
-	c := map[string]any{"cniVersion": "1.1.0", "name": n.name, "type": "bridge", "bridge": "cni-stress", "ipam": ipam}
+	top := map[string]any{"bridge": "cni-stress"}
 	if len(prev) > 0 {
-		c["prevResult"] = json.RawMessage(prev)
+		top["prevResult"] = json.RawMessage(prev)
 	}
-	b, err := json.Marshal(c)
-	if err != nil {
-		panic(err)
-	}
-	return b
+	return cniexec.NetConf("1.1.0", n.name, cniexec.Merge(map[string]any{"type": x.p.typ, "dataDir": n.dataDir}, n.ipam), top)
 }
 
 func (n network) dir() string { return filepath.Join(n.dataDir, n.name) }

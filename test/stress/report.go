@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/internal/machine"
 )
 
 // scenario is one row of the table.
@@ -137,7 +138,7 @@ type reportRow struct {
 
 type report struct {
 	root        string // the scratch directory, shown as <scratch> in the report
-	header      []string
+	run         runInfo
 	seed        uint64
 	short       bool
 	rows        []reportRow
@@ -160,46 +161,52 @@ func (r *report) localFailed() bool {
 	return false
 }
 
-func machineHeader(s *suite) []string {
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	kernel := unix.ByteSliceToString(uts.Release[:])
-	fsType := "?"
-	var st unix.Statfs_t
-	if unix.Statfs(s.root, &st) == nil {
-		fsType = fsName(st.Type)
-	}
-	cpu := "?"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				if _, v, ok := strings.Cut(l, ":"); ok {
-					cpu = strings.TrimSpace(v)
-				}
-				break
-			}
-		}
-	}
+// runInfo is what the report's header says of the machine and the binaries.
+type runInfo struct {
+	machine string // internal/machine's words, the uid and the load
+	fsType  string // the scratch directory's file system
+	bins    []binInfo
+}
+
+// binInfo is the binary of one slot: by name and version, and where it is.
+type binInfo struct{ slot, name, path, version string }
+
+func describeRun(s *suite) runInfo {
 	load := "?"
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		if f := strings.Fields(string(b)); len(f) >= 3 {
 			load = strings.Join(f[:3], " ")
 		}
 	}
-	h := []string{
-		fmt.Sprintf("machine: %d CPUs (%s), kernel %s, %s, running as uid %d; load average at the start %s", runtime.NumCPU(), cpu, kernel, runtime.Version(), os.Geteuid(), load),
-		fmt.Sprintf("scratch: %s (%s)", s.root, fsType),
-	}
+	h := runInfo{machine: fmt.Sprintf("%s, running as uid %d; load average at the start %s", machine.Describe(), os.Geteuid(), load)}
+	h.fsType, _, _ = machine.Mount(s.root)
 	for _, p := range s.plugins {
-		line := fmt.Sprintf("%s: %s", p.slot, p.bin)
+		version := machine.Version(p.bin)
 		if p.isLocal() {
 			if out, err := exec.Command(p.bin, "version").Output(); err == nil {
-				line += " (" + strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]) + ")"
+				version = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 			}
-		} else {
-			line += " (v1.10.0 from go.mod, `make peers`)"
 		}
-		h = append(h, line)
+		h.bins = append(h.bins, binInfo{p.slot, machine.Binary(p.bin), p.bin, version})
+	}
+	return h
+}
+
+// header is the report's header: with md, the machine and binaries in words only (it goes
+// into the documentation); otherwise with the paths of the scratch directory and binaries.
+func (r *report) header(md bool) []string {
+	h := []string{"machine: " + r.run.machine}
+	if md {
+		h = append(h, "scratch: a temporary directory on "+r.run.fsType)
+	} else {
+		h = append(h, fmt.Sprintf("scratch: %s (%s)", r.root, r.run.fsType))
+	}
+	for _, b := range r.run.bins {
+		if md {
+			h = append(h, fmt.Sprintf("%s: %s", b.slot, b.name))
+		} else {
+			h = append(h, fmt.Sprintf("%s: %s (%s)", b.slot, b.path, b.version))
+		}
 	}
 	return h
 }
@@ -231,7 +238,7 @@ func (r *report) mode() string {
 // totals per plugin.
 func (r *report) text(w io.Writer) {
 	fmt.Fprintf(w, "local-ipam stress (%s run, seed %d): %.0fs\n", r.mode(), r.seed, r.elapsed.Seconds())
-	for _, h := range r.header {
+	for _, h := range r.header(false) {
 		fmt.Fprintln(w, "  "+h)
 	}
 	for _, row := range r.rows {
@@ -302,7 +309,7 @@ func (r *report) totals() map[string]*[3]int64 {
 // markdown prints the report as docs/RELIABILITY.md shows it.
 func (r *report) markdown(w io.Writer) {
 	fmt.Fprintf(w, "- %s run, seed %d, took %.0fs\n", r.mode(), r.seed, r.elapsed.Seconds())
-	for _, h := range r.header {
+	for _, h := range r.header(true) {
 		fmt.Fprintln(w, "- "+h)
 	}
 	fmt.Fprintln(w)
@@ -322,13 +329,13 @@ func (r *report) markdown(w io.Writer) {
 			case res.notApplicable != "":
 				fmt.Fprintf(w, "| %s | %s | - | - | - | not applicable: %s |\n", name, res.plugin, res.notApplicable)
 			case res.err != nil:
-				fmt.Fprintf(w, "| %s | %s | %d | %d | ERROR | %s |\n", name, res.plugin, ops, faults, mdEscape(r.tidy(res.err.Error())))
+				fmt.Fprintf(w, "| %s | %s | %d | %d | ERROR | %s |\n", name, res.plugin, ops, faults, r.md((res.err.Error())))
 			default:
 				vs := fmt.Sprint(viol)
 				if viol > 0 {
 					vs = "**" + vs + "**"
 				}
-				fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %s |\n", name, res.plugin, ops, faults, vs, mdEscape(r.tidy(strings.Join(res.notes, "; "))))
+				fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %s |\n", name, res.plugin, ops, faults, vs, r.md((strings.Join(res.notes, "; "))))
 			}
 		}
 	}
@@ -342,7 +349,7 @@ func (r *report) markdown(w io.Writer) {
 			if n := res.violationCount(); n > 0 {
 				fmt.Fprintf(w, "\n**%s, %s: %d violation(s)**\n\n", row.sc.name, res.plugin, n)
 				for _, v := range capList(res.violations, 15) {
-					fmt.Fprintln(w, "- "+mdEscape(r.tidy(v)))
+					fmt.Fprintln(w, "- "+r.md((v)))
 				}
 			}
 		}
@@ -357,7 +364,7 @@ func (r *report) markdown(w io.Writer) {
 				}
 				fmt.Fprintf(w, "\n%s, %s:\n\n", row.sc.name, res.plugin)
 				for _, d := range res.details {
-					fmt.Fprintln(w, "- "+mdEscape(r.tidy(d)))
+					fmt.Fprintln(w, "- "+r.md((d)))
 				}
 			}
 		}
@@ -370,6 +377,17 @@ func (r *report) tidy(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(s, r.root, "<scratch>")
+}
+
+// md is a line of the Markdown report: the scratch directory shortened, the binaries
+// named instead of their paths, escaped for a table cell or a list item.
+func (r *report) md(s string) string {
+	for _, b := range r.run.bins {
+		if b.path != "" {
+			s = strings.ReplaceAll(s, b.path, b.name)
+		}
+	}
+	return mdEscape(r.tidy(s))
 }
 
 func mdEscape(s string) string {

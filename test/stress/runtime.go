@@ -5,6 +5,8 @@ package main
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
@@ -130,6 +132,53 @@ func (x *job) doCheck(t *tracker, n network, a *att, k killSpec) outcome {
 		x.violate("t=%v: CHECK of %s (holding %v) failed: %s", t.now(), a, a.addrs, describe(o))
 	}
 	return o
+}
+
+// nextVerb is what the runtime of the crash scenarios does next with a: DEL it when dirty,
+// or live three times in four, CHECK it when live otherwise, ADD it when free.
+func nextVerb(rng *rand.Rand, a *att) string {
+	switch {
+	case a.dirty || (a.live && rng.Float64() < 0.75):
+		return "DEL"
+	case a.live:
+		return "CHECK"
+	}
+	return "ADD"
+}
+
+// do runs verb (ADD, DEL or CHECK) for a.
+func (x *job) do(verb string, t *tracker, n network, a *att, k killSpec) outcome {
+	switch verb {
+	case "ADD":
+		return x.doAdd(t, n, a, k)
+	case "DEL":
+		return x.doDel(t, n, a, k)
+	case "CHECK":
+		return x.doCheck(t, n, a, k)
+	}
+	panic("no such verb " + verb)
+}
+
+// inRounds runs rounds 1 to rounds, each of workers goroutines: work(r, w, rng) is worker
+// w's part of round r, rng its own (x.worker(w*stride + r)). After every round, unless
+// the job was stopped (then it returns why), after(r) runs.
+func (x *job) inRounds(rounds, workers, stride int, work func(r, w int, rng *rand.Rand), after func(r int)) error {
+	for r := 1; r <= rounds; r++ {
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				work(r, w, x.worker(w*stride+r))
+			}()
+		}
+		wg.Wait()
+		if err := x.Err(); err != nil {
+			return err
+		}
+		after(r)
+	}
+	return nil
 }
 
 // settle DELs every dirty attachment, as the runtime retries a DEL until it succeeds.

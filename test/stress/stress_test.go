@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -41,13 +42,9 @@ func TestMain(m *testing.M) {
 // localIPAM returns the built local-ipam binary, or fails the test with how to build it.
 func localIPAM(t *testing.T) *plugin {
 	t.Helper()
-	dir, err := cniexec.BinDir()
+	p, err := newPlugin(slotLocal, cniexec.Bin(t, "local-ipam"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	p, err := newPlugin(slotLocal, filepath.Join(dir, "local-ipam"))
-	if err != nil {
-		t.Fatalf("%v: run `make build`, or point LOCAL_IPAM_BIN_DIR at the directory holding local-ipam", err)
 	}
 	return p
 }
@@ -121,24 +118,33 @@ func TestHarnessCatchesHostLocal(t *testing.T) {
 }
 
 // TestReportAndFlags: the command's report ends with the totals, and bad flags exit 2.
+// The text report names the binary's and the scratch directory's paths; the Markdown one,
+// which goes into the documentation, names neither, nor the date.
 func TestReportAndFlags(t *testing.T) {
 	p := localIPAM(t)
 	var out, errs bytes.Buffer
-	code := run([]string{"-plugin", p.bin, "-host-local", "none", "-short", "-only", "^fault-notdir$", "-tmp", t.TempDir()}, &out, &errs)
+	tmp := t.TempDir()
+	code := run([]string{"-plugin", p.bin, "-host-local", "none", "-short", "-only", "^fault-notdir$", "-tmp", tmp}, &out, &errs)
 	if code != 0 {
 		t.Fatalf("exit %d; stdout:\n%s\nstderr:\n%s", code, out.String(), errs.String())
 	}
-	for _, want := range []string{"fault-notdir", "TOTAL", "local-ipam"} {
+	for _, want := range []string{"fault-notdir", "TOTAL", "local-ipam: " + p.bin + " (", "scratch: " + tmp + "/"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
 	}
 	out.Reset()
-	if code := run([]string{"-plugin", p.bin, "-host-local", "none", "-short", "-markdown", "-only", "^fault-notdir$", "-tmp", t.TempDir()}, &out, &errs); code != 0 {
+	if code := run([]string{"-plugin", p.bin, "-host-local", "none", "-short", "-markdown", "-only", "^fault-notdir$", "-tmp", tmp}, &out, &errs); code != 0 {
 		t.Fatalf("-markdown: exit %d", code)
 	}
-	if !strings.Contains(out.String(), "| `fault-notdir` | local-ipam |") || !strings.Contains(out.String(), "| **total** |") {
-		t.Errorf("markdown report:\n%s", out.String())
+	md := out.String()
+	for _, want := range []string{"| `fault-notdir` | local-ipam |", "| **total** |", "\n- local-ipam: local-ipam (this tree)\n", "\n- scratch: a temporary directory on "} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, tmp) || strings.Contains(md, filepath.Dir(p.bin)) || regexp.MustCompile(`\b20\d\d-\d\d-\d\d\b`).MatchString(md) {
+		t.Errorf("markdown report names a path of this machine or a date:\n%s", md)
 	}
 	if code := run([]string{"-only", "("}, &out, &errs); code != 2 {
 		t.Errorf("bad -only: exit %d, want 2", code)
