@@ -9,12 +9,17 @@ LDFLAGS := -s -w -X main.buildVersion=$(VERSION)
 PREFIX  ?= /opt/cni/bin
 
 # Peer binaries built from the pinned modules in go.mod (tool directives): the reference
-# host-local for differential tests and benchmarks, bridge/macvlan and cnitool for e2e.
-PEERS := host-local bridge macvlan cnitool
+# host-local for differential tests and benchmarks, bridge/macvlan and cnitool for e2e,
+# and portmap/firewall/tuning, which every network `podman network create` writes names
+# (test/podman).
+PEERS := host-local bridge macvlan cnitool portmap firewall tuning
 PEER_PKGS := github.com/containernetworking/plugins/plugins/ipam/host-local \
 	github.com/containernetworking/plugins/plugins/main/bridge \
 	github.com/containernetworking/plugins/plugins/main/macvlan \
-	github.com/containernetworking/cni/cnitool
+	github.com/containernetworking/cni/cnitool \
+	github.com/containernetworking/plugins/plugins/meta/portmap \
+	github.com/containernetworking/plugins/plugins/meta/firewall \
+	github.com/containernetworking/plugins/plugins/meta/tuning
 
 .PHONY: all build peers test test-short bench stress fuzz demo install fmt vet clean
 
