@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 )
 
@@ -185,4 +187,116 @@ func (p *page) flush(idxfd int, k pageKey) (sum uint32, err error) {
 	p.dirty = false
 	p.exists = true
 	return sum, nil
+}
+
+func (s *Store) owned(key string) ([]netip.Addr, error) {
+	if addrs, ok := s.owners[key]; ok || s.memOnly {
+		return addrs, nil
+	}
+	addrs, err := s.lookup(key)
+	if errors.Is(err, errBadTable) || errors.Is(err, errBadOwner) {
+		// A damaged index: rebuild from the records, which are the truth (also mid-call:
+		// what this call already changed is in the records too).
+		if err := s.rebuild(); err != nil {
+			return nil, err
+		}
+		return s.owners[key], nil
+	}
+	if err != nil {
+		return nil, cnierr.IO(err, "cannot read index of %s", s.dir)
+	}
+	s.owners[key] = addrs
+	return addrs, nil
+}
+
+func (s *Store) lookup(key string) ([]netip.Addr, error) {
+	if err := s.openTable(); err != nil {
+		return nil, err
+	}
+	addrs, overflow, sum, err := s.table.get(key)
+	if err != nil || !overflow {
+		return addrs, err
+	}
+	s.overflow[key] = true
+	b, ok, regular, err := readSmall(s.idxfd, overflowName(key), 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || !regular || blockSum(b) != sum {
+		return nil, errBadOwner
+	}
+	return decodeOwner(key, b)
+}
+
+// openTable opens the owner table, checked against the state's root checksum.
+func (s *Store) openTable() error {
+	if s.table != nil {
+		return nil
+	}
+	t, err := openOwnerTable(s.idxfd, s.st.root, s.ro)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) {
+			err = errBadTable // missing, or not our file: rebuild
+		}
+		return err
+	}
+	s.table = t
+	return nil
+}
+
+func (s *Store) setOwned(key string, addrs []netip.Addr) {
+	s.owners[key] = addrs
+	s.dirty[key] = true
+}
+
+func (s *Store) contains(key string, a netip.Addr) bool {
+	return slices.Contains(s.owners[key], a)
+}
+
+func (s *Store) page(k pageKey) (*page, error) {
+	if p, ok := s.pages[k]; ok {
+		return p, nil
+	}
+	if s.memOnly {
+		p := newPage()
+		s.pages[k] = p
+		return p, nil
+	}
+	p, err := s.loadPage(k)
+	if err != nil {
+		// A damaged index (a checksum mismatch, a page missing, short, or not a regular
+		// file): rebuild from the records. Every page with an address taken is then in
+		// memory; any other is all free.
+		if err := s.rebuild(); err != nil {
+			return nil, err
+		}
+		if p, ok := s.pages[k]; ok {
+			return p, nil
+		}
+		p = newPage()
+	}
+	s.pages[k] = p
+	return p, nil
+}
+
+// loadPage reads page k if the owner table says it exists (else it is all free).
+func (s *Store) loadPage(k pageKey) (*page, error) {
+	if err := s.openTable(); err != nil {
+		return nil, err
+	}
+	sum, found, err := s.table.getPage(k)
+	if err != nil || !found {
+		return newPage(), err
+	}
+	return loadPage(s.idxfd, k, sum, s.ro)
+}
+
+func (s *Store) setTaken(a netip.Addr, taken bool) error {
+	k, bit := splitAddr(a)
+	p, err := s.page(k)
+	if err != nil {
+		return err
+	}
+	p.set(bit, taken)
+	return nil
 }
