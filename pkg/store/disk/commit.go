@@ -19,14 +19,14 @@ func (s *Store) Close() error {
 
 // Commit implements store.Store: index pages and owner table first, the state last.
 func (s *Store) Commit() error {
-	if s.memOnly {
+	if s.index.inMemory() {
 		if s.changed {
 			_ = s.invalidateState() // the next call rebuilds
 		}
 		s.changed = false
 		return nil
 	}
-	if s.idxfd < 0 || s.ro {
+	if s.idxfd < 0 || s.index.readOnly() {
 		return nil
 	}
 	wrote := len(s.dirty) > 0
@@ -34,12 +34,11 @@ func (s *Store) Commit() error {
 		wrote = wrote || p.dirty
 	}
 	if wrote {
-		if err := s.writeIndexChanges(); err != nil {
+		if s.writeIndexChanges() != nil {
 			// The records are written, and they are the truth: an index that could not
 			// follow them (a full disk, a table found damaged) is only distrusted. The
 			// state (already marked "changing" if the records changed) is spoiled, and
 			// the next call rebuilds.
-			s.IndexErr = err
 			s.stale = true
 		}
 	}
@@ -123,10 +122,10 @@ func (s *Store) writeOwners() error {
 // statDir included) always leaves a state the next call cannot trust, whatever the
 // directory's timestamps say. One byte, one pwrite, once per call.
 func (s *Store) beginChange() error {
-	if s.ro {
+	if s.index.readOnly() {
 		return cnierr.IO(unix.EROFS, "cannot change the store %s: read-only file system", s.dir)
 	}
-	if s.marked || s.memOnly {
+	if s.marked || s.index.inMemory() {
 		return nil
 	}
 	if err := s.invalidateState(); err != nil {
@@ -139,7 +138,7 @@ func (s *Store) beginChange() error {
 // invalidateState spoils the state's magic in place (never a truncate: on ext4 a
 // truncate to zero forces a flush).
 func (s *Store) invalidateState() error {
-	if s.ro || s.stfd < 0 {
+	if s.index.readOnly() || s.stfd < 0 {
 		return nil
 	}
 	return pwriteAll(s.stfd, []byte{'x'}, 0)

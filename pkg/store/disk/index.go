@@ -190,7 +190,7 @@ func (p *page) flush(idxfd int, k pageKey) (sum uint32, err error) {
 }
 
 func (s *Store) owned(key string) ([]netip.Addr, error) {
-	if addrs, ok := s.owners[key]; ok || s.memOnly {
+	if addrs, ok := s.owners[key]; ok || s.index.inMemory() {
 		return addrs, nil
 	}
 	addrs, err := s.lookup(key)
@@ -233,7 +233,7 @@ func (s *Store) openTable() error {
 	if s.table != nil {
 		return nil
 	}
-	t, err := openOwnerTable(s.idxfd, s.st.root, s.ro)
+	t, err := openOwnerTable(s.idxfd, s.st.root, s.index.readOnly())
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) {
 			err = errBadTable // missing, or not our file: rebuild
@@ -257,7 +257,7 @@ func (s *Store) page(k pageKey) (*page, error) {
 	if p, ok := s.pages[k]; ok {
 		return p, nil
 	}
-	if s.memOnly {
+	if s.index.inMemory() {
 		p := newPage()
 		s.pages[k] = p
 		return p, nil
@@ -288,7 +288,7 @@ func (s *Store) loadPage(k pageKey) (*page, error) {
 	if err != nil || !found {
 		return newPage(), err
 	}
-	return loadPage(s.idxfd, k, sum, s.ro)
+	return loadPage(s.idxfd, k, sum, s.index.readOnly())
 }
 
 func (s *Store) setTaken(a netip.Addr, taken bool) error {

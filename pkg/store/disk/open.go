@@ -30,7 +30,6 @@ func Open(dataDir, network string, opts Options) (*Store, error) {
 	}
 	if opts.FreeOnReboot {
 		n, err := s.freeOnReboot()
-		s.FreedOnReboot = n
 		if err == nil && n > 0 {
 			err = s.Commit()
 		}
@@ -81,7 +80,7 @@ func (s *Store) open(records int) error {
 		} else if errors.Is(err, unix.EROFS) {
 			// A read-only store that never had an index: serve reads from one built in
 			// memory.
-			s.ro = true
+			s.index = indexMemReadOnly
 			return s.rebuild()
 		}
 	}
@@ -107,8 +106,9 @@ func (s *Store) loadState() error {
 	}
 	if errors.Is(err, unix.EROFS) {
 		// A read-only file system: read the state as it is; with the index current, reads
-		// use it; otherwise the index is rebuilt in memory only.
-		s.ro = true
+		// use it; otherwise the index is rebuilt in memory only (rebuild moves to
+		// indexMemReadOnly).
+		s.index = indexReadOnly
 		fd, err = unix.Openat(s.metafd, stateName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
 			return s.rebuild()
@@ -163,7 +163,3 @@ func (s *Store) closeIndexFiles() {
 		s.idxfd = -1
 	}
 }
-
-// Abandon drops the store without committing, as a process killed mid-call would. Tests
-// use it to check that the next call repairs what was left.
-func (s *Store) Abandon() { s.release() }

@@ -16,18 +16,20 @@ import (
 // rebuild makes a new index generation from the records, then points the state at it.
 // A crash part-way leaves a state that does not match, so the next call simply rebuilds
 // again. When the index cannot be written (a full disk), what was written of it is
-// removed and this call goes on with the index in memory (memOnly): a DEL still
-// releases, and an ADD needs only the space of its record. On a read-only file system
-// the index is rebuilt in memory only, and nothing is written.
+// removed and this call goes on with the index in memory (indexMemWrote): a DEL still
+// releases, and an ADD needs only the space of its record. On a read-only file system,
+// or once the index was dropped for a record's space, the index is rebuilt in memory
+// only, and nothing is written.
 func (s *Store) rebuild() error {
-	s.Rebuilds++
+	s.rebuilds++
+	writes := s.index.writable()
 	// The directory is recorded before the scan, so that a change during the scan (an rm,
 	// which takes no lock) makes the next call rebuild again. Its timestamps are made
 	// distinct first (statDir) unless no state will be written.
 	var before unix.Stat_t
 	var distinct bool
 	var err error
-	if s.ro || s.dropped {
+	if !writes {
 		err = unix.Fstat(s.netfd, &before)
 	} else {
 		distinct, err = s.statDir(&before)
@@ -46,7 +48,7 @@ func (s *Store) rebuild() error {
 	clear(s.overflow)
 	s.table.close()
 	s.table = nil
-	s.memOnly = true // pages start empty, not read from any index
+	s.index = s.index.rebuilding() // pages start empty, not read from any index
 	err = s.scan(func(r Record) error {
 		if !r.Regular {
 			return s.setTaken(r.Addr, true)
@@ -70,11 +72,10 @@ func (s *Store) rebuild() error {
 			s.overflow[key] = true
 		}
 	}
-	if s.ro || s.dropped {
+	if !writes {
 		return nil
 	}
-	if err := s.writeIndex(&before, distinct); err != nil {
-		s.IndexErr = err
+	if s.writeIndex(&before, distinct) != nil {
 		for _, p := range s.pages {
 			p.exists = false
 		}
@@ -83,7 +84,7 @@ func (s *Store) rebuild() error {
 		_ = s.invalidateState()
 		return nil
 	}
-	s.memOnly = false
+	s.index = indexRebuilt
 	return nil
 }
 
@@ -96,7 +97,7 @@ func (s *Store) writeIndex(before *unix.Stat_t, distinct bool) error {
 	if err != nil {
 		return err
 	}
-	s.wroteIndex = true
+	s.index = indexMemWrote // what follows is this call's to give back (spaceFor)
 	// The old generations go first: the state no longer trusts them, and on a nearly full
 	// disk their space is what the new one needs. A crash from here to the state's write
 	// leaves a state naming a generation that is gone (or not current): a rebuild.
@@ -188,26 +189,25 @@ func removeTree(parent int, name string) {
 // not write is left alone: with it current, an ADD fails on a full disk as host-local's
 // does, and as STATUS says it will.
 func (s *Store) spaceFor(err error) bool {
-	if s.ro || s.dropped || !s.wroteIndex || !(errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)) {
+	if !s.index.ownsSpace() || !(errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)) {
 		return false
 	}
-	s.dropped = true
+	onDisk := !s.index.inMemory()
+	s.index = indexDropped
 	s.dropIndexFiles()
 	// An empty state never matches: the next call rebuilds, as after a "changing" mark.
-	if s.stfd >= 0 {
-		if terr := unix.Ftruncate(s.stfd, 0); terr != nil {
-			return false
-		}
+	spoiled := s.stfd < 0 || unix.Ftruncate(s.stfd, 0) == nil
+	if spoiled {
+		s.marked = true
 	}
-	s.marked = true
-	if !s.memOnly {
+	if onDisk {
 		// The index in memory must be whole: rebuild it from the records (this call's
 		// own changes are in them too), without writing it.
 		if rerr := s.rebuild(); rerr != nil {
 			return false
 		}
 	}
-	return true
+	return spoiled
 }
 
 // dropIndexFiles closes the index generation's files and removes every generation: to

@@ -42,26 +42,19 @@ type Store struct {
 
 	lastLen map[int]int // length of last_reserved_ip.<set> as read, -1 when absent
 
-	// memOnly: the index lives in this process only (being rebuilt, or it could not be
-	// written): owners and pages are complete in memory and nothing of the index is
-	// read or written; the state stays stale, so the next call rebuilds.
-	memOnly bool
-	// IndexErr is why the index could not be written, when memOnly.
-	IndexErr error
-	// ro: the file system is read-only. Reads work as usual, the index included when it is
-	// current (otherwise it is rebuilt in memory only); any change fails with code 5.
-	ro bool
-	// dropped: the index on disk was removed to give its space to a record (dropIndex);
-	// this call keeps it in memory only.
-	dropped bool
-	// wroteIndex: this call (re)wrote the index on disk (a rebuild), so its space is this
-	// call's to give back (spaceFor).
-	wroteIndex bool
-
-	changed bool // the records changed: the state must be renewed at Close
-	// marked: the state file says "a call is changing the records" (see beginChange).
-	marked bool
-	stale  bool // the index disagreed with a record: rebuild at the next call
+	// index is what this call's index is: where it lives and what may be done with it.
+	index indexMode
+	// What the commit does with the state file (commit.go). These matter when the index
+	// is on disk and writable (indexCurrent, indexRebuilt), where each takes either value
+	// whatever the others are: flags beside the mode, not modes.
+	// changed: the records changed since the last commit, so the state must be renewed;
+	// marked: the state file on disk says "a call is changing the records" (beginChange),
+	// or is otherwise invalid, until saveState writes it;
+	// stale: the index disagreed with a record, so the commit spoils the state and the
+	// next call rebuilds.
+	changed bool
+	marked  bool
+	stale   bool
 
 	// prepared: anonymous record files of preparedKey, written before the lock (see
 	// Options.Records), each linked into place by a Reserve of that owner.
@@ -70,10 +63,7 @@ type Store struct {
 	// refused: the ways of creating a record this file system refused (see linkRecord).
 	refused refusals
 
-	// Rebuilds counts index rebuilds done by this call (tests and `list` report it).
-	Rebuilds int
-	// FreedOnReboot counts records freed because the machine rebooted.
-	FreedOnReboot int
+	rebuilds int // index rebuilds done by this call
 }
 
 var _ store.Store = (*Store)(nil)
@@ -92,7 +82,81 @@ type Options struct {
 	Owner   store.Owner
 }
 
-// Dir is the network's directory.
-func (s *Store) Dir() string { return s.dir }
-
 func (s *Store) String() string { return fmt.Sprintf("disk store %s", s.dir) }
+
+// indexMode is what a call's index is: where it lives (on disk, or in this process only),
+// whether it may be written, and whether the space it takes on disk is this call's to give
+// back to a record (spaceFor). In the modes kept in memory, the owners and pages in memory
+// are the whole index (once the rebuild that entered the mode has filled them): nothing
+// of it is read from disk or written there, and the state is never made valid, so the
+// next call rebuilds.
+//
+// Transitions, within one call (the mode itself is not saved):
+//
+//	Open:     indexCurrent when the state matches the directory, indexReadOnly when it
+//	          matches on a read-only file system; otherwise a rebuild.
+//	rebuild:  to the in-memory mode of the same kind (rebuilding), filled from the
+//	          records; then, if writable, written as a new generation: indexMemWrote
+//	          from the removal of the old generations on, indexRebuilt once written.
+//	spaceFor: indexRebuilt or indexMemWrote -> indexDropped (rebuilt in memory).
+//
+// Whatever the mode, a change to the records is made first and the index follows it; the
+// state file guards the crash in between (beginChange, Commit).
+type indexMode uint8
+
+const (
+	// indexCurrent: the index on disk is current, as Open found it: read as needed, its
+	// changes written at commit.
+	indexCurrent indexMode = iota
+	// indexRebuilt: the index on disk is current, written by this call (a rebuild).
+	indexRebuilt
+	// indexReadOnly: the file system is read-only and the index on disk current: it is
+	// read, never written, and any change to the store fails with code 5.
+	indexReadOnly
+	// indexMemReadOnly: the file system is read-only and the index on disk was not
+	// current: it is rebuilt in memory. Changes fail as in indexReadOnly.
+	indexMemReadOnly
+	// indexMemory: in memory only (being rebuilt, or it could not be written); an index
+	// left on disk was not written by this call.
+	indexMemory
+	// indexMemWrote: in memory only, after this call began writing the index on disk (a
+	// rebuild whose write failed, or a second rebuild under way): what it wrote is this
+	// call's to give back.
+	indexMemWrote
+	// indexDropped: in memory only, the index on disk removed to give its space to a
+	// record (spaceFor).
+	indexDropped
+)
+
+// inMemory: the owners and pages in memory are the whole index; nothing of it is read
+// from disk.
+func (m indexMode) inMemory() bool {
+	switch m {
+	case indexMemReadOnly, indexMemory, indexMemWrote, indexDropped:
+		return true
+	}
+	return false
+}
+
+// readOnly: the file system is read-only; nothing is written, and changes fail.
+func (m indexMode) readOnly() bool { return m == indexReadOnly || m == indexMemReadOnly }
+
+// writable: a rebuild writes the index to disk in this mode.
+func (m indexMode) writable() bool { return !m.readOnly() && m != indexDropped }
+
+// ownsSpace: the index on disk was written by this call, so spaceFor may remove it to
+// make room for a record. An index this call did not write is left alone.
+func (m indexMode) ownsSpace() bool { return m == indexRebuilt || m == indexMemWrote }
+
+// rebuilding is the mode a rebuild starts in: in memory, of the same kind.
+func (m indexMode) rebuilding() indexMode {
+	switch m {
+	case indexReadOnly, indexMemReadOnly:
+		return indexMemReadOnly
+	case indexRebuilt, indexMemWrote:
+		return indexMemWrote
+	case indexDropped:
+		return indexDropped
+	}
+	return indexMemory
+}
