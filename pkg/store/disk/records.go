@@ -91,8 +91,8 @@ func (s *Store) Records(fn func(Record) error) error {
 	return nil
 }
 
-// ModTime is when the record of a was written (zero if unknown).
-func (s *Store) ModTime(a netip.Addr) time.Time {
+// modTime is when the record of a was written (zero if unknown).
+func (s *Store) modTime(a netip.Addr) time.Time {
 	var st unix.Stat_t
 	if unix.Fstatat(s.netfd, a.String(), &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return time.Time{}
@@ -118,7 +118,7 @@ func ReadRecords(dataDir, network string, fn func(r Record, created time.Time) e
 	s := &Store{dir: dir, netfd: fd, metafd: -1, idxfd: -1, stfd: -1}
 	defer unix.Close(fd)
 	return s.Records(func(r Record) error {
-		return fn(r, s.ModTime(r.Addr))
+		return fn(r, s.modTime(r.Addr))
 	})
 }
 
