@@ -6,17 +6,17 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
 // Open locks <dataDir>/<network> (creating it if needed) and makes its index current.
 func Open(dataDir, network string, opts Options) (*Store, error) {
-	if network == "" || network == "." || network == ".." || strings.ContainsAny(network, "/\x00") {
-		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid network name %q", network)
+	if err := store.CheckNetworkName(network); err != nil {
+		return nil, err
 	}
 	s := &Store{
 		dir: filepath.Join(dataDir, network), lockfd: -1, netfd: -1, metafd: -1, idxfd: -1, stfd: -1,

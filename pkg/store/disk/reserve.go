@@ -38,7 +38,7 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 		if k == tk {
 			end = tbit
 		}
-		if i, ok := p.firstClear(bit, end); ok {
+		if i, ok := p.b.FirstClear(bit, end); ok {
 			return k.addr(i), true, nil
 		}
 		if k == tk {
