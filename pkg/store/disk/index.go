@@ -158,6 +158,8 @@ func (p *page) flush(idxfd int, k pageKey) (sum uint32, err error) {
 	return sum, nil
 }
 
+// owned returns the addresses key holds: from memory, else from the index (rebuilt from
+// the records when found damaged). The slice is the index's own: copy it to change it.
 func (s *Store) owned(key string) ([]netip.Addr, error) {
 	if addrs, ok := s.owners[key]; ok || s.index.inMemory() {
 		return addrs, nil
@@ -222,6 +224,8 @@ func (s *Store) contains(key string, a netip.Addr) bool {
 	return slices.Contains(s.owners[key], a)
 }
 
+// page returns bitmap page k: from memory, else from the index (an absent page is all
+// free; a damaged one makes a rebuild).
 func (s *Store) page(k pageKey) (*page, error) {
 	if p, ok := s.pages[k]; ok {
 		return p, nil

@@ -3,6 +3,14 @@
 // and a flock'ed "lock" file, so that either plugin can take over the other's directory.
 // Beside the records it keeps an index in .local-ipam/ (see index.go and state.go) so that
 // no call reads the store in proportion to its size.
+//
+// A call, in the order it runs: open.go and lock.go (Open: the directory, the lock, the
+// index made current, with prepare.go's records written before the lock), reserve.go (the
+// store.Store operations), commit.go (Commit and Close: index changes, then the state).
+// The index: index.go (bitmap pages, and reading the index), owners.go (the owner table
+// and its checksums), state.go (whether the index matches the records), rebuild.go (a new
+// index from the records). fs.go writes files atomically; records.go walks the records;
+// gc.go and reboot.go free them.
 package disk
 
 import (
@@ -76,8 +84,8 @@ type Options struct {
 	// Records > 0: the call will likely reserve that many addresses for Owner (an ADD:
 	// one per range set). Their record files are written before the lock is taken, as
 	// anonymous files that Reserve only links into place: creating an inode is the
-	// costliest file operation of an ADD (20 µs to over 1 ms on ext4), and under the lock
-	// it delays every other call of the network.
+	// costliest file operation of an ADD, and under the lock it delays every other call
+	// of the network (figures in docs/PERFORMANCE.md).
 	Records int
 	Owner   store.Owner
 }
