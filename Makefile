@@ -62,7 +62,8 @@ stress: build peers
 FUZZTIME ?= 10m
 fuzz:
 	@for t in pkg/config:FuzzLoad pkg/config:FuzzAgreesWithHostLocal pkg/ranges:FuzzWalk \
-		pkg/ranges:FuzzExclusions pkg/ranges:FuzzParse pkg/store:FuzzParseKey \
+		pkg/ranges:FuzzExclusions pkg/ranges:FuzzParse pkg/ranges:FuzzUint128 pkg/store:FuzzParseKey \
+		internal/bitmap:FuzzBitmap \
 		pkg/store/disk:FuzzRecordName pkg/store/disk:FuzzState pkg/store/disk:FuzzOwnerCodec \
 		pkg/store/disk:FuzzOwnerTable pkg/store/disk:FuzzOwnerTableFile pkg/store/disk:FuzzPage \
 		pkg/store/etcd:FuzzKeyNames; do \

@@ -12,7 +12,7 @@ import (
 // Fuzz targets for the address math. Each derives a small, well-formed problem from the
 // fuzzer's bytes (ranges of one family, near the bottom or the top of the address space
 // or anywhere, small or huge) and checks the functions against models written with
-// math/big, independent of U128 and of netip's ordering helpers where it matters.
+// math/big, independent of Uint128 and of netip's ordering helpers where it matters.
 
 // src hands out the fuzzer's bytes; past the end it gives zeros.
 type src struct{ b []byte }
@@ -39,7 +39,7 @@ func (s *src) addr(v6 bool) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// Big-number models of addresses: from the address bytes, not from U128.
+// Big-number models of addresses: from the address bytes, not from Uint128.
 
 func toBig(a netip.Addr) *big.Int { return new(big.Int).SetBytes(a.AsSlice()) }
 
@@ -103,17 +103,15 @@ func checkSize(t *testing.T, from, to netip.Addr) {
 	}
 }
 
-// checkU128 checks U128 against the address bytes and FromU128 as its inverse.
+// checkU128 checks ToUint128 against the address bytes and Uint128.Addr as its inverse.
 func checkU128(t *testing.T, a netip.Addr) {
 	t.Helper()
-	hi, lo := U128(a)
-	got := new(big.Int).Lsh(new(big.Int).SetUint64(hi), 64)
-	got.Or(got, new(big.Int).SetUint64(lo))
-	if got.Cmp(toBig(a)) != 0 {
-		t.Fatalf("U128(%s) = %#x %#x, want %#x", a, hi, lo, toBig(a))
+	x := ToUint128(a)
+	if got := uint128Big(x); got.Cmp(toBig(a)) != 0 {
+		t.Fatalf("ToUint128(%s) = %#x %#x, want %#x", a, x.Hi, x.Lo, toBig(a))
 	}
-	if b := FromU128(a, hi, lo); b != a {
-		t.Fatalf("FromU128(U128(%s)) = %s", a, b)
+	if b := x.Addr(a.Is6()); b != a {
+		t.Fatalf("ToUint128(%s).Addr = %s", a, b)
 	}
 }
 

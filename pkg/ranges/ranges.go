@@ -4,7 +4,6 @@ package ranges
 
 import (
 	"fmt"
-	"math/bits"
 	"net"
 	"net/netip"
 	"sort"
@@ -239,43 +238,26 @@ func Size(from, to netip.Addr) (n uint64, ok bool) {
 	if from.Compare(to) > 0 {
 		return 0, true
 	}
-	fh, fl := U128(from)
-	th, tl := U128(to)
-	lo, borrow := bits.Sub64(tl, fl, 0)
-	hi, _ := bits.Sub64(th, fh, borrow)
-	if hi > 0 || lo == ^uint64(0) {
+	d := ToUint128(to).Sub(ToUint128(from))
+	if d.Hi > 0 || d.Lo == ^uint64(0) {
 		return ^uint64(0), false
 	}
-	return lo + 1, true
+	return d.Lo + 1, true
 }
 
 // U128 returns a as a 128-bit number (IPv4 in the low 32 bits).
+//
+// Deprecated: use ToUint128.
 func U128(a netip.Addr) (hi, lo uint64) {
-	if a.Is4() {
-		b := a.As4()
-		return 0, uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])
-	}
-	b := a.As16()
-	for i := 0; i < 8; i++ {
-		hi = hi<<8 | uint64(b[i])
-		lo = lo<<8 | uint64(b[8+i])
-	}
-	return hi, lo
+	x := ToUint128(a)
+	return x.Hi, x.Lo
 }
 
 // FromU128 is the inverse of U128 for the family of like.
+//
+// Deprecated: use Uint128.Addr.
 func FromU128(like netip.Addr, hi, lo uint64) netip.Addr {
-	if like.Is4() {
-		return netip.AddrFrom4([4]byte{byte(lo >> 24), byte(lo >> 16), byte(lo >> 8), byte(lo)})
-	}
-	var b [16]byte
-	for i := 7; i >= 0; i-- {
-		b[i] = byte(hi)
-		b[8+i] = byte(lo)
-		hi >>= 8
-		lo >>= 8
-	}
-	return netip.AddrFrom16(b)
+	return Uint128{hi, lo}.Addr(!like.Is4())
 }
 
 // ParseAddr parses an address as host-local does (net.ParseIP), with IPv4-mapped IPv6

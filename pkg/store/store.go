@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
 )
 
 // LineBreak separates container ID and ifname in a record, as host-local writes it.
@@ -41,6 +43,17 @@ func ParseKey(content string) Owner {
 		return Owner{ID: k[:i], IfName: k[i+len(LineBreak):]}
 	}
 	return Owner{ID: k}
+}
+
+// CheckNetworkName refuses, with code 7 (invalid configuration), a network name that
+// cannot name one network's place in a store: each store uses the name as one path
+// component (a directory of the data dir, a segment of a key), so it must not be empty,
+// "." or "..", nor hold a '/' or a NUL.
+func CheckNetworkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return cnierr.New(cnierr.InvalidConfig, "", "invalid network name %q", name)
+	}
+	return nil
 }
 
 // Store is one network's reservations, opened for one call. Implementations take their

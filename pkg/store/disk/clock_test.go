@@ -101,14 +101,14 @@ func TestChangeInTheTickOfTheCommit(t *testing.T) {
 					t.Fatal(err)
 				}
 				if len(got) != 1 || got[0] != foreignAddr {
-					t.Errorf("round %d: the record %s created right after the commit: %s owns %v, want [%s] (rebuilds: %d)", r, foreignAddr, foreign.ID, got, foreignAddr, s.Rebuilds)
+					t.Errorf("round %d: the record %s created right after the commit: %s owns %v, want [%s] (rebuilds: %d)", r, foreignAddr, foreign.ID, got, foreignAddr, s.Rebuilds())
 				}
 				got, err = s.Owned(mine)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if want := r%2 == 0; (len(got) == 1) != want {
-					t.Errorf("round %d: %s owns %v after its record was removed: %v (rebuilds: %d)", r, mine.ID, got, !want, s.Rebuilds)
+					t.Errorf("round %d: %s owns %v after its record was removed: %v (rebuilds: %d)", r, mine.ID, got, !want, s.Rebuilds())
 				}
 				closeIt(t, s)
 			}
@@ -152,8 +152,8 @@ func TestKilledBetweenStampAndState(t *testing.T) {
 		s.Abandon() // killed before the state is written
 
 		s = mustOpen(t, data, name)
-		if s.Rebuilds != 1 {
-			t.Errorf("round %d: Rebuilds = %d after a call killed between the stamp and the state, want 1", r, s.Rebuilds)
+		if s.Rebuilds() != 1 {
+			t.Errorf("round %d: Rebuilds = %d after a call killed between the stamp and the state, want 1", r, s.Rebuilds())
 		}
 		if got, _ := s.Owned(a2); fmt.Sprint(got) != "[10.0.0.3]" {
 			t.Errorf("round %d: a2 owns %v, want [10.0.0.3]", r, got)

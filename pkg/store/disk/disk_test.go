@@ -117,8 +117,8 @@ func TestRebuildAfterForeignChange(t *testing.T) {
 
 	s = mustOpen(t, dir, "net")
 	defer closeIt(t, s)
-	if s.Rebuilds != 1 {
-		t.Fatalf("Rebuilds = %d, want 1", s.Rebuilds)
+	if s.Rebuilds() != 1 {
+		t.Fatalf("Rebuilds = %d, want 1", s.Rebuilds())
 	}
 	check := func(o store.Owner, want ...string) {
 		t.Helper()
@@ -180,7 +180,7 @@ func TestCrashBeforeCommitIsRepaired(t *testing.T) {
 	closeIt(t, s)
 
 	s = mustOpen(t, dir, "net")
-	if s.Rebuilds != 0 {
+	if s.Rebuilds() != 0 {
 		t.Fatalf("clean reopen rebuilt the index")
 	}
 	s.Reserve(ip("10.0.0.3"), a2)
@@ -191,8 +191,8 @@ func TestCrashBeforeCommitIsRepaired(t *testing.T) {
 
 	s = mustOpen(t, dir, "net")
 	defer closeIt(t, s)
-	if s.Rebuilds != 1 {
-		t.Fatalf("Rebuilds = %d after an interrupted call, want 1", s.Rebuilds)
+	if s.Rebuilds() != 1 {
+		t.Fatalf("Rebuilds = %d after an interrupted call, want 1", s.Rebuilds())
 	}
 	if got, _ := s.Owned(a2); fmt.Sprint(got) != "[10.0.0.3]" {
 		t.Errorf("a2 owns %v", got)
@@ -451,8 +451,8 @@ func TestOwnerTableGrowthAndOverflow(t *testing.T) {
 	closeIt(t, s)
 	s = mustOpen(t, dir, "net")
 	defer closeIt(t, s)
-	if s.Rebuilds != 0 {
-		t.Fatalf("the index was rebuilt (%d): it should have kept up", s.Rebuilds)
+	if s.Rebuilds() != 0 {
+		t.Fatalf("the index was rebuilt (%d): it should have kept up", s.Rebuilds())
 	}
 	for i := 0; i < n; i++ {
 		got, err := s.Owned(owner(i))

@@ -73,3 +73,10 @@ func StampDir(s *Store) error {
 	_, err := s.statDir(&st)
 	return err
 }
+
+// Abandon drops the store without committing, as a process killed mid-call would: tests
+// check that the next call repairs what was left.
+func (s *Store) Abandon() { s.release() }
+
+// Rebuilds counts the index rebuilds this call made.
+func (s *Store) Rebuilds() int { return s.rebuilds }

@@ -64,8 +64,9 @@ func readSmall(dirfd int, name string, max int) (data []byte, ok, regular bool, 
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, true, false, nil
 	}
-	// Size the buffer by the file (plus one byte, to see a file that grew meanwhile):
-	// a 1 MiB buffer for a 30-byte file is most of what a call would cost.
+	// Size the buffer by the file (plus one byte, to see a file that grew meanwhile): a
+	// buffer of max bytes for a record of a few dozen would cost more than the rest of
+	// the call.
 	size := int(st.Size) + 1
 	if size > max || st.Size < 0 {
 		size = max
@@ -86,8 +87,8 @@ func readSmall(dirfd int, name string, max int) (data []byte, ok, regular bool, 
 }
 
 // On ext4 (with its default auto_da_alloc), truncating a file to zero or renaming over
-// an existing one forces the new data to disk before the call returns: 0.1 to 1 ms each,
-// more than everything else a call does. So nothing here ever truncates to zero, and
+// an existing one forces the new data to disk before the call returns, which costs more
+// than everything else a call does. So nothing here ever truncates to zero, and
 // replacing by rename is kept for the rare cases that need it.
 
 // putFile writes b as the whole content of name, creating it if needed, in place: a
@@ -154,8 +155,8 @@ func overwriteAtomic(dirfd int, name string, b []byte) (ok bool, err error) {
 
 // tmpName is the one temporary name we use in the network directory, only under the lock
 // and only when O_TMPFILE is unavailable or a file must be replaced. Temporary files live
-// in the directory they end up in: on ext4 a link or rename across directories costs
-// about 1 ms, thirty times a link within one.
+// in the directory they end up in: always on the record's file system, and a link or
+// rename across directories can cost many times one within a directory on ext4.
 const tmpName = ".local-ipam.tmp"
 
 // onePage is the most a single write() at offset 0 is known to copy in one piece: the

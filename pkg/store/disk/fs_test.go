@@ -84,7 +84,7 @@ func TestRecordWays(t *testing.T) {
 			if ok, err := s.Reserve(ip("10.0.0.11"), a2); !ok || err != nil {
 				t.Fatalf("Reserve in the second call = %v, %v", ok, err)
 			}
-			if s.Rebuilds != 0 {
+			if s.Rebuilds() != 0 {
 				t.Errorf("the second call rebuilt the index: the first left it stale")
 			}
 			if got, _ := s.Owned(a1); fmt.Sprint(got) != "[10.0.0.2 10.0.0.4 fd00::2]" {
@@ -193,7 +193,7 @@ func TestEmptyRecordIsFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = mustOpen(t, dir, "net")
-	if s.Rebuilds != 0 {
+	if s.Rebuilds() != 0 {
 		t.Fatal("the index was rebuilt: this test needs it to still name a1")
 	}
 	if ok, err := s.Release(ip("10.0.0.2"), a1); ok || err != nil {
@@ -210,8 +210,8 @@ func TestEmptyRecordIsFree(t *testing.T) {
 	// A foreign empty record: the rebuild takes it as free.
 	writeFile(t, filepath.Join(net, "10.0.0.4"), "")
 	s = mustOpen(t, dir, "net")
-	if s.Rebuilds != 1 {
-		t.Errorf("Rebuilds = %d, want 1", s.Rebuilds)
+	if s.Rebuilds() != 1 {
+		t.Errorf("Rebuilds = %d, want 1", s.Rebuilds())
 	}
 	if got, ok, err := s.FirstFree(ip("10.0.0.3"), ip("10.0.0.9")); !ok || err != nil || got != ip("10.0.0.4") {
 		t.Errorf("FirstFree = %v %v %v; want 10.0.0.4 (empty record)", got, ok, err)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/pkg/ranges"
 )
 
 // Fuzz targets for what the disk store parses: record names, its state file, owner
@@ -654,7 +656,7 @@ func sealTableFile(content []byte) uint32 {
 }
 
 // FuzzPage: the bitmap pages. splitAddr and pageKey.addr are inverses, next steps one
-// page and stops at the end of the family's space; firstClear finds the lowest clear bit
+// page and stops at the end of the family's space; FirstClear finds the lowest clear bit
 // of [from, to] (brute force model); set/get/dirty agree; a page written by flush loads
 // back the same, and a short page file is refused.
 func FuzzPage(f *testing.F) {
@@ -678,7 +680,7 @@ func FuzzPage(f *testing.F) {
 		if got := k.addr(bit); got != a {
 			t.Fatalf("splitAddr(%s) = %+v, %d, which is %s", a, k, bit, got)
 		}
-		if k.lo&(pageAddrs-1) != 0 || k.v6 == a.Is4() {
+		if k.base.Lo&(pageAddrs-1) != 0 || k.v6 == a.Is4() {
 			t.Fatalf("splitAddr(%s) = %+v", a, k)
 		}
 		first, last := k.addr(0), k.addr(pageAddrs-1)
@@ -693,7 +695,7 @@ func FuzzPage(f *testing.F) {
 		if ok && nk.addr(0) != last.Next() {
 			t.Fatalf("next of page %+v = %+v, starting %s, want %s", k, nk, nk.addr(0), last.Next())
 		}
-		if wantName := fmt.Sprintf("p4-%08x", k.lo); !k.v6 && k.name() != wantName {
+		if wantName := fmt.Sprintf("p4-%08x", k.base.Lo); !k.v6 && k.name() != wantName {
 			t.Fatalf("name %q, want %q", k.name(), wantName)
 		}
 
@@ -715,7 +717,7 @@ func FuzzPage(f *testing.F) {
 				}
 			case 2:
 				i := uint32(o.u16())
-				was := p.get(i)
+				was := p.b.Get(i)
 				p.dirty = false
 				p.set(i, false)
 				bits[i] = false
@@ -725,11 +727,11 @@ func FuzzPage(f *testing.F) {
 			}
 		}
 		for i := range bits {
-			if p.get(uint32(i)) != bits[i] {
-				t.Fatalf("bit %d = %v, want %v", i, p.get(uint32(i)), bits[i])
+			if p.b.Get(uint32(i)) != bits[i] {
+				t.Fatalf("bit %d = %v, want %v", i, p.b.Get(uint32(i)), bits[i])
 			}
 		}
-		got, gok := p.firstClear(uint32(from), uint32(to))
+		got, gok := p.b.FirstClear(uint32(from), uint32(to))
 		want, wok := uint32(0), false
 		for i := uint32(from); i <= uint32(to); i++ {
 			if !bits[i] {
@@ -738,7 +740,7 @@ func FuzzPage(f *testing.F) {
 			}
 		}
 		if got != want || gok != wok {
-			t.Fatalf("firstClear(%d, %d) = %d, %v; want %d, %v", from, to, got, gok, want, wok)
+			t.Fatalf("FirstClear(%d, %d) = %d, %v; want %d, %v", from, to, got, gok, want, wok)
 		}
 
 		// write and load back
@@ -780,9 +782,9 @@ func FuzzPage(f *testing.F) {
 			unix.Close(q.fd)
 			t.Fatalf("loadPage accepts a page of %d bytes", int(from)%pageBytes)
 		}
-		absent := pageKey{v6: true, hi: 1}
+		absent := pageKey{v6: true, base: ranges.Uint128{Hi: 1}}
 		if absent == k {
-			absent.hi = 2
+			absent.base.Hi = 2
 		}
 		if q, err := loadPage(idxfd, absent, 0, false); err == nil {
 			unix.Close(q.fd)

@@ -1,16 +1,17 @@
 package disk
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/local-ipam/local-ipam/internal/bitmap"
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 )
 
@@ -32,80 +33,50 @@ const (
 )
 
 type pageKey struct {
-	v6     bool
-	hi, lo uint64 // page base address, low pageBits bits zero
+	v6   bool
+	base ranges.Uint128 // the page's first address, low pageBits bits zero
 }
 
 func splitAddr(a netip.Addr) (pageKey, uint32) {
-	hi, lo := ranges.U128(a)
-	return pageKey{v6: !a.Is4(), hi: hi, lo: lo &^ (pageAddrs - 1)}, uint32(lo & (pageAddrs - 1))
+	x := ranges.ToUint128(a)
+	base := ranges.Uint128{Hi: x.Hi, Lo: x.Lo &^ (pageAddrs - 1)}
+	return pageKey{v6: !a.Is4(), base: base}, uint32(x.Lo & (pageAddrs - 1))
 }
 
 func (k pageKey) addr(bit uint32) netip.Addr {
-	like := netip.IPv6Unspecified()
-	if !k.v6 {
-		like = netip.IPv4Unspecified()
-	}
-	return ranges.FromU128(like, k.hi, k.lo|uint64(bit))
+	return ranges.Uint128{Hi: k.base.Hi, Lo: k.base.Lo | uint64(bit)}.Addr(k.v6)
 }
 
 // next is the following page's key, ok false at the end of the address space.
 func (k pageKey) next() (pageKey, bool) {
-	lo, carry := bits.Add64(k.lo, pageAddrs, 0)
-	hi, over := bits.Add64(k.hi, 0, carry)
-	if over != 0 || (!k.v6 && lo > 0xffffffff) {
+	base, over := k.base.Add64(pageAddrs)
+	if over || (!k.v6 && base.Lo > 0xffffffff) {
 		return pageKey{}, false
 	}
-	return pageKey{v6: k.v6, hi: hi, lo: lo}, true
+	return pageKey{v6: k.v6, base: base}, true
 }
 
 func (k pageKey) name() string {
 	if !k.v6 {
-		return fmt.Sprintf("p4-%08x", k.lo)
+		return fmt.Sprintf("p4-%08x", k.base.Lo)
 	}
-	return fmt.Sprintf("p6-%016x%016x", k.hi, k.lo)
+	return fmt.Sprintf("p6-%016x%016x", k.base.Hi, k.base.Lo)
 }
 
-// page is one bitmap block, kept as the bytes of its file: read and written as is, bit i
-// of the block is bit i%8 of byte i/8, scanned eight bytes at a time.
+// page is one bitmap block, kept as the bytes of its file: read and written as is.
 type page struct {
-	b      []byte
+	b      bitmap.Bitmap
 	fd     int // -1 when the file does not exist yet
 	exists bool
 	dirty  bool
 }
 
-func newPage() *page { return &page{b: make([]byte, pageBytes), fd: -1} }
+func newPage() *page { return &page{b: make(bitmap.Bitmap, pageBytes), fd: -1} }
 
-func (p *page) get(i uint32) bool { return p.b[i/8]&(1<<(i%8)) != 0 }
 func (p *page) set(i uint32, v bool) {
-	if p.get(i) == v {
-		return
+	if p.b.Set(i, v) {
+		p.dirty = true
 	}
-	if v {
-		p.b[i/8] |= 1 << (i % 8)
-	} else {
-		p.b[i/8] &^= 1 << (i % 8)
-	}
-	p.dirty = true
-}
-
-// firstClear returns the lowest clear bit in [from, to].
-func (p *page) firstClear(from, to uint32) (uint32, bool) {
-	for w := from / 64; w <= to/64; w++ {
-		word := ^binary.LittleEndian.Uint64(p.b[w*8:])
-		if w == from/64 {
-			word &= ^uint64(0) << (from % 64)
-		}
-		if word != 0 {
-			i := w*64 + uint32(bits.TrailingZeros64(word))
-			if i <= to {
-				return i, true
-			}
-			return 0, false
-		}
-	}
-	return 0, false
 }
 
 // encodeOwner is an overflow file (owner table, owners.go): the quoted key, then one
@@ -185,4 +156,120 @@ func (p *page) flush(idxfd int, k pageKey) (sum uint32, err error) {
 	p.dirty = false
 	p.exists = true
 	return sum, nil
+}
+
+// owned returns the addresses key holds: from memory, else from the index (rebuilt from
+// the records when found damaged). The slice is the index's own: copy it to change it.
+func (s *Store) owned(key string) ([]netip.Addr, error) {
+	if addrs, ok := s.owners[key]; ok || s.index.inMemory() {
+		return addrs, nil
+	}
+	addrs, err := s.lookup(key)
+	if errors.Is(err, errBadTable) || errors.Is(err, errBadOwner) {
+		// A damaged index: rebuild from the records, which are the truth (also mid-call:
+		// what this call already changed is in the records too).
+		if err := s.rebuild(); err != nil {
+			return nil, err
+		}
+		return s.owners[key], nil
+	}
+	if err != nil {
+		return nil, cnierr.IO(err, "cannot read index of %s", s.dir)
+	}
+	s.owners[key] = addrs
+	return addrs, nil
+}
+
+func (s *Store) lookup(key string) ([]netip.Addr, error) {
+	if err := s.openTable(); err != nil {
+		return nil, err
+	}
+	addrs, overflow, sum, err := s.table.get(key)
+	if err != nil || !overflow {
+		return addrs, err
+	}
+	s.overflow[key] = true
+	b, ok, regular, err := readSmall(s.idxfd, overflowName(key), 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || !regular || blockSum(b) != sum {
+		return nil, errBadOwner
+	}
+	return decodeOwner(key, b)
+}
+
+// openTable opens the owner table, checked against the state's root checksum.
+func (s *Store) openTable() error {
+	if s.table != nil {
+		return nil
+	}
+	t, err := openOwnerTable(s.idxfd, s.st.root, s.index.readOnly())
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) {
+			err = errBadTable // missing, or not our file: rebuild
+		}
+		return err
+	}
+	s.table = t
+	return nil
+}
+
+func (s *Store) setOwned(key string, addrs []netip.Addr) {
+	s.owners[key] = addrs
+	s.dirty[key] = true
+}
+
+func (s *Store) contains(key string, a netip.Addr) bool {
+	return slices.Contains(s.owners[key], a)
+}
+
+// page returns bitmap page k: from memory, else from the index (an absent page is all
+// free; a damaged one makes a rebuild).
+func (s *Store) page(k pageKey) (*page, error) {
+	if p, ok := s.pages[k]; ok {
+		return p, nil
+	}
+	if s.index.inMemory() {
+		p := newPage()
+		s.pages[k] = p
+		return p, nil
+	}
+	p, err := s.loadPage(k)
+	if err != nil {
+		// A damaged index (a checksum mismatch, a page missing, short, or not a regular
+		// file): rebuild from the records. Every page with an address taken is then in
+		// memory; any other is all free.
+		if err := s.rebuild(); err != nil {
+			return nil, err
+		}
+		if p, ok := s.pages[k]; ok {
+			return p, nil
+		}
+		p = newPage()
+	}
+	s.pages[k] = p
+	return p, nil
+}
+
+// loadPage reads page k if the owner table says it exists (else it is all free).
+func (s *Store) loadPage(k pageKey) (*page, error) {
+	if err := s.openTable(); err != nil {
+		return nil, err
+	}
+	sum, found, err := s.table.getPage(k)
+	if err != nil || !found {
+		return newPage(), err
+	}
+	return loadPage(s.idxfd, k, sum, s.index.readOnly())
+}
+
+func (s *Store) setTaken(a netip.Addr, taken bool) error {
+	k, bit := splitAddr(a)
+	p, err := s.page(k)
+	if err != nil {
+		return err
+	}
+	p.set(bit, taken)
+	return nil
 }

@@ -13,8 +13,8 @@ import (
 // The owner table (idx.<gen>/owners) maps an attachment's key to the addresses it holds:
 // one file, an open-addressing hash table of fixed 64-byte slots, read a 4 KiB block at a
 // time and changed in place. One file rather than a file per owner: on ext4, creating an
-// inode costs from 20 µs to over 1 ms (in block groups whose inode tables are still
-// being initialised), and an ADD already creates one, the record.
+// inode is the costliest file operation of a call (the more so in block groups whose
+// inode tables are still being initialised), and an ADD already creates one, the record.
 //
 // Layout (format 2): block 0 is the header; blocks 1..D the D = slots/64 data blocks of
 // slots; then the sum blocks, ceil(D/1024) of them.
@@ -41,8 +41,8 @@ import (
 // more 4 KiB read (the sum block) and write, and hashing the blocks read and written.
 //
 // The checksum is xxHash64 (truncated to 32 bits), not CRC-32C: hash/crc32's hardware
-// CRC-32C builds 8 KiB of tables on first use, 150-200 µs per process, a tenth of a
-// whole call; xxhash (assembly, no tables) hashes 4 KiB in a fraction of a microsecond.
+// CRC-32C builds 8 KiB of tables on first use, a set-up every (short-lived) process
+// would pay; xxhash (assembly, no tables) has none.
 //
 // A lookup trusts the hash (SHA-256, 64 bits): a collision between two keys (odds about
 // n²/2⁶⁵) could show one owner the other's addresses, so every destructive or refusing
@@ -57,8 +57,9 @@ const (
 	slotsPerBlk = blockSize / slotSize
 	sumsPerBlk  = blockSize / 4
 	hdrSums     = 64 // offset of the sum blocks' checksums in the header
-	// minSlots: one data block. A table grows (doubles) when half full, so a new network
-	// costs 12 KiB of owner table, not 68 KiB; growing a small table is a few µs.
+	// minSlots: one data block, so that a new network's table is three blocks (header,
+	// data, sums): on a nearly full disk its first ADD needs little beside its record.
+	// A table grows (doubles) when half full.
 	minSlots = slotsPerBlk
 	// maxSlots bounds the arithmetic and the header: 2^25 slots (16 million owners at
 	// half load, a 2 GiB table) have 512 sum blocks, whose checksums fit the header.

@@ -2,7 +2,6 @@ package disk
 
 import (
 	"errors"
-	"io"
 	"net/netip"
 	"os"
 	"slices"
@@ -12,91 +11,25 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
-	"github.com/local-ipam/local-ipam/pkg/store"
 )
-
-// Record is one entry of the network directory named like an address.
-type Record struct {
-	Addr netip.Addr
-	// Regular is false for a directory, symlink or other non-file named like an address:
-	// it blocks the address (nobody can create the record) and is never followed.
-	Regular bool
-	// Content is the trimmed record; "" for an empty record, which holds nothing.
-	Content string
-}
-
-// Owner parses the record's content.
-func (r Record) Owner() store.Owner { return store.ParseKey(r.Content) }
-
-// isRecordName tells host-local's record files from the rest of the directory: its name is
-// an address in canonical form (as host-local writes it).
-func isRecordName(name string) (netip.Addr, bool) {
-	if name == lockName || name == metaName || name == tmpName || strings.HasPrefix(name, lastPrefix) {
-		return netip.Addr{}, false
-	}
-	a, err := netip.ParseAddr(name)
-	if err != nil || a.Zone() != "" || a.Is4In6() || a.String() != name {
-		return netip.Addr{}, false
-	}
-	return a, true
-}
-
-// scan reads every record of the directory: the one walk over the store that host-local
-// makes on every call, and we make only when the index must be rebuilt (or for GC/list).
-func (s *Store) scan(fn func(Record) error) error {
-	dfd, err := openDir(s.netfd, ".")
-	if err != nil {
-		return err
-	}
-	d := os.NewFile(uintptr(dfd), s.dir)
-	defer d.Close()
-	for {
-		ents, err := d.ReadDir(4096)
-		for _, e := range ents {
-			a, ok := isRecordName(e.Name())
-			if !ok {
-				continue
-			}
-			rec := Record{Addr: a}
-			if e.Type().IsRegular() || e.Type()&os.ModeType == os.ModeIrregular {
-				data, ok, regular, err := readSmall(s.netfd, e.Name(), maxRecord)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					continue // removed while we listed
-				}
-				rec.Regular = regular
-				rec.Content = strings.TrimSpace(string(data))
-			}
-			if err := fn(rec); err != nil {
-				return err
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
 
 // rebuild makes a new index generation from the records, then points the state at it.
 // A crash part-way leaves a state that does not match, so the next call simply rebuilds
 // again. When the index cannot be written (a full disk), what was written of it is
-// removed and this call goes on with the index in memory (memOnly): a DEL still
-// releases, and an ADD needs only the space of its record. On a read-only file system
-// the index is rebuilt in memory only, and nothing is written.
+// removed and this call goes on with the index in memory (indexMemWrote): a DEL still
+// releases, and an ADD needs only the space of its record. On a read-only file system,
+// or once the index was dropped for a record's space, the index is rebuilt in memory
+// only, and nothing is written.
 func (s *Store) rebuild() error {
-	s.Rebuilds++
+	s.rebuilds++
+	writes := s.index.writable()
 	// The directory is recorded before the scan, so that a change during the scan (an rm,
 	// which takes no lock) makes the next call rebuild again. Its timestamps are made
 	// distinct first (statDir) unless no state will be written.
 	var before unix.Stat_t
 	var distinct bool
 	var err error
-	if s.ro || s.dropped {
+	if !writes {
 		err = unix.Fstat(s.netfd, &before)
 	} else {
 		distinct, err = s.statDir(&before)
@@ -115,7 +48,7 @@ func (s *Store) rebuild() error {
 	clear(s.overflow)
 	s.table.close()
 	s.table = nil
-	s.memOnly = true // pages start empty, not read from any index
+	s.index = s.index.rebuilding() // pages start empty, not read from any index
 	err = s.scan(func(r Record) error {
 		if !r.Regular {
 			return s.setTaken(r.Addr, true)
@@ -139,11 +72,10 @@ func (s *Store) rebuild() error {
 			s.overflow[key] = true
 		}
 	}
-	if s.ro || s.dropped {
+	if !writes {
 		return nil
 	}
-	if err := s.writeIndex(&before, distinct); err != nil {
-		s.IndexErr = err
+	if s.writeIndex(&before, distinct) != nil {
 		for _, p := range s.pages {
 			p.exists = false
 		}
@@ -152,7 +84,7 @@ func (s *Store) rebuild() error {
 		_ = s.invalidateState()
 		return nil
 	}
-	s.memOnly = false
+	s.index = indexRebuilt
 	return nil
 }
 
@@ -165,7 +97,7 @@ func (s *Store) writeIndex(before *unix.Stat_t, distinct bool) error {
 	if err != nil {
 		return err
 	}
-	s.wroteIndex = true
+	s.index = indexMemWrote // what follows is this call's to give back (spaceFor)
 	// The old generations go first: the state no longer trusts them, and on a nearly full
 	// disk their space is what the new one needs. A crash from here to the state's write
 	// leaves a state naming a generation that is gone (or not current): a rebuild.
@@ -246,4 +178,45 @@ func removeTree(parent int, name string) {
 		d.Close()
 	}
 	_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+}
+
+// spaceFor handles a record or cursor that could not be written for lack of space: the
+// index on disk (every generation, and the state's block) is removed to make room, and
+// the call goes on with the index in memory; the next call rebuilds it. It reports
+// whether the write is worth a second try. So an ADD that had to build the index (the
+// first of a network, or after a change behind its back) needs the space of its records
+// and cursor, as host-local's does, not that of the index too. An index this call did
+// not write is left alone: with it current, an ADD fails on a full disk as host-local's
+// does, and as STATUS says it will.
+func (s *Store) spaceFor(err error) bool {
+	if !s.index.ownsSpace() || !(errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)) {
+		return false
+	}
+	onDisk := !s.index.inMemory()
+	s.index = indexDropped
+	s.dropIndexFiles()
+	// An empty state never matches: the next call rebuilds, as after a "changing" mark.
+	spoiled := s.stfd < 0 || unix.Ftruncate(s.stfd, 0) == nil
+	if spoiled {
+		s.marked = true
+	}
+	if onDisk {
+		// The index in memory must be whole: rebuild it from the records (this call's
+		// own changes are in them too), without writing it.
+		if rerr := s.rebuild(); rerr != nil {
+			return false
+		}
+	}
+	return spoiled
+}
+
+// dropIndexFiles closes the index generation's files and removes every generation: to
+// give their space back to the records, which need it more.
+func (s *Store) dropIndexFiles() {
+	s.closeIndexFiles()
+	if old, _, err := s.generations(); err == nil {
+		for _, o := range old {
+			removeTree(s.metafd, o)
+		}
+	}
 }
