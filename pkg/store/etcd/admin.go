@@ -184,8 +184,11 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 // ID is kept when that container has any valid attachment. Other nodes' reservations are
 // never touched: their own GC knows their attachments. It reads only this node's index,
 // after binding the node to this machine (refused if it is another machine's: node.go).
+// A GC that binds the node frees nothing: the node was bound to no machine (an earlier
+// version's record, or none), so its reservations may be another machine's that uses the
+// same name; the next GC, once the node is bound, does the work.
 func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error) {
-	if err := s.claimNode(); err != nil {
+	if bound, err := s.claimNode(); err != nil || !bound {
 		return nil, err
 	}
 	keeps := store.GCKeeps(valid)
@@ -206,7 +209,10 @@ func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error)
 // one Open read (no round trip of its own when the boot is unchanged): it is called right
 // after Open, as every CNI call does. The node must be this machine's (node.go): a node
 // bound to another machine is refused whatever its boot ID, so that no machine frees
-// another's reservations.
+// another's reservations. A node bound to no machine (an earlier version's record of a
+// boot ID) is bound with bootID and nothing is freed: a machine cannot tell its own
+// reboot from another machine that uses the same name, and freeing would, in the second
+// case, hand live addresses out again. A reboot's leftovers are then GC's.
 func (s *Store) FreeOnReboot(bootID string) (int, error) {
 	bootID = strings.TrimSpace(bootID)
 	freed := 0
@@ -219,7 +225,7 @@ func (s *Store) FreeOnReboot(bootID string) (int, error) {
 		if rec.Machine == m && rec.Boot == bootID {
 			return freed, nil
 		}
-		if rec.Boot != "" && rec.Boot != bootID {
+		if rec.Machine == m && rec.Boot != "" && rec.Boot != bootID {
 			seenAt := s.node.readAt
 			vs, err := s.nodeRecords(s.cfg.Node, func(_ entry, kv *mvccpb.KeyValue) bool { return kv.CreateRevision > seenAt })
 			if err != nil {
