@@ -344,7 +344,7 @@ func transient(err error) bool {
 }
 
 // mapErr turns a client error into a CNI error: code 11 when the cluster cannot answer
-// now, 7 for refused credentials, 5 otherwise.
+// now, 7 for refused credentials or a user without permission on the prefix, 5 otherwise.
 func mapErr(cfg Config, err error, what string) error {
 	var te *types.Error
 	if errors.As(err, &te) {
@@ -363,6 +363,13 @@ func mapErr(cfg Config, err error, what string) error {
 	case errors.Is(ee, rpctypes.ErrAuthFailed), errors.Is(ee, rpctypes.ErrInvalidAuthToken),
 		errors.Is(ee, rpctypes.ErrUserEmpty), errors.Is(ee, rpctypes.ErrUserNotFound):
 		return cnierr.New(cnierr.InvalidConfig, err.Error(), "etcd at %s refused the configured credentials: cannot %s", eps, what)
+	case errors.Is(ee, rpctypes.ErrPermissionDenied), grpcCode(err) == codes.PermissionDenied:
+		user := "user " + cfg.Username
+		if cfg.Username == "" {
+			user = "the user of the client certificate " + cfg.CertFile
+		}
+		return cnierr.New(cnierr.InvalidConfig, err.Error(),
+			"etcd at %s: %s lacks permission on the keys under %s/ (it needs read and write access to that prefix): cannot %s", eps, user, cfg.Prefix, what)
 	case errors.Is(ee, rpctypes.ErrNoSpace):
 		return cnierr.New(cnierr.IOFailure, err.Error(), "etcd at %s is out of space: cannot %s", eps, what)
 	}
