@@ -175,6 +175,7 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 	}
 	for _, v := range batch {
 		delete(s.held, v.a)
+		s.forget(v.h.key, v.a)
 	}
 	return true, retried, nil
 }

@@ -93,6 +93,15 @@ type Store struct {
 	// for that owner go through only if nothing changed the owner's reservations since
 	// (see reserve): the allocator's duplicate check holds across machines.
 	guards map[string]int64
+	// made: for each owner key, the reservation this Store made for it in each range set
+	// (ReserveAt: an ADD's, one a set). The owner's reservation in another set goes
+	// through only if they are all still there (see reserve): a DEL of the same
+	// attachment that freed one meanwhile fails the ADD rather than let it answer an
+	// address the store has freed.
+	made map[string]map[int]holding
+	// grown: owner keys a Release found a reservation of made since Owned read them (see
+	// release); the allocator's DEL reads the owner again (OwnedStale).
+	grown map[string]bool
 
 	rt   int // etcd round trips so far
 	once sync.Once
@@ -101,7 +110,8 @@ type Store struct {
 type holding struct {
 	key  string // owner key
 	node string
-	rev  int64 // CreateRevision of the reservation
+	rev  int64      // CreateRevision of the reservation
+	addr netip.Addr // in made only
 }
 
 var (
