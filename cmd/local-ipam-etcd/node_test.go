@@ -171,7 +171,7 @@ func TestNodeNameOfTwoMachines(t *testing.T) {
 		// Machine a is gone for good: the operator frees its addresses and its name.
 		o := b.operator(t, "release", "--conf", writeConf(t, n.conf(t, "n", nil)), "--node", "n")
 		wantOK(t, o, "release --node n")
-		if o.Stdout != "released 10.53.0.3 (container c3, ifname eth0)\nnode name n is no longer bound to a machine in network twofr\n" {
+		if o.Stdout != "releasing 10.53.0.3 (container c3, ifname eth0)\nreleased 10.53.0.3 (container c3, ifname eth0)\nnode name n is no longer bound to a machine in network twofr\n" {
 			t.Errorf("release --node n printed %q", o.Stdout)
 		}
 		wantOK(t, b.call(t, n, "ADD", "n", "c4", nil), "ADD on machine b once the name is free")

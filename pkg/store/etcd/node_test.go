@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -128,14 +129,19 @@ func TestNodeBinding(t *testing.T) {
 
 	// ReleaseNode frees the reservations and the name.
 	op := mustOpen(t, cfgFor(shared, "operator"), network)
-	var freed []Record
-	n, cleared, err := op.ReleaseNode("fresh", func(rs []Record) { freed = append(freed, rs...) })
-	if err != nil || n != 1 || !cleared || len(freed) != 1 || freed[0].Addr != netip.MustParseAddr("10.5.1.1") || freed[0].Owner != own("f1", "eth0") {
-		t.Fatalf("ReleaseNode = %d, %v, %v; freed %+v", n, cleared, err, freed)
+	var releasing, freed []Record
+	n, cleared, err := op.ReleaseNode("fresh", func(rs []Record) {
+		if len(freed) != 0 {
+			t.Errorf("told of the batch after its release")
+		}
+		releasing = append(releasing, rs...)
+	}, func(rs []Record) { freed = append(freed, rs...) })
+	if err != nil || n != 1 || !cleared || len(freed) != 1 || freed[0].Addr != netip.MustParseAddr("10.5.1.1") || freed[0].Owner != own("f1", "eth0") || !slices.Equal(releasing, freed) {
+		t.Fatalf("ReleaseNode = %d, %v, %v; releasing %+v, freed %+v", n, cleared, err, releasing, freed)
 	}
 	b = mustOpen(t, onMachine("fresh", machineB), network)
 	mustReserve(t, b, "10.5.1.2", own("f2", "eth0"))
-	if n, cleared, err := op.ReleaseNode("never-used", func([]Record) {}); err != nil || n != 0 || cleared {
+	if n, cleared, err := op.ReleaseNode("never-used", func([]Record) {}, func([]Record) {}); err != nil || n != 0 || cleared {
 		t.Errorf("ReleaseNode of an unknown node = %d, %v, %v", n, cleared, err)
 	}
 
@@ -149,7 +155,7 @@ func TestNodeBinding(t *testing.T) {
 	if _, err := k.Reserve(netip.MustParseAddr("10.5.3.1"), own("k1", "eth0")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), k.bootKey()) {
 		t.Errorf("Reserve with a damaged node record = %v; want code 104 naming it", err)
 	}
-	if _, cleared, err := op.ReleaseNode("k", func([]Record) {}); err != nil || !cleared {
+	if _, cleared, err := op.ReleaseNode("k", func([]Record) {}, func([]Record) {}); err != nil || !cleared {
 		t.Fatalf("ReleaseNode of the damaged node = %v, %v", cleared, err)
 	}
 	k = mustOpen(t, onMachine("k", machineA), network)
