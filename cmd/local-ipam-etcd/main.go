@@ -37,14 +37,17 @@ func (n network) List(fn func(ipam.Entry) error) error {
 	})
 }
 
-func (n network) ReleaseNode(node string, freed func([]ipam.Entry)) (int, bool, error) {
-	return n.Store.ReleaseNode(node, func(rs []etcd.Record) {
+func (n network) ReleaseNode(node string, releasing, freed func([]ipam.Entry)) (int, bool, error) {
+	entries := func(rs []etcd.Record) []ipam.Entry {
 		es := make([]ipam.Entry, len(rs))
 		for i, r := range rs {
 			es[i] = ipam.Entry{Addr: r.Addr, Owner: r.Owner, Node: r.Node, Created: r.Created}
 		}
-		freed(es)
-	})
+		return es
+	}
+	return n.Store.ReleaseNode(node,
+		func(rs []etcd.Record) { releasing(entries(rs)) },
+		func(rs []etcd.Record) { freed(entries(rs)) })
 }
 
 // open opens the network; for a CNI call (cni) with freeOnReboot, it frees what this

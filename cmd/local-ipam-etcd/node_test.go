@@ -6,13 +6,19 @@ package main
 // LOCAL_IPAM_BOOT_ID_FILE.
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
@@ -165,7 +171,7 @@ func TestNodeNameOfTwoMachines(t *testing.T) {
 		// Machine a is gone for good: the operator frees its addresses and its name.
 		o := b.operator(t, "release", "--conf", writeConf(t, n.conf(t, "n", nil)), "--node", "n")
 		wantOK(t, o, "release --node n")
-		if o.Stdout != "released 10.53.0.3 (container c3, ifname eth0)\nnode name n is no longer bound to a machine in network twofr\n" {
+		if o.Stdout != "releasing 10.53.0.3 (container c3, ifname eth0)\nreleased 10.53.0.3 (container c3, ifname eth0)\nnode name n is no longer bound to a machine in network twofr\n" {
 			t.Errorf("release --node n printed %q", o.Stdout)
 		}
 		wantOK(t, b.call(t, n, "ADD", "n", "c4", nil), "ADD on machine b once the name is free")
@@ -222,4 +228,65 @@ func TestNodeNameOfTwoMachines(t *testing.T) {
 			}
 		}
 	})
+}
+
+// putKey writes one key of network n straight into etcd (damage, or an earlier version's
+// record), under the prefix n.conf gives.
+func putKey(t *testing.T, n *etcdNet, key, value string) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: n.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "/t/"+t.Name()+"/"+n.name+"/"+key, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A damaged node record (not JSON, not a boot ID) must not pass for an earlier version's
+// boot ID: then the node was unbound, and another machine's first ADD with freeOnReboot
+// bound it and freed the node's live reservations, to be handed out again. Now every
+// call acting for the node fails with code 104 naming the key, and nothing is freed. An
+// earlier version's record of another boot is bound by the first machine to use it,
+// which frees nothing.
+func TestDamagedNodeRecord(t *testing.T) {
+	eps := etcdtest.StartEmbedded(t)
+	n := newEtcdNet("dmg", eps, map[string]any{"subnet": "10.58.0.0/24", "freeOnReboot": true})
+	m1 := newMachine(t, "1b4e28ba-2fa1-41d2-883f-0016d3cca427")
+	var want []string
+	for i := range 10 {
+		id := fmt.Sprintf("live%d", i)
+		o := m1.call(t, n, "ADD", "g", id, nil)
+		wantOK(t, o, "ADD "+id+" on machine 1")
+		want = append(want, id+"@g="+strings.TrimSuffix(o.Addrs(t)[0], "/24"))
+	}
+	slices.Sort(want)
+	key := "/t/" + t.Name() + "/dmg/boot/g"
+	m2 := newMachine(t, "6fa459ea-ee8a-4ca4-894e-db77e160355e")
+	for _, v := range []string{"garbage", "xyz", "\x01\x02", "{"} {
+		putKey(t, n, "boot/g", v)
+		for i, m := range []*machine{m2, m1} {
+			e := wantCode(t, m.call(t, n, "ADD", "g", "intruder", nil), 104, fmt.Sprintf("ADD on machine %d with node record %q", 2-i, v))
+			if !strings.Contains(e.Msg+e.Details, key) {
+				t.Errorf("the error does not name %s: %+v", key, e)
+			}
+		}
+		if got := listedAs(t, n); !slices.Equal(got, want) {
+			t.Fatalf("after the ADDs with node record %q: %v, want %v", v, got, want)
+		}
+	}
+	// An earlier version's record, of a boot that is not machine 2's: machine 2 binds the
+	// name and frees nothing; machine 1 is refused (two machines use one name).
+	putKey(t, n, "boot/g", "5e0c6d3b-2a9e-4d5c-9a57-0f1e3c8b7a6d")
+	o := m2.call(t, n, "ADD", "g", "intruder", nil)
+	wantOK(t, o, "ADD on machine 2 with an earlier version's record")
+	want = append(want, "intruder@g="+strings.TrimSuffix(o.Addrs(t)[0], "/24"))
+	slices.Sort(want)
+	if got := listedAs(t, n); !slices.Equal(got, want) {
+		t.Fatalf("after machine 2 bound the name: %v, want %v", got, want)
+	}
+	wantCode(t, m1.call(t, n, "ADD", "g", "more", nil), 7, "ADD on machine 1 once machine 2 bound the name")
 }

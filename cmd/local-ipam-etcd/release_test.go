@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -11,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/etcd"
@@ -199,5 +208,190 @@ func TestReleaseLargeNode(t *testing.T) {
 	}
 	if got := listedAs(t, n); len(got) != 1 || !strings.HasPrefix(got[0], "keep@alive=") {
 		t.Errorf("left: %v, want only keep@alive", got)
+	}
+}
+
+// slowProxy forwards TCP connections to an etcd member, delaying all the member sends by
+// delay: a request is applied at once, and its answer reaches the client late.
+type slowProxy struct {
+	ln    net.Listener
+	delay time.Duration
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startSlowProxy(t *testing.T, target string, delay time.Duration) *slowProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &slowProxy{ln: ln, delay: delay, done: make(chan struct{})}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		close(p.done)
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		p.wg.Wait()
+	})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			p.wg.Add(3)
+			go func() {
+				defer p.wg.Done()
+				_, _ = io.Copy(u, c)
+			}()
+			type chunk struct {
+				b   []byte
+				due time.Time
+			}
+			q := make(chan chunk, 4096)
+			go func() { // from the member, into the queue
+				defer p.wg.Done()
+				defer close(q)
+				for {
+					buf := make([]byte, 32<<10)
+					n, err := u.Read(buf)
+					if n > 0 {
+						q <- chunk{buf[:n], time.Now().Add(p.delay)}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() { // from the queue, to the client when due
+				defer p.wg.Done()
+				for ch := range q {
+					select {
+					case <-time.After(time.Until(ch.due)):
+					case <-p.done:
+						return
+					}
+					if _, err := c.Write(ch.b); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *slowProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
+
+var releaseLine = regexp.MustCompile(`^(releasing|released) (\S+) \(container (\S+), ifname eth0\)$`)
+
+// TestReleaseNodeKilled: release --node killed (SIGKILL) after etcd applied a batch and
+// before its answer came: every address it may have released was printed before, as
+// "releasing". Before, the batch was printed only once released, and a kill in between
+// left up to 25 released addresses that no run printed.
+func TestReleaseNodeKilled(t *testing.T) {
+	eps := etcdtest.StartEmbedded(t)
+	n := newEtcdNet("killed", eps, map[string]any{"subnet": "10.61.0.0/24"})
+	const total = 60 // three batches
+	s, err := etcd.Open(etcd.Config{Endpoints: eps, Prefix: "/t/" + t.Name(), Node: "gone", Timeout: time.Minute}, n.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := map[string]bool{}
+	for i := range total {
+		a := netip.AddrFrom4([4]byte{10, 61, 0, byte(2 + i)})
+		if ok, err := s.Reserve(a, store.Owner{ID: fmt.Sprintf("c%d", i), IfName: "eth0"}); err != nil || !ok {
+			t.Fatalf("Reserve(%s) = %v, %v", a, ok, err)
+		}
+		all[a.String()] = true
+	}
+	s.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	held := func() int64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := cli.Get(ctx, "/t/"+t.Name()+"/"+n.name+"/node/gone/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Count
+	}
+
+	// The answers come half a second late: once etcd has applied the first batch, the
+	// command is killed while it waits for the answer.
+	p := startSlowProxy(t, strings.TrimPrefix(eps[0], "http://"), 500*time.Millisecond)
+	slow := *n
+	slow.endpoints = []string{p.endpoint()}
+	cmd := exec.Command(cniexec.Bin(t, "local-ipam"), "release", "--conf", writeConf(t, slow.conf(t, "op", nil)), "--node", "gone")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for held() == total {
+		if time.Since(start) > 30*time.Second {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("release --node released nothing in 30s: %s %s", stdout.String(), stderr.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	left := held()
+	t.Logf("killed after %v with %d of %d released; it printed %d lines", time.Since(start), total-left, total, strings.Count(stdout.String(), "\n"))
+	if left == total || left == 0 {
+		t.Fatalf("%d of %d left after the kill: the test killed at the wrong time", left, total)
+	}
+
+	o := operator(t, "release", "--conf", writeConf(t, n.conf(t, "op", nil)), "--node", "gone")
+	wantOK(t, o, "release --node gone again")
+	printed := map[string]bool{}
+	again := 0
+	for _, out := range []string{stdout.String(), o.Stdout} {
+		for _, l := range strings.Split(out, "\n") {
+			if m := releaseLine.FindStringSubmatch(l); m != nil {
+				printed[m[2]] = true
+				if out == o.Stdout && m[1] == "released" {
+					again++
+				}
+			}
+		}
+	}
+	if again != int(left) {
+		t.Errorf("the second run printed %d as released, want the %d left", again, left)
+	}
+	for a := range all {
+		if !printed[a] {
+			t.Errorf("%s was released, and printed by neither run", a)
+		}
+	}
+	if h := held(); h != 0 {
+		t.Errorf("%d left after the second run", h)
 	}
 }

@@ -2,12 +2,18 @@ package main
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
+	"github.com/local-ipam/local-ipam/pkg/store"
+	"github.com/local-ipam/local-ipam/pkg/store/etcd"
 )
 
 // TestSameAttachmentTwoMachines: a runtime bug (or two runtimes) ADDs one attachment from
@@ -69,5 +75,91 @@ func TestSameAttachmentTwoMachines(t *testing.T) {
 		if len(a) != 2 || strings.Contains(a[0], ":") == strings.Contains(a[1], ":") {
 			t.Errorf("%s/eth0 holds %v, want one IPv4 and one IPv6 address", id, a)
 		}
+	}
+}
+
+// TestAddDelSameAttachment: an ADD on one machine and a DEL on another of the same
+// attachment at once, round after round (a runtime that gives up on a slow ADD and
+// DELs it). Whatever the order, the ADD either fails (code 11: the DEL freed what it had
+// reserved in its first range set) and leaves nothing, or every address it answered is
+// still reserved for the attachment, or the DEL came after it and freed them all. Never
+// an answered address that the store has freed: the next ADD would get it while the
+// container uses it. Before, a DEL that read the attachment between the ADD's two
+// reservations freed the first one, and the ADD answered both.
+func TestAddDelSameAttachment(t *testing.T) {
+	eps := etcdtest.StartEmbedded(t)
+	n := newEtcdNet("adddel", eps, map[string]any{"ranges": []any{
+		[]any{map[string]any{"subnet": "10.59.0.0/24"}},
+		[]any{map[string]any{"subnet": "fd00:59::/120"}},
+	}})
+	bin := cniexec.Bin(t, "local-ipam")
+	addConf, delConf := n.conf(t, "tn1", nil), n.conf(t, "tn2", nil)
+	look, err := etcd.Open(etcd.Config{Endpoints: eps, Prefix: "/t/" + t.Name(), Node: "look", Timeout: 10 * time.Second}, n.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer look.Close()
+	const rounds = 60
+	var failed, emptied, kept int
+	for r := range rounds {
+		id := fmt.Sprintf("c%d", r)
+		var addOut, delOut cniexec.Out
+		var addErr, delErr error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			addOut, addErr = cniexec.CNIExec(bin, cniexec.Call{Cmd: "ADD", ID: id, IfName: "eth0", Conf: addConf})
+		}()
+		go func() {
+			defer wg.Done()
+			// The DEL lands anywhere from before the ADD's first reservation to after
+			// its last.
+			time.Sleep(time.Duration(rand.IntN(6000)) * time.Microsecond)
+			delOut, delErr = cniexec.CNIExec(bin, cniexec.Call{Cmd: "DEL", ID: id, IfName: "eth0", Conf: delConf})
+		}()
+		wg.Wait()
+		if addErr != nil || delErr != nil {
+			t.Fatal(addErr, delErr)
+		}
+		if delOut.Exit != 0 {
+			t.Errorf("round %d: DEL failed: %s", r, delOut)
+		}
+		held, err := look.Owned(store.Owner{ID: id, IfName: "eth0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var have []string
+		for _, a := range held {
+			have = append(have, a.String())
+		}
+		slices.Sort(have)
+		if addOut.Exit != 0 {
+			if e, ok := addOut.Error(); !ok || e.Code != 11 {
+				t.Errorf("round %d: ADD failed with other than code 11: %s", r, addOut)
+			}
+			if len(have) != 0 {
+				t.Errorf("round %d: the ADD failed, yet %s holds %v", r, id, have)
+			}
+			failed++
+			continue
+		}
+		var answered []string
+		for _, a := range addOut.Addrs(t) {
+			answered = append(answered, netip.MustParsePrefix(a).Addr().String())
+		}
+		slices.Sort(answered)
+		switch {
+		case len(have) == 0:
+			emptied++ // the DEL came after the ADD
+		case slices.Equal(have, answered):
+			kept++ // the DEL came first
+		default:
+			t.Errorf("round %d: the ADD answered %v, the store holds %v for %s", r, answered, have, id)
+		}
+	}
+	t.Logf("%d rounds: ADD failed %d, DEL after the ADD %d, DEL before it %d", rounds, failed, emptied, kept)
+	if got := strings.Count(fmt.Sprint(list(t, n)), "10.59."); got != kept {
+		t.Errorf("%d IPv4 reservations in the network, want the %d kept", got, kept)
 	}
 }

@@ -548,32 +548,44 @@ func cmdRelease(args []string, stdout io.Writer) error {
 }
 
 func printReleased(w io.Writer, a netip.Addr, o store.Owner) {
+	printRelease(w, "released", a, o)
+}
+
+func printRelease(w io.Writer, verb string, a netip.Addr, o store.Owner) {
 	ifn := o.IfName
 	if ifn == "" {
 		ifn = "-"
 	}
-	fmt.Fprintf(w, "released %s (container %s, ifname %s)\n", a, o.ID, ifn)
+	fmt.Fprintf(w, "%s %s (container %s, ifname %s)\n", verb, a, o.ID, ifn)
 }
 
-// releaseNode releases everything node reserved (a machine gone for good), printing each
-// address as soon as its batch is released: a node of any size, each batch bounded by the
-// timeout; when a batch fails, what was printed is released and running the command
-// again goes on.
+// releaseNode releases everything node reserved (a machine gone for good), in batches: a
+// node of any size, each batch bounded by the timeout. Each batch's addresses are printed
+// as "releasing" before its transaction is sent, and as "released" once it is done: if
+// the command is killed, or a transaction's answer is lost, every address it may have
+// released is printed. When a batch fails, what was printed as released is released,
+// and running the command again goes on.
 func releaseNode(st Network, node, network string, stdout io.Writer) error {
 	nr, ok := st.(NodeReleaser)
 	if !ok {
 		return fmt.Errorf("%s cannot release a node's reservations", st)
 	}
+	announced := 0
 	n, cleared, err := nr.ReleaseNode(node, func(es []Entry) {
+		announced += len(es)
+		for _, e := range es {
+			printRelease(stdout, "releasing", e.Addr, e.Owner)
+		}
+	}, func(es []Entry) {
 		for _, e := range es {
 			printReleased(stdout, e.Addr, e.Owner)
 		}
 	})
 	if err != nil {
-		if n == 0 {
+		if announced == 0 {
 			return err
 		}
-		return fmt.Errorf("released %d addresses of node %s (listed above), then failed: %s; run the same command again to release the rest", n, node, errText(err))
+		return fmt.Errorf("released %d addresses of node %s (the lines 'released' above), then failed: %s; those printed as 'releasing' only may or may not be released ('list' shows which are still reserved); run the same command again to release the rest", n, node, errText(err))
 	}
 	if n == 0 {
 		fmt.Fprintf(stdout, "nothing reserved by node %s in network %s\n", node, network)

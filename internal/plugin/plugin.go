@@ -73,11 +73,12 @@ type Options struct {
 }
 
 // NodeReleaser is a Network that releases everything one node reserved (a cluster store),
-// reporting each batch as soon as it is released.
+// in batches: each one reported before it is sent (releasing), and what it released as
+// soon as it is released (freed).
 type NodeReleaser interface {
 	// ReleaseNode returns how many it released, and whether it cleared the node's
 	// binding to its machine.
-	ReleaseNode(node string, freed func([]Entry)) (n int, cleared bool, err error)
+	ReleaseNode(node string, releasing, freed func([]Entry)) (n int, cleared bool, err error)
 }
 
 var opts Options

@@ -221,23 +221,41 @@ func Available(st store.Store, pool ranges.Pool) ([]bool, error) {
 	return out, nil
 }
 
+// staleOwned is a store without a lock (etcd) whose Release tells when the owner gained
+// a reservation since the last Owned of it: an ADD of the same attachment on another
+// machine, half-way through its range sets when Owned read it.
+type staleOwned interface {
+	OwnedStale(o store.Owner) bool
+}
+
 // Release frees everything reserved for o. Like host-local, when o holds nothing, records
 // naming only o's container ID (written by old host-local versions) are released instead.
 // It returns the addresses freed and the owner they were held by (o or its ID-only form).
 func Release(st store.Store, o store.Owner) ([]netip.Addr, store.Owner, error) {
+	so, _ := st.(staleOwned)
 	for _, owner := range []store.Owner{o, o.Legacy()} {
-		held, err := st.Owned(owner)
-		if err != nil {
-			return nil, owner, err
-		}
 		var freed []netip.Addr
-		for _, a := range held {
-			ok, err := st.Release(a, owner)
+		// Again while a concurrent ADD keeps reserving for the owner: each time means one
+		// more of its range sets, so a few suffice.
+		for try := 0; ; try++ {
+			held, err := st.Owned(owner)
 			if err != nil {
 				return freed, owner, err
 			}
-			if ok {
-				freed = append(freed, a)
+			for _, a := range held {
+				ok, err := st.Release(a, owner)
+				if err != nil {
+					return freed, owner, err
+				}
+				if ok {
+					freed = append(freed, a)
+				}
+			}
+			if len(held) == 0 || so == nil || !so.OwnedStale(owner) {
+				break
+			}
+			if try == 10 {
+				return freed, owner, cnierr.New(cnierr.TryAgainLater, "", "the reservations of container %s, interface %s keep changing under a concurrent ADD", owner.ID, owner.IfName)
 			}
 		}
 		if len(freed) > 0 {

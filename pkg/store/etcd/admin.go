@@ -48,14 +48,18 @@ var afterBatch func()
 
 // releaseMany releases the victims, batchRecords to a transaction; a batch whose
 // transaction fails (a page or a reservation changed since read) is released one by one.
-// report, if not nil, is told what each batch released as soon as it is released.
-func (s *Store) releaseMany(vs []victim, report func([]victim)) ([]netip.Addr, error) {
+// If not nil, before is told each batch before anything of it is sent, and report what
+// the batch released as soon as it is released.
+func (s *Store) releaseMany(vs []victim, before, report func([]victim)) ([]netip.Addr, error) {
 	var done []netip.Addr
 	for len(vs) > 0 {
 		s.renew() // each batch has the call's timeout (see renew)
 		n := min(len(vs), batchRecords)
 		batch := vs[:n]
 		vs = vs[n:]
+		if before != nil {
+			before(batch)
+		}
 		var freed []victim
 		ok, retried, err := s.releaseBatch(batch)
 		if err == nil && ok {
@@ -175,6 +179,7 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 	}
 	for _, v := range batch {
 		delete(s.held, v.a)
+		s.forget(v.h.key, v.a)
 	}
 	return true, retried, nil
 }
@@ -184,8 +189,11 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 // ID is kept when that container has any valid attachment. Other nodes' reservations are
 // never touched: their own GC knows their attachments. It reads only this node's index,
 // after binding the node to this machine (refused if it is another machine's: node.go).
+// A GC that binds the node frees nothing: the node was bound to no machine (an earlier
+// version's record, or none), so its reservations may be another machine's that uses the
+// same name; the next GC, once the node is bound, does the work.
 func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error) {
-	if err := s.claimNode(); err != nil {
+	if bound, err := s.claimNode(); err != nil || !bound {
 		return nil, err
 	}
 	keeps := store.GCKeeps(valid)
@@ -195,7 +203,7 @@ func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error)
 	if err != nil {
 		return nil, err
 	}
-	return s.releaseMany(vs, nil)
+	return s.releaseMany(vs, nil, nil)
 }
 
 // FreeOnReboot releases every reservation of this node if the boot ID stored for it
@@ -206,7 +214,10 @@ func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error)
 // one Open read (no round trip of its own when the boot is unchanged): it is called right
 // after Open, as every CNI call does. The node must be this machine's (node.go): a node
 // bound to another machine is refused whatever its boot ID, so that no machine frees
-// another's reservations.
+// another's reservations. A node bound to no machine (an earlier version's record of a
+// boot ID) is bound with bootID and nothing is freed: a machine cannot tell its own
+// reboot from another machine that uses the same name, and freeing would, in the second
+// case, hand live addresses out again. A reboot's leftovers are then GC's.
 func (s *Store) FreeOnReboot(bootID string) (int, error) {
 	bootID = strings.TrimSpace(bootID)
 	freed := 0
@@ -219,13 +230,13 @@ func (s *Store) FreeOnReboot(bootID string) (int, error) {
 		if rec.Machine == m && rec.Boot == bootID {
 			return freed, nil
 		}
-		if rec.Boot != "" && rec.Boot != bootID {
+		if rec.Machine == m && rec.Boot != "" && rec.Boot != bootID {
 			seenAt := s.node.readAt
 			vs, err := s.nodeRecords(s.cfg.Node, func(_ entry, kv *mvccpb.KeyValue) bool { return kv.CreateRevision > seenAt })
 			if err != nil {
 				return freed, err
 			}
-			done, err := s.releaseMany(vs, nil)
+			done, err := s.releaseMany(vs, nil, nil)
 			freed += len(done)
 			if err != nil {
 				return freed, err
@@ -244,11 +255,14 @@ func (s *Store) FreeOnReboot(bootID string) (int, error) {
 
 // ReleaseNode releases every reservation node made, for a machine gone for good: listed
 // from the node's index, batchRecords to a transaction, each batch with a timeout of its
-// own, so that a node of any size is released. freed is told each batch's reservations
-// as soon as they are released. Then it deletes the node's record, which frees the name
-// for another machine (node.go); cleared tells whether there was one. On an error, what
-// was released stays released, and calling it again goes on.
-func (s *Store) ReleaseNode(node string, freed func([]Record)) (n int, cleared bool, err error) {
+// own, so that a node of any size is released. releasing is told each batch's
+// reservations before its transaction is sent, and freed those it released as soon as
+// they are: a process killed in between (or a transaction whose answer is lost) leaves
+// addresses that may be released, all of which releasing was told. Then it deletes the
+// node's record, which frees the name for another machine (node.go); cleared tells
+// whether there was one. On an error, what was released stays released, and calling it
+// again goes on.
+func (s *Store) ReleaseNode(node string, releasing, freed func([]Record)) (n int, cleared bool, err error) {
 	if !validName(node) || strings.ContainsAny(node, "\r\n") {
 		return 0, false, cnierr.New(cnierr.InvalidConfig, "", "invalid node name %q", node)
 	}
@@ -257,13 +271,16 @@ func (s *Store) ReleaseNode(node string, freed func([]Record)) (n int, cleared b
 	if err != nil {
 		return 0, false, err
 	}
-	done, err := s.releaseMany(vs, func(batch []victim) {
+	records := func(batch []victim) []Record {
 		rs := make([]Record, len(batch))
 		for i, v := range batch {
 			rs[i] = Record{Addr: v.a, Owner: store.ParseKey(v.h.key), Node: node}
 		}
-		freed(rs)
-	})
+		return rs
+	}
+	done, err := s.releaseMany(vs,
+		func(batch []victim) { releasing(records(batch)) },
+		func(batch []victim) { freed(records(batch)) })
 	if err != nil {
 		return len(done), false, err
 	}

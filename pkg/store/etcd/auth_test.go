@@ -5,12 +5,16 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
@@ -237,4 +241,59 @@ func silentListener(t *testing.T) string {
 		}
 	})
 	return "http://" + ln.Addr().String()
+}
+
+// TestPermissionDenied: a user etcd knows but who may not use the keys under the prefix
+// is a configuration error (code 7) that says so, like credentials etcd refuses; it was
+// code 5, "etcdserver: permission denied". One user has no role at all, the other may
+// read the prefix but not write it: its reservation is refused.
+func TestPermissionDenied(t *testing.T) {
+	eps := startAuthEtcd(t)
+	root, err := clientv3.New(clientv3.Config{Endpoints: eps, Username: "root", Password: "secret", DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, step := range []func() error{
+		func() error { _, err := root.UserAdd(ctx, "norole", "pw"); return err },
+		func() error { _, err := root.UserAdd(ctx, "reader", "pw"); return err },
+		func() error { _, err := root.RoleAdd(ctx, "ro"); return err },
+		func() error {
+			_, err := root.RoleGrantPermission(ctx, "ro", DefaultPrefix+"/", clientv3.GetPrefixRangeEnd(DefaultPrefix+"/"), clientv3.PermissionType(clientv3.PermRead))
+			return err
+		},
+		func() error { _, err := root.UserGrantRole(ctx, "reader", "ro"); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{Endpoints: eps, Node: "n", Machine: machineA, Timeout: 5 * time.Second, Password: "pw"}
+	wantDenied := func(what, user string, err error) {
+		t.Helper()
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if cnierr.Code(err) != cnierr.InvalidConfig || !strings.Contains(msg, "user "+user+" lacks permission") || !strings.Contains(msg, DefaultPrefix+"/") {
+			t.Errorf("%s: %v; want code 7 saying user %s lacks permission on %s/", what, err, user, DefaultPrefix)
+		}
+	}
+	cfg.Username = "norole"
+	_, err = Open(cfg, "perm")
+	wantDenied("Open as a user without a role", "norole", err)
+
+	cfg.Username = "reader"
+	s, err := Open(cfg, "perm")
+	if err != nil {
+		t.Fatalf("Open as a user who may read: %v", err)
+	}
+	defer s.Close()
+	ok, err := s.Reserve(netip.MustParseAddr("10.9.0.1"), own("c", "eth0"))
+	wantDenied("Reserve as a user who may only read", "reader", err)
+	if ok {
+		t.Errorf("Reserve as a user who may only read = true")
+	}
 }

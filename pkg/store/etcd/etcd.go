@@ -93,6 +93,15 @@ type Store struct {
 	// for that owner go through only if nothing changed the owner's reservations since
 	// (see reserve): the allocator's duplicate check holds across machines.
 	guards map[string]int64
+	// made: for each owner key, the reservation this Store made for it in each range set
+	// (ReserveAt: an ADD's, one a set). The owner's reservation in another set goes
+	// through only if they are all still there (see reserve): a DEL of the same
+	// attachment that freed one meanwhile fails the ADD rather than let it answer an
+	// address the store has freed.
+	made map[string]map[int]holding
+	// grown: owner keys a Release found a reservation of made since Owned read them (see
+	// release); the allocator's DEL reads the owner again (OwnedStale).
+	grown map[string]bool
 
 	rt   int // etcd round trips so far
 	once sync.Once
@@ -101,7 +110,8 @@ type Store struct {
 type holding struct {
 	key  string // owner key
 	node string
-	rev  int64 // CreateRevision of the reservation
+	rev  int64      // CreateRevision of the reservation
+	addr netip.Addr // in made only
 }
 
 var (
@@ -344,7 +354,7 @@ func transient(err error) bool {
 }
 
 // mapErr turns a client error into a CNI error: code 11 when the cluster cannot answer
-// now, 7 for refused credentials, 5 otherwise.
+// now, 7 for refused credentials or a user without permission on the prefix, 5 otherwise.
 func mapErr(cfg Config, err error, what string) error {
 	var te *types.Error
 	if errors.As(err, &te) {
@@ -363,6 +373,13 @@ func mapErr(cfg Config, err error, what string) error {
 	case errors.Is(ee, rpctypes.ErrAuthFailed), errors.Is(ee, rpctypes.ErrInvalidAuthToken),
 		errors.Is(ee, rpctypes.ErrUserEmpty), errors.Is(ee, rpctypes.ErrUserNotFound):
 		return cnierr.New(cnierr.InvalidConfig, err.Error(), "etcd at %s refused the configured credentials: cannot %s", eps, what)
+	case errors.Is(ee, rpctypes.ErrPermissionDenied), grpcCode(err) == codes.PermissionDenied:
+		user := "user " + cfg.Username
+		if cfg.Username == "" {
+			user = "the user of the client certificate " + cfg.CertFile
+		}
+		return cnierr.New(cnierr.InvalidConfig, err.Error(),
+			"etcd at %s: %s lacks permission on the keys under %s/ (it needs read and write access to that prefix): cannot %s", eps, user, cfg.Prefix, what)
 	case errors.Is(ee, rpctypes.ErrNoSpace):
 		return cnierr.New(cnierr.IOFailure, err.Error(), "etcd at %s is out of space: cannot %s", eps, what)
 	}

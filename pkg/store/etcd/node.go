@@ -30,8 +30,10 @@ import (
 // freeOnReboot calls fail with code 7 saying so (DEL, CHECK and the operator's commands
 // do not need it).
 
-// nodeRecord is the value of boot/<node>, as JSON. A value that is not JSON is the plain
-// boot ID written before nodes were bound to machines: unbound, with that boot ID.
+// nodeRecord is the value of boot/<node>, as JSON. Earlier versions wrote the plain boot
+// ID (a UUID, as the kernel gives it): such a record is unbound, with that boot ID. Any
+// other value is damage (code 104): read as a boot ID, it would leave the node unbound,
+// and another machine could bind it and free the node's live reservations.
 type nodeRecord struct {
 	Machine string `json:"machine"`
 	Boot    string `json:"boot,omitempty"` // the boot ID freeOnReboot last saw
@@ -99,14 +101,35 @@ func (s *Store) setNode(kv *mvccpb.KeyValue, readAt int64) {
 		return
 	}
 	s.node.rev = kv.ModRevision
-	v := strings.TrimSpace(string(kv.Value))
-	if !strings.HasPrefix(v, "{") {
+	if v := strings.TrimSuffix(string(kv.Value), "\n"); kernelBootID(v) {
 		s.node.rec.Boot = v // the plain boot ID of earlier versions: not bound yet
 		return
 	}
 	if err := json.Unmarshal(kv.Value, &s.node.rec); err != nil || !validMachineID(s.node.rec.Machine) {
+		s.node.rec = nodeRecord{}
 		s.node.err = corrupt(string(kv.Key), "not a node record of local-ipam; 'local-ipam release --conf FILE --node %s' removes it with the node's reservations", s.cfg.Node)
 	}
+}
+
+// kernelBootID tells whether v is a boot ID as /proc/sys/kernel/random/boot_id gives it:
+// a UUID in lower-case hexadecimal, 8-4-4-4-12 digits.
+func kernelBootID(v string) bool {
+	if len(v) != 36 {
+		return false
+	}
+	for i, c := range v {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // machine returns this machine's ID: Config.Machine, else read from MachineIDFiles.
@@ -171,21 +194,24 @@ func (s *Store) writeNode(rec nodeRecord) (bool, error) {
 const maxNodeTries = 20
 
 // claimNode binds the node to this machine if it is bound to none, and fails if it is
-// bound to another: before GC, which acts on everything tagged with the node.
-func (s *Store) claimNode() error {
+// bound to another: before GC, which acts on everything tagged with the node. It tells
+// whether the node was this machine's already: a node just bound may hold reservations
+// of another machine that used the same name before it was bound (an earlier version's
+// record, or none), so nothing of it may be freed on this call's word.
+func (s *Store) claimNode() (bool, error) {
 	for range maxNodeTries {
 		m, err := s.ownNode()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if s.node.rec.Machine == m {
-			return nil
+			return true, nil
 		}
 		rec := s.node.rec
 		rec.Machine = m
 		if ok, err := s.writeNode(rec); err != nil || ok {
-			return err
+			return false, err
 		}
 	}
-	return cnierr.New(cnierr.TryAgainLater, "", "gave up binding node %s: %s keeps changing", s.cfg.Node, s.bootKey())
+	return false, cnierr.New(cnierr.TryAgainLater, "", "gave up binding node %s: %s keeps changing", s.cfg.Node, s.bootKey())
 }

@@ -3,9 +3,11 @@ package etcd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,18 +66,19 @@ func TestNodeBinding(t *testing.T) {
 
 	// A node record of earlier versions, a plain boot ID: bound by the first call, which
 	// keeps the boot ID (the same boot frees nothing).
+	const boot1 = "0f5b2c1e-7d44-4b8a-9c3e-2a6d8e1f4b70"
 	a := mustOpen(t, onMachine("n", machineA), network)
-	if _, err := cli.Put(ctx, a.bootKey(), "boot-1"); err != nil {
+	if _, err := cli.Put(ctx, a.bootKey(), boot1); err != nil {
 		t.Fatal(err)
 	}
 	a = mustOpen(t, onMachine("n", machineA), network)
 	mustReserve(t, a, "10.5.0.1", own("c1", "eth0"))
 	a = mustOpen(t, onMachine("n", machineA), network)
-	if n, err := a.FreeOnReboot("boot-1"); err != nil || n != 0 {
+	if n, err := a.FreeOnReboot(boot1); err != nil || n != 0 {
 		t.Fatalf("FreeOnReboot of the boot the old record names = %d, %v", n, err)
 	}
 	resp, err := cli.Get(ctx, a.bootKey())
-	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != `{"machine":"`+machineA+`","boot":"boot-1"}` {
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != `{"machine":"`+machineA+`","boot":"`+boot1+`"}` {
 		t.Fatalf("node record after the first call: %v, %v", resp.Kvs, err)
 	}
 
@@ -126,14 +129,19 @@ func TestNodeBinding(t *testing.T) {
 
 	// ReleaseNode frees the reservations and the name.
 	op := mustOpen(t, cfgFor(shared, "operator"), network)
-	var freed []Record
-	n, cleared, err := op.ReleaseNode("fresh", func(rs []Record) { freed = append(freed, rs...) })
-	if err != nil || n != 1 || !cleared || len(freed) != 1 || freed[0].Addr != netip.MustParseAddr("10.5.1.1") || freed[0].Owner != own("f1", "eth0") {
-		t.Fatalf("ReleaseNode = %d, %v, %v; freed %+v", n, cleared, err, freed)
+	var releasing, freed []Record
+	n, cleared, err := op.ReleaseNode("fresh", func(rs []Record) {
+		if len(freed) != 0 {
+			t.Errorf("told of the batch after its release")
+		}
+		releasing = append(releasing, rs...)
+	}, func(rs []Record) { freed = append(freed, rs...) })
+	if err != nil || n != 1 || !cleared || len(freed) != 1 || freed[0].Addr != netip.MustParseAddr("10.5.1.1") || freed[0].Owner != own("f1", "eth0") || !slices.Equal(releasing, freed) {
+		t.Fatalf("ReleaseNode = %d, %v, %v; releasing %+v, freed %+v", n, cleared, err, releasing, freed)
 	}
 	b = mustOpen(t, onMachine("fresh", machineB), network)
 	mustReserve(t, b, "10.5.1.2", own("f2", "eth0"))
-	if n, cleared, err := op.ReleaseNode("never-used", func([]Record) {}); err != nil || n != 0 || cleared {
+	if n, cleared, err := op.ReleaseNode("never-used", func([]Record) {}, func([]Record) {}); err != nil || n != 0 || cleared {
 		t.Errorf("ReleaseNode of an unknown node = %d, %v, %v", n, cleared, err)
 	}
 
@@ -147,7 +155,7 @@ func TestNodeBinding(t *testing.T) {
 	if _, err := k.Reserve(netip.MustParseAddr("10.5.3.1"), own("k1", "eth0")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), k.bootKey()) {
 		t.Errorf("Reserve with a damaged node record = %v; want code 104 naming it", err)
 	}
-	if _, cleared, err := op.ReleaseNode("k", func([]Record) {}); err != nil || !cleared {
+	if _, cleared, err := op.ReleaseNode("k", func([]Record) {}, func([]Record) {}); err != nil || !cleared {
 		t.Fatalf("ReleaseNode of the damaged node = %v, %v", cleared, err)
 	}
 	k = mustOpen(t, onMachine("k", machineA), network)
@@ -208,4 +216,135 @@ func TestDuplicateCheckInTransaction(t *testing.T) {
 	if held := checkConsistent(t, rawClient(t, shared), a); len(held) != 4 {
 		t.Errorf("held: %v", held)
 	}
+}
+
+// TestNodeRecordNotBootID: a node record that is neither local-ipam's JSON nor a kernel
+// boot ID (a UUID, the only plain value earlier versions wrote) is damage: whatever acts
+// for the node is refused with code 104 naming the key, on every machine, and nothing is
+// freed. Read as an earlier version's boot ID, it left the node unbound, and another
+// machine's first call with freeOnReboot bound it and freed the node's live reservations.
+func TestNodeRecordNotBootID(t *testing.T) {
+	network := newNetwork()
+	cli := rawClient(t, shared)
+	ctx := context.Background()
+	a := mustOpen(t, onMachine("g", machineA), network)
+	for i := range 10 {
+		mustReserve(t, a, fmt.Sprintf("10.7.0.%d", i+1), own(fmt.Sprintf("live%d", i), "eth0"))
+	}
+	nodeIndex := a.nodePrefix("g")
+	for _, v := range []string{
+		"garbage", "xyz", "\x01\x02", "", " \n", "{",
+		"5e0c6d3b2a9e4d5c9a570f1e3c8b7a6d",        // no dashes
+		"5e0c6d3b-2a9e-4d5c-9a57-0f1e3c8b7a6",     // one digit short
+		"5e0c6d3b-2a9e-4d5c-9a57-0f1e3c8b7a6dx",   // one too many
+		"5e0c6d3b-2a9e-4d5c-9a57-0f1e3c8b7a6g",    // not hexadecimal
+		"5e0c6d3b_2a9e_4d5c_9a57_0f1e3c8b7a6d",    // not the dashes
+		"5e0c6d3b-2a9e-4d5c-9a57-0f1e3c8b7a6d\nx", // something after it
+	} {
+		if _, err := cli.Put(ctx, a.bootKey(), v); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{machineA, machineB} {
+			what := fmt.Sprintf("node record %q, machine %s", v, m[:4])
+			s := mustOpen(t, onMachine("g", m), network)
+			if n, err := s.FreeOnReboot("d3b07384-d9a0-4c9b-8f3e-1a2b3c4d5e6f"); cnierr.Code(err) != cnierr.StoreCorrupt || n != 0 || !strings.Contains(err.Error(), a.bootKey()) {
+				t.Errorf("%s: FreeOnReboot = %d, %v; want code 104 naming %s", what, n, err, a.bootKey())
+			}
+			s = mustOpen(t, onMachine("g", m), network)
+			if ok, err := s.Reserve(netip.MustParseAddr("10.7.0.100"), own("new", "eth0")); cnierr.Code(err) != cnierr.StoreCorrupt || ok {
+				t.Errorf("%s: Reserve = %v, %v; want code 104", what, ok, err)
+			}
+			s = mustOpen(t, onMachine("g", m), network)
+			if removed, err := s.GC(nil); cnierr.Code(err) != cnierr.StoreCorrupt || len(removed) != 0 {
+				t.Errorf("%s: GC = %v, %v; want code 104", what, removed, err)
+			}
+		}
+		if n := countKeys(t, cli, nodeIndex); n != 10 {
+			t.Fatalf("node record %q: node g holds %d reservations, want its 10", v, n)
+		}
+		got, err := cli.Get(ctx, a.bootKey())
+		if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != v {
+			t.Fatalf("node record %q was rewritten: %v, %v", v, got.Kvs, err)
+		}
+	}
+	checkConsistent(t, cli, a)
+}
+
+// TestOldNodeRecord: the record of an earlier version (a plain boot ID) is unbound, and
+// no call frees anything on an unbound record: a machine cannot tell its own reboot from
+// another machine using the same name. The first machine to use the node binds it with
+// its boot and frees nothing; from then on, it frees on reboot and GCs as usual, and the
+// other machine is refused.
+func TestOldNodeRecord(t *testing.T) {
+	network := newNetwork()
+	cli := rawClient(t, shared)
+	ctx := context.Background()
+	const (
+		oldBoot = "5e0c6d3b-2a9e-4d5c-9a57-0f1e3c8b7a6d"
+		newBoot = "d3b07384-d9a0-4c9b-8f3e-1a2b3c4d5e6f"
+	)
+	a := mustOpen(t, onMachine("u", machineA), network)
+	for i := range 3 {
+		mustReserve(t, a, fmt.Sprintf("10.8.0.%d", i+1), own(fmt.Sprintf("c%d", i), "eth0"))
+	}
+	record := func() string {
+		t.Helper()
+		r, err := cli.Get(ctx, a.bootKey())
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("node record: %v, %v", r, err)
+		}
+		return string(r.Kvs[0].Value)
+	}
+	held := func() int64 { return countKeys(t, cli, a.nodePrefix("u")) }
+
+	// The boot differs from machine b's: a reboot, or another machine? b binds the name
+	// and frees nothing.
+	if _, err := cli.Put(ctx, a.bootKey(), oldBoot); err != nil {
+		t.Fatal(err)
+	}
+	b := mustOpen(t, onMachine("u", machineB), network)
+	if n, err := b.FreeOnReboot(newBoot); err != nil || n != 0 {
+		t.Fatalf("FreeOnReboot on an old record of another boot = %d, %v; want 0, nil", n, err)
+	}
+	if got, want := record(), `{"machine":"`+machineB+`","boot":"`+newBoot+`"}`; got != want || held() != 3 {
+		t.Fatalf("after the first call: record %s (want %s), %d held (want 3)", got, want, held())
+	}
+	if _, err := mustOpen(t, onMachine("u", machineA), network).FreeOnReboot(oldBoot); cnierr.Code(err) != cnierr.InvalidConfig {
+		t.Errorf("machine a once b bound the name: FreeOnReboot = %v; want code 7", err)
+	}
+
+	// As the kernel writes it, with a line break, and the same boot: bound, kept.
+	if _, err := cli.Put(ctx, a.bootKey(), oldBoot+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := mustOpen(t, onMachine("u", machineA), network).FreeOnReboot(oldBoot); err != nil || n != 0 {
+		t.Fatalf("FreeOnReboot on an old record of this boot = %d, %v", n, err)
+	}
+	if got, want := record(), `{"machine":"`+machineA+`","boot":"`+oldBoot+`"}`; got != want || held() != 3 {
+		t.Fatalf("record %s (want %s), %d held", got, want, held())
+	}
+
+	// GC binds an unbound record and frees nothing; the next GC, bound, does.
+	for _, rec := range []string{oldBoot, ""} { // an old record; none at all
+		if rec == "" {
+			if _, err := cli.Delete(ctx, a.bootKey()); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := cli.Put(ctx, a.bootKey(), rec); err != nil {
+			t.Fatal(err)
+		}
+		if removed, err := mustOpen(t, onMachine("u", machineB), network).GC(nil); err != nil || len(removed) != 0 {
+			t.Fatalf("GC on an unbound record (%q) = %v, %v; want nothing removed", rec, removed, err)
+		}
+		if got := record(); !strings.Contains(got, machineB) || held() != 3 {
+			t.Fatalf("after GC on an unbound record (%q): record %s, %d held", rec, got, held())
+		}
+		if removed, err := mustOpen(t, onMachine("u", machineA), network).GC(nil); cnierr.Code(err) != cnierr.InvalidConfig || len(removed) != 0 {
+			t.Fatalf("GC of machine a once b bound the name = %v, %v; want code 7", removed, err)
+		}
+	}
+	if removed, err := mustOpen(t, onMachine("u", machineB), network).GC(nil); err != nil || len(removed) != 3 {
+		t.Fatalf("GC on the bound record = %v, %v; want the 3 removed", removed, err)
+	}
+	checkConsistent(t, cli, a)
 }

@@ -144,8 +144,10 @@ func (s *Store) Owned(o store.Owner) ([]netip.Addr, error) {
 		return nil, err
 	}
 	s.guards[key] = resp.Header.Revision
+	delete(s.grown, key)
 	if legacy != key {
 		s.guards[legacy] = resp.Header.Revision
+		delete(s.grown, legacy)
 	}
 	out, err := s.ownedFrom(key, prefix, resp.Responses[0].GetResponseRange())
 	if err != nil || legacy == key {
@@ -342,6 +344,11 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 // allocator's duplicate check), that no reservation of the owner or of its ID-only form
 // was made since: if one was, it returns store.ErrOwnerChanged and the allocator checks
 // again. Without an Owned first (a requested address) there is no such check, as on disk.
+//
+// ReserveAt also compares that the reservations this Store made for the owner in other
+// range sets (an ADD's, in its earlier sets) are still there: a DEL of the same
+// attachment from another machine may have read it half-way and freed one. Then it
+// fails with code 11, and the allocator rolls back what is left.
 func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 	return s.reserve(a, o, -1)
 }
@@ -379,6 +386,15 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			delete(s.guards, k)
 		}
 	}
+	// This Store's reservations for the owner in other range sets, which must still be
+	// there.
+	var mine []int
+	for other := range s.made[key] {
+		if other != set {
+			mine = append(mine, other)
+		}
+	}
+	slices.Sort(mine)
 	ambiguous := false
 	for try := 0; try < maxTries; try++ {
 		if err := s.backoff(try); err != nil {
@@ -424,6 +440,11 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op), "<", rev+1).WithRange(prefixEnd(op)))
 			els = append(els, clientv3.OpGet(op, clientv3.WithRange(prefixEnd(op)), clientv3.WithKeysOnly(), clientv3.WithMinModRev(rev+1), clientv3.WithLimit(1)))
 		}
+		for _, other := range mine {
+			h := s.made[key][other]
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.ipKey(h.addr)), "=", h.rev))
+			els = append(els, clientv3.OpGet(s.ipKey(h.addr), clientv3.WithKeysOnly()))
+		}
 		var resp *clientv3.TxnResponse
 		retried, err := s.doRetried("reserve "+a.String(), func(ctx context.Context) (err error) {
 			resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(els...).Commit()
@@ -443,6 +464,7 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			s.held[a] = holding{key: key, node: s.cfg.Node, rev: resp.Header.Revision}
 			if set >= 0 {
 				s.last[set] = a
+				s.madeFor(key)[set] = holding{key: key, node: s.cfg.Node, rev: resp.Header.Revision, addr: a}
 			}
 			if bind {
 				s.node = nodeState{rec: newNode, rev: resp.Header.Revision, readAt: resp.Header.Revision}
@@ -464,9 +486,22 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 					s.held[a] = holding{key: key, node: s.cfg.Node, rev: ipKV.CreateRevision}
 					if set >= 0 {
 						s.last[set] = a // it was in the same transaction
+						s.madeFor(key)[set] = holding{key: key, node: s.cfg.Node, rev: ipKV.CreateRevision, addr: a}
 					}
 					return true, nil
 				}
+			}
+		}
+		for i, other := range mine {
+			h := s.made[key][other]
+			if kv := firstKV(resp, 4+len(guarded)+i); kv == nil || kv.CreateRevision != h.rev {
+				// Freed since this Store reserved it: by a DEL of the same attachment
+				// that read it half-way through this ADD. The caller rolls back.
+				s.prefetched = nil
+				delete(s.made[key], other)
+				return false, cnierr.New(cnierr.TryAgainLater, "",
+					"%s, reserved by this ADD for container %s, interface %s, was released meanwhile: a concurrent DEL of the same attachment intervened; try again",
+					h.addr, o.ID, o.IfName)
 			}
 		}
 		for i := range guarded {
@@ -540,9 +575,22 @@ func (s *Store) readHolding(a netip.Addr, key string) (holding, bool, error) {
 // release deletes the reservation h of a: its ip key (only if its CreateRevision is still
 // h.rev), index entries and bit.
 // ambiguous: an earlier attempt's outcome is unknown.
+//
+// After an Owned of the owner (a DEL), the same transaction reads whether the owner has
+// a reservation made since that read: an ADD of the same attachment, half-way through
+// its range sets when the DEL read it, has reserved another. Then the owner is marked
+// grown, and the allocator's DEL reads it again to free that one too (OwnedStale). The
+// release itself is unconditional on it: a rollback must always free.
 func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 	p, off := pageOf(a)
 	ip, pk := s.ipKey(a), s.pageKey(p)
+	guard, guarded := s.guards[h.key]
+	grown := func() {
+		if s.grown == nil {
+			s.grown = map[string]bool{}
+		}
+		s.grown[h.key] = true
+	}
 	for try := 0; try < maxTries; try++ {
 		if err := s.backoff(try); err != nil {
 			return false, err
@@ -563,6 +611,10 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 		}
 		if allOnes(pg.bits) {
 			ops = append(ops, clientv3.OpDelete(s.fullKey(p)))
+		}
+		if guarded {
+			op := s.ownerPrefix(h.key)
+			ops = append(ops, clientv3.OpGet(op, clientv3.WithRange(prefixEnd(op)), clientv3.WithKeysOnly(), clientv3.WithMinModRev(guard+1), clientv3.WithLimit(1)))
 		}
 		var resp *clientv3.TxnResponse
 		retried, err := s.doRetried("release "+a.String(), func(ctx context.Context) (err error) {
@@ -587,6 +639,10 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 				s.pages[p] = &page{bits: nb, rev: resp.Header.Revision}
 			}
 			delete(s.held, a)
+			s.forget(h.key, a)
+			if guarded && firstKV(resp, len(ops)-1) != nil {
+				grown()
+			}
 			return true, nil
 		}
 		if _, err := s.setPage(p, firstKV(resp, 1)); err != nil {
@@ -595,11 +651,39 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 		if ipKV := firstKV(resp, 0); ipKV == nil || ipKV.CreateRevision != h.rev {
 			// Gone: by our own attempt whose answer was lost, or by someone else.
 			delete(s.held, a)
+			s.forget(h.key, a)
+			if ambiguous && guarded {
+				grown() // what that attempt read is lost: read the owner again
+			}
 			return ambiguous, nil
 		}
 	}
 	return false, cnierr.New(cnierr.TryAgainLater, "", "gave up releasing %s after %d tries: %s keeps changing under concurrent allocations", a, maxTries, pk)
 }
+
+// madeFor returns this Store's reservations for owner key, by range set (Store.made).
+func (s *Store) madeFor(key string) map[int]holding {
+	if s.made == nil {
+		s.made = map[string]map[int]holding{}
+	}
+	if s.made[key] == nil {
+		s.made[key] = map[int]holding{}
+	}
+	return s.made[key]
+}
+
+// forget drops a from Store.made: released, it is no longer this Store's to check.
+func (s *Store) forget(key string, a netip.Addr) {
+	for set, h := range s.made[key] {
+		if h.addr == a {
+			delete(s.made[key], set)
+		}
+	}
+}
+
+// OwnedStale tells whether a Release since this Store's last Owned(o) found a reservation
+// of o made after that read (see release): what Owned returned is not all o holds.
+func (s *Store) OwnedStale(o store.Owner) bool { return s.grown[o.Key()] }
 
 // LastReserved implements store.Store. Open read every cursor already.
 func (s *Store) LastReserved(set int) (netip.Addr, error) {
