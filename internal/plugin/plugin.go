@@ -206,11 +206,11 @@ func load(args *skel.CmdArgs) (*config.Config, error) {
 
 // openStore opens the config's network in its store, locked (disk) for this CNI call.
 // add: the owner an ADD allocates for, whose disk records are prepared before the lock.
-func openStore(c *config.Config, add *store.Owner) (Network, error) {
+func openStore(c *config.Config, add *store.Owner, lockTimeout time.Duration) (Network, error) {
 	if c.Store.Type == config.StoreEtcd {
 		return opts.OpenEtcd(c, true)
 	}
-	o := disk.Options{FreeOnReboot: c.FreeOnReboot}
+	o := disk.Options{FreeOnReboot: c.FreeOnReboot, LockTimeout: lockTimeout}
 	if add != nil {
 		o.Records, o.Owner = len(c.Pool.Sets), *add
 	}
@@ -223,7 +223,7 @@ func open(args *skel.CmdArgs) (*config.Config, Network, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := openStore(c, nil)
+	st, err := openStore(c, nil, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -251,7 +251,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	o := owner(args)
-	st, err := openStore(c, &o)
+	st, err := openStore(c, &o, 0)
 	if err != nil {
 		return err
 	}
@@ -403,7 +403,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if !c.HasValidAttachments {
 		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
 	}
-	st, err := openStore(c, nil)
+	st, err := openStore(c, nil, 0)
 	if err != nil {
 		return err
 	}
@@ -426,8 +426,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		e := cnierr.New(cnierr.PluginNotAvailable, "", "network %s: "+format, append([]any{c.Name}, a...)...)
 		return e
 	}
-	disk.LockTimeout = 10 * time.Second
-	st, err := openStore(c, nil)
+	st, err := openStore(c, nil, 10*time.Second)
 	if err != nil {
 		return unavailable("store unusable: %s", errText(err))
 	}

@@ -35,9 +35,9 @@ const (
 	maxRecord = 1 << 20
 )
 
-// LockTimeout bounds the wait for the network's lock; past it the call fails with code
-// 11 (try again later) instead of hanging the runtime.
-var LockTimeout = 60 * time.Second
+// DefaultLockTimeout bounds the wait for the network's lock when Options.LockTimeout is 0;
+// past it the call fails with code 11 (try again later) instead of hanging the runtime.
+const DefaultLockTimeout = 60 * time.Second
 
 // Store is one network's directory, locked for the duration of one call.
 type Store struct {
@@ -84,6 +84,8 @@ type Store struct {
 	preparedKey string
 	// refused: the ways of creating a record this file system refused (see linkRecord).
 	refused refusals
+	// lockTimeout bounds the wait for the lock (Options.LockTimeout).
+	lockTimeout time.Duration
 
 	// Rebuilds counts index rebuilds done by this call (tests and `list` report it).
 	Rebuilds int
@@ -105,6 +107,8 @@ type Options struct {
 	// it delays every other call of the network.
 	Records int
 	Owner   store.Owner
+	// LockTimeout bounds the wait for the network's lock (DefaultLockTimeout when 0).
+	LockTimeout time.Duration
 }
 
 // Open locks <dataDir>/<network> (creating it if needed) and makes its index current.
@@ -118,6 +122,10 @@ func Open(dataDir, network string, opts Options) (*Store, error) {
 		overflow: map[string]bool{}, lastLen: map[int]int{},
 	}
 	s.preparedKey = opts.Owner.Key()
+	s.lockTimeout = opts.LockTimeout
+	if s.lockTimeout <= 0 {
+		s.lockTimeout = DefaultLockTimeout
+	}
 	if err := s.open(opts.Records); err != nil {
 		s.release()
 		return nil, err
@@ -240,7 +248,7 @@ func (s *Store) lockWithTimeout() error {
 			unix.Close(fd)
 		}
 	}()
-	timer := time.NewTimer(LockTimeout)
+	timer := time.NewTimer(s.lockTimeout)
 	defer timer.Stop()
 	select {
 	case err := <-done:
@@ -253,7 +261,7 @@ func (s *Store) lockWithTimeout() error {
 		// another open.
 		s.lockfd = -1
 		close(abandoned)
-		return cnierr.New(cnierr.TryAgainLater, s.dir, "timed out after %s waiting for the lock of %s", LockTimeout, s.dir)
+		return cnierr.New(cnierr.TryAgainLater, s.dir, "timed out after %s waiting for the lock of %s", s.lockTimeout, s.dir)
 	}
 }
 
