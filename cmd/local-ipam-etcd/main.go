@@ -12,6 +12,7 @@ import (
 	ipam "github.com/local-ipam/local-ipam/internal/plugin"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/config"
+	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
 	"github.com/local-ipam/local-ipam/pkg/store/etcd"
 )
@@ -29,19 +30,31 @@ type network struct {
 	desc string
 }
 
+var (
+	_ ipam.Network      = network{}
+	_ ipam.NodeReleaser = network{}
+)
+
 func (n network) String() string { return n.desc }
 
-func (n network) List(fn func(ipam.Entry) error) error {
+func entry(r etcd.Record) store.Entry {
+	return store.Entry{Addr: r.Addr, Owner: r.Owner, Node: r.Node, Created: r.Created}
+}
+
+func (n network) List(id string, fn func(store.Entry) error) error {
 	return n.Records(func(r etcd.Record) error {
-		return fn(ipam.Entry{Addr: r.Addr, Owner: r.Owner, Node: r.Node, Created: r.Created})
+		if id != "" && r.Owner.ID != id {
+			return nil
+		}
+		return fn(entry(r))
 	})
 }
 
-func (n network) ReleaseNode(node string, releasing, freed func([]ipam.Entry)) (int, bool, error) {
-	entries := func(rs []etcd.Record) []ipam.Entry {
-		es := make([]ipam.Entry, len(rs))
+func (n network) ReleaseNode(node string, releasing, freed func([]store.Entry)) (int, bool, error) {
+	entries := func(rs []etcd.Record) []store.Entry {
+		es := make([]store.Entry, len(rs))
 		for i, r := range rs {
-			es[i] = ipam.Entry{Addr: r.Addr, Owner: r.Owner, Node: r.Node, Created: r.Created}
+			es[i] = entry(r)
 		}
 		return es
 	}
@@ -50,10 +63,10 @@ func (n network) ReleaseNode(node string, releasing, freed func([]ipam.Entry)) (
 		func(rs []etcd.Record) { freed(entries(rs)) })
 }
 
-// open opens the network; for a CNI call (cni) with freeOnReboot, it frees what this
-// machine's node reserved in an earlier boot. Never for an operator's command: its
-// machine's boot ID says nothing of the node's.
-func open(c *config.Config, cni bool) (ipam.Network, error) {
+// open opens the network with the config's store settings (defaults included); for a CNI
+// call with freeOnReboot, it frees what this machine's node reserved in an earlier boot.
+// Never for an operator's command: its machine's boot ID says nothing of the node's.
+func open(c *config.Config, who ipam.Caller) (ipam.Network, error) {
 	s := c.Store
 	st, err := etcd.Open(etcd.Config{
 		Endpoints: s.Endpoints, Prefix: s.Prefix,
@@ -64,7 +77,7 @@ func open(c *config.Config, cni bool) (ipam.Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cni && c.FreeOnReboot {
+	if who == ipam.CNICall && c.FreeOnReboot {
 		// This machine's reservations only: the others' containers did not reboot.
 		b, err := os.ReadFile(disk.BootIDFile())
 		if err != nil {

@@ -6,11 +6,12 @@ package plugin
 
 import (
 	"encoding/json"
-	"io"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -20,8 +21,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/config"
@@ -29,10 +28,13 @@ import (
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
 )
 
-// Network is one network's store, opened for one call: the allocator's store.Store plus
-// what GC and STATUS need.
+// Network is one network's store, opened for one call or command: the allocator's
+// store.Store, what GC and STATUS need, and the listing and counting of the operator's
+// commands. Both stores (disk and etcd) implement all of it.
 type Network interface {
 	store.Store
+	Lister
+	Counter
 	// GC releases every reservation whose attachment is not in valid (a cluster store:
 	// only this machine's reservations).
 	GC(valid []types.GCAttachment) ([]netip.Addr, error)
@@ -41,35 +43,16 @@ type Network interface {
 	String() string
 }
 
-// Entry is one reservation, for the operator's commands.
-type Entry struct {
-	Addr    netip.Addr
-	Owner   store.Owner
-	Node    string // the machine that made it (cluster stores only)
-	Created time.Time
-}
-
-// Lister is a Network that can list its reservations (the etcd store; the disk store's
-// are read without its lock, see cli.go).
+// Lister lists a network's reservations.
 type Lister interface {
-	List(fn func(Entry) error) error
+	// List calls fn with each reservation, or with those of container id only when id
+	// is not "".
+	List(id string, fn func(store.Entry) error) error
 }
 
-// Counter is a Network that counts reservations in [from, to] without reading them.
+// Counter counts a network's reservations in [from, to] without listing them.
 type Counter interface {
 	CountReserved(from, to netip.Addr) (int, error)
-}
-
-// Options are what a binary plugs in.
-type Options struct {
-	// Name is the binary's name in messages.
-	Name    string
-	Version string
-	// OpenEtcd opens a network kept in etcd; nil in the node-local binary, which hands
-	// such calls to local-ipam-etcd instead. cni: for a CNI call, which acts for this
-	// machine's node (freeOnReboot); false for an operator's command, which may run on
-	// any machine and writes nothing it was not asked to.
-	OpenEtcd func(c *config.Config, cni bool) (Network, error)
 }
 
 // NodeReleaser is a Network that releases everything one node reserved (a cluster store),
@@ -78,84 +61,74 @@ type Options struct {
 type NodeReleaser interface {
 	// ReleaseNode returns how many it released, and whether it cleared the node's
 	// binding to its machine.
-	ReleaseNode(node string, releasing, freed func([]Entry)) (n int, cleared bool, err error)
+	ReleaseNode(node string, releasing, freed func([]store.Entry)) (n int, cleared bool, err error)
 }
 
-var opts Options
+var _ Network = (*disk.Store)(nil)
+
+// Caller is who opens a network's store, which decides what opening it may do.
+type Caller int
+
+const (
+	// CNICall is a CNI call on this machine: the disk store is created if need be and
+	// locked, and freeOnReboot frees what was reserved before this machine rebooted.
+	CNICall Caller = iota
+	// Operator is an operator's command that changes reservations (release). It may run
+	// on any machine, so it never frees on reboot (its machine's boot ID says nothing of
+	// the network's), and it writes nothing it was not asked to: it creates no network.
+	Operator
+	// OperatorRead is an operator's command that only reads (list, usage): as Operator,
+	// and the disk store's records are read without its lock (disk.Reader).
+	OperatorRead
+)
+
+// Options are what a binary plugs in.
+type Options struct {
+	// Name is the binary's name in messages.
+	Name    string
+	Version string
+	// OpenEtcd opens a network kept in etcd for who; nil in the node-local binary, which
+	// hands such calls to local-ipam-etcd instead.
+	OpenEtcd func(c *config.Config, who Caller) (Network, error)
+}
+
+// Plugin is one run of a binary: a CNI call or an operator's command, each a method.
+type Plugin struct {
+	opts Options
+	// stdin is the CNI call's config, as read from stdin (nil for an operator's command).
+	stdin []byte
+}
+
+// New makes the plugin of the binary o describes.
+func New(o Options) *Plugin {
+	if o.Name == "" {
+		o.Name = "local-ipam"
+	}
+	return &Plugin{opts: o}
+}
 
 // Main runs a CNI call (CNI_COMMAND set) or an operator's command, and exits.
 func Main(o Options) {
-	opts = o
-	if opts.Name == "" {
-		opts.Name = "local-ipam"
-	}
+	p := New(o)
 	growStack()
 	if os.Getenv("CNI_COMMAND") == "" && len(os.Args) > 1 {
-		os.Exit(runCLI(os.Args[1:], os.Stdout, os.Stderr))
+		os.Exit(p.runCLI(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	stdin := captureStdin()
+	stdin, realStdin := captureStdin()
+	p.stdin = stdin
 	e := skel.PluginMainFuncsWithError(skel.CNIFuncs{
-		Add:    cmdAdd,
-		Del:    cmdDel,
-		Check:  cmdCheck,
-		GC:     cmdGC,
-		Status: cmdStatus,
-	}, version.All, opts.Name+" "+opts.Version+" (CNI IPAM plugin; run '"+opts.Name+" --help' for the operator's commands)")
+		Add:    p.cmdAdd,
+		Del:    p.cmdDel,
+		Check:  p.cmdCheck,
+		GC:     p.cmdGC,
+		Status: p.cmdStatus,
+	}, version.All, p.opts.Name+" "+p.opts.Version+" (CNI IPAM plugin; run '"+p.opts.Name+" --help' for the operator's commands)")
+	runtime.KeepAlive(realStdin) // until the call is done: see captureStdin
 	if e != nil {
 		printError(e, stdin)
 		os.Exit(1)
 	}
 }
-
-// growStack grows the main goroutine's stack to its working size in one step, while the
-// stack is still shallow. Otherwise encoding/json's reflection (skel decodes the config
-// into its structs) grows it several times, deep in the call chain, where each copy walks
-// every frame: 15% of all the instructions of an ADD, measured with callgrind.
-//
-//go:noinline
-func growStack() {
-	var pad [96 << 10]byte
-	stackSink(pad[:])
-}
-
-//go:noinline
-func stackSink(b []byte) { _ = b[len(b)-1] }
-
-// captureStdin reads the config before skel does and hands skel an identical stdin, so
-// that an error found by skel itself can still be answered in the config's cniVersion.
-func captureStdin() []byte {
-	if os.Getenv("CNI_COMMAND") == "" {
-		return nil
-	}
-	data, err := io.ReadAll(os.Stdin)
-	if err != nil {
-		return nil // skel reads the same stdin and reports the failure
-	}
-	// A plain blocking pipe (os.Pipe would register both ends with the poller: more
-	// system calls on every CNI call). Up to the pipe's 64 KiB it is written right here.
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return data
-	}
-	r, w := os.NewFile(uintptr(p[0]), "stdin"), os.NewFile(uintptr(p[1]), "stdin-w")
-	write := func() {
-		_, _ = w.Write(data)
-		w.Close()
-	}
-	if len(data) < 60<<10 {
-		write()
-	} else {
-		go write()
-	}
-	// Keep the real stdin reachable: once unreferenced, its *os.File's finalizer would
-	// close descriptor 0 at some garbage collection, and the next file opened (the
-	// hand-off's memfd, say) would become descriptor 0 by surprise.
-	realStdin = os.Stdin
-	os.Stdin = r
-	return data
-}
-
-var realStdin *os.File
 
 // printError writes the spec's error object: cniVersion, code, msg and details. By hand,
 // like the result (result.go): encoding/json's reflection would cost a failing ADD more
@@ -188,50 +161,85 @@ func configVersion(stdin []byte) string {
 	return conf.CNIVersion
 }
 
+// errNoNetwork: an operator's command named a disk network that has no directory (it
+// creates none).
+var errNoNetwork = errors.New("no such network")
+
+// openNetwork opens c's network in its store for who: the one place that chooses the
+// store (disk or etcd) and what opening it may do. diskOpts are a verb's wishes for the
+// disk store (ADD's records prepared before the lock, STATUS's shorter wait for it);
+// whether it frees on reboot is decided here.
+func (p *Plugin) openNetwork(c *config.Config, who Caller, diskOpts disk.Options) (Network, error) {
+	if p.handsOff(c) {
+		return nil, handoff(p.stdin) // returns only on failure
+	}
+	if c.Store.Type == config.StoreEtcd {
+		return p.opts.OpenEtcd(c, who)
+	}
+	diskOpts.FreeOnReboot = who == CNICall && c.FreeOnReboot
+	switch who {
+	case OperatorRead:
+		r, err := disk.OpenReader(c.DataDir, c.Name)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	case Operator:
+		// Never create a network (or a data dir) by mistyping its name.
+		if fi, err := os.Lstat(filepath.Join(c.DataDir, c.Name)); err != nil || !fi.IsDir() {
+			return nil, errNoNetwork
+		}
+	}
+	st, err := disk.Open(c.DataDir, c.Name, diskOpts)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// diskNetwork is the config of a disk network an operator's command names by data dir
+// and name.
+func diskNetwork(dataDir, name string) *config.Config {
+	return &config.Config{Name: name, DataDir: dataDir, Store: config.StoreConf{Type: config.StoreDisk}}
+}
+
+// handsOff tells whether c's network is kept in etcd and this binary has no etcd store:
+// the call is then local-ipam-etcd's (handoff).
+func (p *Plugin) handsOff(c *config.Config) bool {
+	return c.Store.Type == config.StoreEtcd && p.opts.OpenEtcd == nil
+}
+
 func owner(args *skel.CmdArgs) store.Owner {
 	return store.Owner{ID: args.ContainerID, IfName: args.IfName}
 }
 
 // load reads the config, and hands the call to local-ipam-etcd when the network is kept
 // in etcd and this binary has no etcd store (never returns then, unless it fails).
-func load(args *skel.CmdArgs) (*config.Config, error) {
+func (p *Plugin) load(args *skel.CmdArgs) (*config.Config, error) {
 	c, err := config.Load(args.StdinData, args.Args)
 	if err != nil {
 		return nil, err
 	}
-	if c.Store.Type == config.StoreEtcd && opts.OpenEtcd == nil {
+	if p.handsOff(c) {
 		return nil, handoff(args.StdinData)
 	}
 	return c, nil
 }
 
-// openStore opens the config's network in its store, locked (disk) for this CNI call.
-// add: the owner an ADD allocates for, whose disk records are prepared before the lock.
-func openStore(c *config.Config, add *store.Owner) (Network, error) {
-	if c.Store.Type == config.StoreEtcd {
-		return opts.OpenEtcd(c, true)
-	}
-	o := disk.Options{FreeOnReboot: c.FreeOnReboot}
-	if add != nil {
-		o.Records, o.Owner = len(c.Pool.Sets), *add
-	}
-	return disk.Open(c.DataDir, c.Name, o)
-}
-
-// open loads the config and opens the network's store: every verb starts here.
-func open(args *skel.CmdArgs) (*config.Config, Network, error) {
-	c, err := load(args)
+// open loads the config and opens the network's store, for DEL and CHECK.
+func (p *Plugin) open(args *skel.CmdArgs) (*config.Config, Network, error) {
+	c, err := p.load(args)
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := openStore(c, nil)
+	st, err := p.openNetwork(c, CNICall, disk.Options{})
 	if err != nil {
 		return nil, nil, err
 	}
 	return c, st, nil
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
+func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	c, err := config.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -244,7 +252,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 		return types.PrintResult(prev, c.CNIVersion)
 	}
-	if c.Store.Type == config.StoreEtcd && opts.OpenEtcd == nil {
+	if p.handsOff(c) {
 		return handoff(args.StdinData)
 	}
 	dns, err := c.DNS()
@@ -252,7 +260,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	o := owner(args)
-	st, err := openStore(c, &o)
+	st, err := p.openNetwork(c, CNICall, disk.Options{Records: len(c.Pool.Sets), Owner: o})
 	if err != nil {
 		return err
 	}
@@ -286,8 +294,8 @@ func ipOf(a netip.Addr) net.IP {
 	return a.AsSlice()
 }
 
-func cmdDel(args *skel.CmdArgs) error {
-	c, st, err := open(args)
+func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
+	c, st, err := p.open(args)
 	if err != nil {
 		return err
 	}
@@ -305,8 +313,8 @@ func cmdDel(args *skel.CmdArgs) error {
 // cmdCheck compares prevResult with the store: each of its addresses that lies in a
 // configured range set must be reserved for this attachment, and each range set must
 // hold one reservation of the attachment, which prevResult lists.
-func cmdCheck(args *skel.CmdArgs) error {
-	c, st, err := open(args)
+func (p *Plugin) cmdCheck(args *skel.CmdArgs) error {
+	c, st, err := p.open(args)
 	if err != nil {
 		return err
 	}
@@ -393,8 +401,8 @@ func parsePrev(c *config.Config) (*current.Result, error) {
 // cmdGC releases every reservation of the network whose attachment is not in
 // cni.dev/valid-attachments. A config without the key is refused: host-local takes it as
 // "nothing is valid" and empties the network, which is never what a runtime means.
-func cmdGC(args *skel.CmdArgs) error {
-	c, err := load(args)
+func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
+	c, err := p.load(args)
 	if err != nil {
 		return err
 	}
@@ -404,7 +412,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if !c.HasValidAttachments {
 		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
 	}
-	st, err := openStore(c, nil)
+	st, err := p.openNetwork(c, CNICall, disk.Options{})
 	if err != nil {
 		return err
 	}
@@ -416,10 +424,14 @@ func cmdGC(args *skel.CmdArgs) error {
 	return gcErr
 }
 
+// statusLockTimeout bounds STATUS's wait for a disk network's lock, shorter than a call's:
+// past it STATUS answers that the network is not available (code 50).
+const statusLockTimeout = 10 * time.Second
+
 // cmdStatus answers whether an ADD could succeed now: the store can be locked and
 // written, and every range set has an address to give. Otherwise code 50.
-func cmdStatus(args *skel.CmdArgs) error {
-	c, err := load(args)
+func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
+	c, err := p.load(args)
 	if err != nil {
 		return err
 	}
@@ -427,8 +439,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		e := cnierr.New(cnierr.PluginNotAvailable, "", "network %s: "+format, append([]any{c.Name}, a...)...)
 		return e
 	}
-	disk.LockTimeout = 10 * time.Second
-	st, err := openStore(c, nil)
+	st, err := p.openNetwork(c, CNICall, disk.Options{LockTimeout: statusLockTimeout})
 	if err != nil {
 		return unavailable("store unusable: %s", errText(err))
 	}

@@ -30,7 +30,7 @@ type Config struct {
 	PluginType string
 	DataDir    string
 	// Store is where reservations are kept: the disk store under DataDir by default.
-	Store Store
+	Store StoreConf
 	// Pool holds the range sets in allocation order (runtimeConfig.ipRanges, then the
 	// legacy single range, then "ranges": host-local's order) and the exclusions.
 	Pool ranges.Pool

@@ -11,8 +11,8 @@ import (
 
 // The config is decoded through maps of raw messages rather than by encoding/json into
 // structs: a CNI call is a process that lives for one call, and encoding/json's first
-// decode into a struct type computes and sorts its field table by reflection, which cost
-// a third of all the instructions of an ADD. Keys are matched as encoding/json matches
+// decode into a struct type computes and sorts its field table by reflection, a large
+// share of an ADD's work (docs/PERFORMANCE.md). Keys are matched as encoding/json matches
 // struct fields: exactly, else case-insensitively, so every config host-local accepts
 // reads the same here.
 

@@ -24,9 +24,10 @@ const DefaultEtcdPrefix = "/local-ipam"
 // answered with code 11 while the runtime is still listening.
 const DefaultEtcdTimeout = 5 * time.Second
 
-// Store is the ipam section's "store": where reservations are kept. Without it, the disk
-// store under dataDir (host-local's).
-type Store struct {
+// StoreConf is the ipam section's "store": where reservations are kept. Without it, the
+// disk store under dataDir (host-local's). Its defaults are filled in here, the one place
+// that defines them (the etcd store applies the same ones for its direct callers).
+type StoreConf struct {
 	Type string // StoreDisk or StoreEtcd
 	// etcd only:
 	Endpoints                        []string
@@ -96,52 +97,52 @@ func parseTimeout(raw json.RawMessage) (time.Duration, error) {
 }
 
 // validStore checks "store" and fills in its defaults.
-func validStore(s *storeJSON) (Store, error) {
+func validStore(s *storeJSON) (StoreConf, error) {
 	if s == nil || s.Type == "" || s.Type == StoreDisk {
 		if s != nil && len(s.Endpoints) > 0 {
-			return Store{}, invalid("ipam.store: endpoints given but type is not \"etcd\"")
+			return StoreConf{}, invalid("ipam.store: endpoints given but type is not \"etcd\"")
 		}
-		return Store{Type: StoreDisk}, nil
+		return StoreConf{Type: StoreDisk}, nil
 	}
 	if s.Type != StoreEtcd {
-		return Store{}, invalid("ipam.store.type %q is not supported (\"disk\" or \"etcd\")", s.Type)
+		return StoreConf{}, invalid("ipam.store.type %q is not supported (\"disk\" or \"etcd\")", s.Type)
 	}
-	st := Store{
+	st := StoreConf{
 		Type: StoreEtcd, Endpoints: s.Endpoints, Prefix: s.Prefix,
 		CertFile: s.CertFile, KeyFile: s.KeyFile, TrustedCAFile: s.TrustedCAFile,
 		Username: s.Username, Password: s.Password, Node: s.Node,
 	}
 	if len(st.Endpoints) == 0 {
-		return Store{}, invalid("ipam.store: the etcd store needs \"endpoints\"")
+		return StoreConf{}, invalid("ipam.store: the etcd store needs \"endpoints\"")
 	}
 	for _, e := range st.Endpoints {
 		u, err := url.Parse(e)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return Store{}, invalid("ipam.store.endpoints: %q is not an http:// or https:// URL", e)
+			return StoreConf{}, invalid("ipam.store.endpoints: %q is not an http:// or https:// URL", e)
 		}
 	}
 	if (st.CertFile == "") != (st.KeyFile == "") {
-		return Store{}, invalid("ipam.store: certFile and keyFile go together")
+		return StoreConf{}, invalid("ipam.store: certFile and keyFile go together")
 	}
 	if (st.Username == "") != (st.Password == "") {
-		return Store{}, invalid("ipam.store: username and password go together")
+		return StoreConf{}, invalid("ipam.store: username and password go together")
 	}
 	if st.Prefix == "" {
 		st.Prefix = DefaultEtcdPrefix
 	}
 	if !strings.HasPrefix(st.Prefix, "/") || strings.ContainsRune(st.Prefix, 0) {
-		return Store{}, invalid("ipam.store.prefix %q must start with /", st.Prefix)
+		return StoreConf{}, invalid("ipam.store.prefix %q must start with /", st.Prefix)
 	}
 	st.Prefix = strings.TrimRight(st.Prefix, "/")
 	if st.Prefix == "" {
-		return Store{}, invalid("ipam.store.prefix must not be the root of the key space")
+		return StoreConf{}, invalid("ipam.store.prefix must not be the root of the key space")
 	}
 	d, err := parseTimeout(s.Timeout)
 	if err != nil {
-		return Store{}, invalid("ipam.store.timeout: %v", err)
+		return StoreConf{}, invalid("ipam.store.timeout: %v", err)
 	}
 	if d < 0 || (d == 0 && !isNull(s.Timeout)) {
-		return Store{}, invalid("ipam.store.timeout must be positive")
+		return StoreConf{}, invalid("ipam.store.timeout must be positive")
 	}
 	if d == 0 {
 		d = DefaultEtcdTimeout
@@ -150,20 +151,20 @@ func validStore(s *storeJSON) (Store, error) {
 	if st.Node == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
-			return Store{}, invalid("ipam.store.node is not set and the host name cannot be read")
+			return StoreConf{}, invalid("ipam.store.node is not set and the host name cannot be read")
 		}
 		st.Node = h
 	}
 	if strings.ContainsAny(st.Node, "/\x00\r\n") {
-		return Store{}, invalid("ipam.store.node %q must not contain /, NUL or a line break", st.Node)
+		return StoreConf{}, invalid("ipam.store.node %q must not contain /, NUL or a line break", st.Node)
 	}
 	// Keys are sent whole in every request: bounded like a file name (the network's
 	// name is, on disk), so that no key comes near etcd's request size limit.
 	if len(st.Node) > 255 {
-		return Store{}, invalid("ipam.store.node is %d bytes long; at most 255", len(st.Node))
+		return StoreConf{}, invalid("ipam.store.node is %d bytes long; at most 255", len(st.Node))
 	}
 	if len(st.Prefix) > 1024 {
-		return Store{}, invalid("ipam.store.prefix is %d bytes long; at most 1024", len(st.Prefix))
+		return StoreConf{}, invalid("ipam.store.prefix is %d bytes long; at most 1024", len(st.Prefix))
 	}
 	return st, nil
 }

@@ -17,18 +17,18 @@ func TestStoreSection(t *testing.T) {
 	}
 	ok := []struct {
 		name, store string
-		want        config.Store
+		want        config.StoreConf
 	}{
-		{"absent is disk", `null`, config.Store{Type: "disk"}},
-		{"explicit disk", `{"type":"disk"}`, config.Store{Type: "disk"}},
+		{"absent is disk", `null`, config.StoreConf{Type: "disk"}},
+		{"explicit disk", `{"type":"disk"}`, config.StoreConf{Type: "disk"}},
 		{"etcd defaults", `{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}`,
-			config.Store{Type: "etcd", Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: host}},
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: host}},
 		{"etcd everything", `{"type":"etcd","endpoints":["https://a:2379","https://b:2379"],"prefix":"/ipam/","certFile":"/c","keyFile":"/k","trustedCAFile":"/ca","username":"u","password":"p","timeout":"1500ms","node":"worker-1"}`,
-			config.Store{Type: "etcd", Endpoints: []string{"https://a:2379", "https://b:2379"}, Prefix: "/ipam", CertFile: "/c", KeyFile: "/k", TrustedCAFile: "/ca", Username: "u", Password: "p", Timeout: 1500 * time.Millisecond, Node: "worker-1"}},
+			config.StoreConf{Type: "etcd", Endpoints: []string{"https://a:2379", "https://b:2379"}, Prefix: "/ipam", CertFile: "/c", KeyFile: "/k", TrustedCAFile: "/ca", Username: "u", Password: "p", Timeout: 1500 * time.Millisecond, Node: "worker-1"}},
 		{"timeout in seconds", `{"type":"etcd","endpoints":["http://e:2379"],"timeout":2.5,"node":"x"}`,
-			config.Store{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 2500 * time.Millisecond, Node: "x"}},
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 2500 * time.Millisecond, Node: "x"}},
 		{"keys case-insensitive", `{"Type":"etcd","ENDPOINTS":["http://e:2379"],"Node":"x"}`,
-			config.Store{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: "x"}},
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: "x"}},
 	}
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,9 +10,9 @@ import (
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 )
 
-// LockTimeout bounds the wait for the network's lock; past it the call fails with code
-// 11 (try again later) instead of hanging the runtime.
-var LockTimeout = 60 * time.Second
+// DefaultLockTimeout bounds the wait for the network's lock when Options.LockTimeout is 0;
+// past it the call fails with code 11 (try again later) instead of hanging the runtime.
+const DefaultLockTimeout = 60 * time.Second
 
 // lockMode is the mode host-local's go-filemutex creates the lock file with.
 const lockMode = 0o750
@@ -66,7 +66,7 @@ func (s *Store) lockWithTimeout() error {
 			unix.Close(fd)
 		}
 	}()
-	timer := time.NewTimer(LockTimeout)
+	timer := time.NewTimer(s.lockTimeout)
 	defer timer.Stop()
 	select {
 	case err := <-done:
@@ -79,6 +79,6 @@ func (s *Store) lockWithTimeout() error {
 		// another open.
 		s.lockfd = -1
 		close(abandoned)
-		return cnierr.New(cnierr.TryAgainLater, s.dir, "timed out after %s waiting for the lock of %s", LockTimeout, s.dir)
+		return cnierr.New(cnierr.TryAgainLater, s.dir, "timed out after %s waiting for the lock of %s", s.lockTimeout, s.dir)
 	}
 }

@@ -24,6 +24,10 @@ func Open(dataDir, network string, opts Options) (*Store, error) {
 		overflow: map[string]bool{}, lastLen: map[int]int{},
 	}
 	s.preparedKey = opts.Owner.Key()
+	s.lockTimeout = opts.LockTimeout
+	if s.lockTimeout <= 0 {
+		s.lockTimeout = DefaultLockTimeout
+	}
 	if err := s.open(opts.Records); err != nil {
 		s.release()
 		return nil, err

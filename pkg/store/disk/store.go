@@ -16,6 +16,7 @@ package disk
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
@@ -70,6 +71,8 @@ type Store struct {
 	preparedKey string
 	// refused: the ways of creating a record this file system refused (see linkRecord).
 	refused refusals
+	// lockTimeout bounds the wait for the lock (Options.LockTimeout).
+	lockTimeout time.Duration
 
 	rebuilds int // index rebuilds done by this call
 }
@@ -88,6 +91,8 @@ type Options struct {
 	// of the network (figures in docs/PERFORMANCE.md).
 	Records int
 	Owner   store.Owner
+	// LockTimeout bounds the wait for the network's lock (DefaultLockTimeout when 0).
+	LockTimeout time.Duration
 }
 
 func (s *Store) String() string { return fmt.Sprintf("disk store %s", s.dir) }

@@ -355,9 +355,7 @@ func (s *Store) CountReserved(from, to netip.Addr) (int, error) {
 // Networks lists the networks that have any key under the prefix: one keys-only get of
 // one key per network, whatever their size.
 func Networks(cfg Config) ([]string, error) {
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
-	}
+	cfg = withDefaults(cfg)
 	deadline := time.Now().Add(cfg.Timeout)
 	cli, cctx, stop, cfg, err := dial(cfg, deadline)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/config"
 )
 
 // authProxy stands between the client and a real etcd, reading the client's HTTP/2
@@ -261,7 +262,7 @@ func TestPermissionDenied(t *testing.T) {
 		func() error { _, err := root.UserAdd(ctx, "reader", "pw"); return err },
 		func() error { _, err := root.RoleAdd(ctx, "ro"); return err },
 		func() error {
-			_, err := root.RoleGrantPermission(ctx, "ro", DefaultPrefix+"/", clientv3.GetPrefixRangeEnd(DefaultPrefix+"/"), clientv3.PermissionType(clientv3.PermRead))
+			_, err := root.RoleGrantPermission(ctx, "ro", config.DefaultEtcdPrefix+"/", clientv3.GetPrefixRangeEnd(config.DefaultEtcdPrefix+"/"), clientv3.PermissionType(clientv3.PermRead))
 			return err
 		},
 		func() error { _, err := root.UserGrantRole(ctx, "reader", "ro"); return err },
@@ -277,8 +278,8 @@ func TestPermissionDenied(t *testing.T) {
 		if err != nil {
 			msg = err.Error()
 		}
-		if cnierr.Code(err) != cnierr.InvalidConfig || !strings.Contains(msg, "user "+user+" lacks permission") || !strings.Contains(msg, DefaultPrefix+"/") {
-			t.Errorf("%s: %v; want code 7 saying user %s lacks permission on %s/", what, err, user, DefaultPrefix)
+		if cnierr.Code(err) != cnierr.InvalidConfig || !strings.Contains(msg, "user "+user+" lacks permission") || !strings.Contains(msg, config.DefaultEtcdPrefix+"/") {
+			t.Errorf("%s: %v; want code 7 saying user %s lacks permission on %s/", what, err, user, config.DefaultEtcdPrefix)
 		}
 	}
 	cfg.Username = "norole"

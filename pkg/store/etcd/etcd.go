@@ -31,25 +31,22 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/config"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
-// DefaultPrefix is where keys live when Config.Prefix is empty.
-const DefaultPrefix = "/local-ipam"
-
-// DefaultTimeout bounds a call's etcd work when Config.Timeout is 0.
-const DefaultTimeout = 5 * time.Second
-
-// Config says where the cluster is and who this machine is.
+// Config says where the cluster is and who this machine is. A network config's store
+// section (config.StoreConf) comes with its defaults filled in; a direct caller may leave
+// Prefix and Timeout empty, and gets the same defaults (see withDefaults).
 type Config struct {
 	Endpoints []string // e.g. http://127.0.0.1:2379
-	Prefix    string   // key prefix, DefaultPrefix when empty
+	Prefix    string   // key prefix, config.DefaultEtcdPrefix when empty
 	// TLS: a client certificate is optional; https endpoints need a CA or system roots.
 	CertFile, KeyFile, TrustedCAFile string
 	Username, Password               string // etcd authentication, optional
 	// Timeout bounds the whole life of a Store (one CNI call), dial and authentication
-	// included; DefaultTimeout when 0.
+	// included; config.DefaultEtcdTimeout when 0.
 	Timeout time.Duration
 	Node    string // this machine's name; records are tagged with it. Required.
 	// Machine is this machine's ID, which the node name is bound to (node.go); read from
@@ -139,9 +136,7 @@ func Open(cfg Config, network string) (*Store, error) {
 		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid etcd node name %q (required; no '/', NUL or line break)", cfg.Node)
 	}
 	// The call's deadline starts now: dialing and authenticating spend it too.
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
-	}
+	cfg = withDefaults(cfg)
 	deadline := time.Now().Add(cfg.Timeout)
 	cli, root, stop, cfg, err := dial(cfg, deadline)
 	if err != nil {
@@ -184,16 +179,22 @@ func Open(cfg Config, network string) (*Store, error) {
 	return s, nil
 }
 
-// dial makes the client and its context (no deadline: each call sets its own, see
-// renew); it does not talk to etcd, unless authentication is configured, which needs a
-// token: that is got before deadline.
-func dial(cfg Config, deadline time.Time) (*clientv3.Client, context.Context, context.CancelFunc, Config, error) {
+// withDefaults fills what a direct caller left empty with the defaults of a network
+// config's store section, which pkg/config defines.
+func withDefaults(cfg Config) Config {
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
+		cfg.Timeout = config.DefaultEtcdTimeout
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = DefaultPrefix
+		cfg.Prefix = config.DefaultEtcdPrefix
 	}
+	return cfg
+}
+
+// dial makes the client and its context (no deadline: each call sets its own, see
+// renew); it does not talk to etcd, unless authentication is configured, which needs a
+// token: that is got before deadline. cfg has its defaults (withDefaults).
+func dial(cfg Config, deadline time.Time) (*clientv3.Client, context.Context, context.CancelFunc, Config, error) {
 	cfg.Prefix = strings.TrimRight(cfg.Prefix, "/")
 	if len(cfg.Endpoints) == 0 {
 		return nil, nil, nil, cfg, cnierr.New(cnierr.InvalidConfig, "", "no etcd endpoints configured")

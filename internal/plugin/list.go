@@ -1,0 +1,104 @@
+package plugin
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/local-ipam/local-ipam/pkg/config"
+	"github.com/local-ipam/local-ipam/pkg/store"
+	"github.com/local-ipam/local-ipam/pkg/store/disk"
+)
+
+type listEntry struct {
+	Network     string    `json:"network"`
+	Address     string    `json:"address"`
+	ContainerID string    `json:"containerID"`
+	IfName      string    `json:"ifname"`
+	Node        string    `json:"node,omitempty"`
+	Created     time.Time `json:"created"`
+	addr        netip.Addr
+}
+
+// cmdList lists the reservations of one network (--conf, or --network in --data-dir) or
+// of every disk network of the data dir.
+func (p *Plugin) cmdList(args []string, stdout io.Writer) error {
+	fs := newFlags("list")
+	dataDir := fs.String("data-dir", config.DefaultDataDir, "")
+	network := fs.String("network", "", "")
+	confFile := fs.String("conf", "", "")
+	asJSON := fs.Bool("json", false, "")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var nets []*config.Config
+	cluster := false // an etcd network: its entries name their node
+	if *confFile != "" {
+		c, err := loadConf(*confFile)
+		if err != nil {
+			return err
+		}
+		*network = c.Name
+		*dataDir = c.DataDir
+		if c.Store.Type == config.StoreEtcd {
+			nets, cluster = []*config.Config{c}, true
+		}
+	}
+	if !cluster {
+		names := []string{*network}
+		if *network == "" {
+			var err error
+			if names, err = disk.Networks(*dataDir); err != nil {
+				return err
+			}
+		}
+		for _, n := range names {
+			nets = append(nets, diskNetwork(*dataDir, n))
+		}
+	}
+	entries := []listEntry{}
+	for _, c := range nets {
+		st, err := p.openNetwork(c, OperatorRead, disk.Options{})
+		if err != nil {
+			return err
+		}
+		err = st.List("", func(e store.Entry) error {
+			entries = append(entries, listEntry{c.Name, e.Addr.String(), e.Owner.ID, e.Owner.IfName, e.Node, e.Created.UTC(), e.Addr})
+			return nil
+		})
+		st.Close()
+		if err != nil {
+			return err
+		}
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].Network != entries[j].Network {
+			return entries[i].Network < entries[j].Network
+		}
+		return entries[i].addr.Less(entries[j].addr)
+	})
+	if *asJSON {
+		return writeJSON(stdout, entries)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	if cluster {
+		fmt.Fprintln(tw, "NETWORK\tADDRESS\tCONTAINER\tIFNAME\tNODE\tCREATED")
+	} else {
+		fmt.Fprintln(tw, "NETWORK\tADDRESS\tCONTAINER\tIFNAME\tCREATED")
+	}
+	for _, e := range entries {
+		ifname := e.IfName
+		if ifname == "" {
+			ifname = "-" // a record of an old host-local: container ID only
+		}
+		if cluster {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Network, e.Address, e.ContainerID, ifname, e.Node, e.Created.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Network, e.Address, e.ContainerID, ifname, e.Created.Format(time.RFC3339))
+		}
+	}
+	return tw.Flush()
+}

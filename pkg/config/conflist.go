@@ -1,0 +1,35 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+)
+
+// PluginConf turns a network config or a conflist into what a runtime would send the IPAM
+// plugin: a config as it is; for a conflist, the first plugin with an ipam section, given
+// the list's name and cniVersion (as libcni does). The operator's commands read network
+// config files through it; a CNI call never does.
+func PluginConf(raw []byte) ([]byte, error) {
+	var list struct {
+		Name       string            `json:"name"`
+		CNIVersion string            `json:"cniVersion"`
+		Plugins    []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, err
+	}
+	if list.Plugins == nil {
+		return raw, nil
+	}
+	for _, p := range list.Plugins {
+		var m map[string]any
+		if err := json.Unmarshal(p, &m); err != nil {
+			return nil, err
+		}
+		if _, ok := m["ipam"]; ok {
+			m["name"], m["cniVersion"] = list.Name, list.CNIVersion
+			return json.Marshal(m)
+		}
+	}
+	return nil, errors.New("no plugin of the conflist has an ipam section")
+}
