@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/exfattest"
 )
 
 // TestExfat: a data dir on exFAT through FUSE, a file system with no O_TMPFILE, no hard
@@ -179,68 +177,13 @@ func mapKeys(m map[string]string) func(func(string) bool) {
 	}
 }
 
-// mountExfat makes a 64 MiB exFAT image, attaches it to a loop device and mounts it
-// through exfat-fuse; unmounted and detached at cleanup. It skips the test, saying why,
-// when any of that is not possible here.
+// mountExfat mounts a fresh exFAT through FUSE for the test (exfattest.Mount), or skips
+// the test saying why it cannot.
 func mountExfat(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a loop device and a FUSE mount")
-	}
-	for _, tool := range []string{"mkfs.exfat", "mount.exfat-fuse", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (apt-get install exfatprogs exfat-fuse): %v", tool, err)
-		}
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no FUSE: %v", err)
-	}
-	img := filepath.Join(t.TempDir(), "exfat.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.exfat", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.exfat: %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("no loop device: losetup: %v: %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
-		}
-	})
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount.exfat-fuse", loop, mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount exFAT through FUSE: %v: %s", err, out)
+	if err := exfattest.Mount(t, mnt); err != nil {
+		t.Skip(err)
 	}
-	t.Cleanup(func() {
-		// The FUSE daemon may still hold the mount busy for a moment.
-		var err error
-		for range 50 {
-			if err = unix.Unmount(mnt, 0); err == nil || !errors.Is(err, unix.EBUSY) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-	})
-	// The premise: none of the atomic ways of creating a file works here.
-	probe := filepath.Join(mnt, "probe")
-	if err := os.WriteFile(probe, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Link(probe, probe+"2"); err == nil {
-		t.Skip("this exFAT mount supports hard links: not the file system this test is about")
-	}
-	os.Remove(probe)
 	return mnt
 }

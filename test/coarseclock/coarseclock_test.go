@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/exfattest"
 	"github.com/local-ipam/local-ipam/internal/fsclock"
 )
 
@@ -25,19 +26,24 @@ const nobody = 65534
 
 // A file system to test on: mount puts it on dir (cleaned up with the test), or says why
 // it cannot. coarse: two changes can always share a timestamp there (else the file
-// system is tested only where they can).
+// system is tested only where they can). mirrored: a directory's ctime only mirrors its
+// mtime, so local-ipam's commit moves both back, and host-local's change in the same
+// tick is told by the time instead (world.sameTick).
 type fileSystem struct {
-	name   string
-	mount  func(t *testing.T, dir string) error
-	coarse bool
+	name     string
+	mount    func(t *testing.T, dir string) error
+	coarse   bool
+	mirrored bool
 }
 
 var fileSystems = []fileSystem{
-	{"ramfs", mountRamfs, true},
-	{"ext4-128-byte-inodes", mountSmallInodeExt4, true},
+	{"ramfs", mountRamfs, true, false},
+	{"ext4-128-byte-inodes", mountSmallInodeExt4, true, false},
 	// Even with multigrain timestamps, tmpfs stamps a directory with the removed file's
 	// ctime on unlink, which can repeat the directory's last timestamp.
-	{"tmpfs", mountTmpfs, false},
+	{"tmpfs", mountTmpfs, false, false},
+	// 1 s timestamps and a ctime that mirrors the mtime; umask=0 lets nobody write.
+	{"exfat-fuse", mountExfat, true, true},
 }
 
 func TestSameTickChanges(t *testing.T) {
@@ -74,7 +80,7 @@ func TestSameTickChanges(t *testing.T) {
 				}
 				t.Run(name, func(t *testing.T) {
 					rounds := 30
-					if !owner && fsys.name == "ext4-128-byte-inodes" {
+					if !owner && (fsys.name == "ext4-128-byte-inodes" || fsys.name == "exfat-fuse") {
 						// Every call that changes the store waits for the next second there.
 						rounds = 2
 						if testing.Short() {
@@ -82,6 +88,7 @@ func TestSameTickChanges(t *testing.T) {
 						}
 					}
 					w := newWorld(t, bins, filepath.Join(mnt, name), owner)
+					w.mirrored = fsys.mirrored
 					sameTick := 0
 					for _, c := range cases {
 						wrong, same := 0, 0
@@ -130,10 +137,11 @@ var cases = []struct {
 }{
 	{"a", "local-ipam ADD c1, host-local ADD c2, local-ipam DEL c2 must remove c2's record", func(w *world, net string) result {
 		conf := w.conf(net, subnet)
+		began := time.Now()
 		w.mustOK(w.li, "ADD", "c1", conf)
 		before := w.stat(net)
 		c2 := w.addr(w.mustOK(w.hl, "ADD", "c2", conf))
-		res := result{sameTick: w.stat(net).Ctim == before.Ctim}
+		res := result{sameTick: w.sameTick(before, w.stat(net), began)}
 		if o := w.call(w.li, "DEL", "c2", conf); !o.OK() {
 			res.wrong = fmt.Sprintf("DEL c2: %s", o)
 		} else if w.exists(net, c2) {
@@ -143,10 +151,11 @@ var cases = []struct {
 	}},
 	{"b", "local-ipam ADD c1, host-local ADD c2, local-ipam ADD c2 must fail with code 103", func(w *world, net string) result {
 		conf := w.conf(net, subnet)
+		began := time.Now()
 		w.mustOK(w.li, "ADD", "c1", conf)
 		before := w.stat(net)
 		w.mustOK(w.hl, "ADD", "c2", conf)
-		res := result{sameTick: w.stat(net).Ctim == before.Ctim}
+		res := result{sameTick: w.sameTick(before, w.stat(net), began)}
 		o := w.call(w.li, "ADD", "c2", conf)
 		if e, _ := o.Error(); e.Code != 103 {
 			res.wrong = fmt.Sprintf("ADD c2 again: %s, want code 103 (c2 already holds an address)", o)
@@ -156,10 +165,11 @@ var cases = []struct {
 	{"c", "local-ipam ADD c2 and c1 fill two addresses, host-local DEL c2, local-ipam STATUS must succeed and ADD c3 get c2's address", func(w *world, net string) result {
 		conf := w.conf(net, twoAddrs)
 		c2 := w.addr(w.mustOK(w.li, "ADD", "c2", conf))
+		began := time.Now()
 		w.mustOK(w.li, "ADD", "c1", conf)
 		before := w.stat(net)
 		w.mustOK(w.hl, "DEL", "c2", conf)
-		res := result{sameTick: w.stat(net).Ctim == before.Ctim}
+		res := result{sameTick: w.sameTick(before, w.stat(net), began)}
 		if w.exists(net, c2) {
 			w.t.Fatalf("host-local DEL c2 left its record %s", c2)
 		}
@@ -188,8 +198,9 @@ type binaries struct{ li, hl string }
 type world struct {
 	t *testing.T
 	binaries
-	dataDir string
-	owner   bool // the plugins run as root (else as nobody, who does not own the network directories)
+	dataDir  string
+	owner    bool // the plugins run as root (else as nobody, who does not own the network directories)
+	mirrored bool // see fileSystem
 }
 
 func newWorld(t *testing.T, bins binaries, dataDir string, owner bool) *world {
@@ -267,7 +278,8 @@ func (w *world) exists(net string, a netip.Addr) bool {
 
 // stat is the network directory's status. In a non-owner run it also checks the set-up:
 // the directory's mtime must still equal its ctime after local-ipam's commit (it could
-// not set the mtime, and waited for the clock instead).
+// not set the mtime, and waited for the clock instead). Where the ctime mirrors the
+// mtime that tells nothing: there sameTick checks the mtime was not set back.
 func (w *world) stat(net string) unix.Stat_t {
 	w.t.Helper()
 	var st unix.Stat_t
@@ -278,6 +290,26 @@ func (w *world) stat(net string) unix.Stat_t {
 		w.t.Fatalf("non-owner run: the mtime of %s was set (%v, ctime %v): local-ipam ran as its owner", net, st.Mtim, st.Ctim)
 	}
 	return st
+}
+
+// sameTick tells whether host-local's change (after) fell in the clock tick of local-ipam's
+// commit (before, the directory as the commit left it; began, when that call started):
+// the change kept the ctime of the commit. Where the ctime mirrors the mtime, the commit
+// set both back, and the timestamps are whole seconds: the change shared the second of
+// the commit's own change when it got the second the call began in.
+func (w *world) sameTick(before, after unix.Stat_t, began time.Time) bool {
+	w.t.Helper()
+	if !w.mirrored {
+		return after.Ctim == before.Ctim
+	}
+	if !w.owner && before.Mtim.Sec < began.Unix() {
+		w.t.Fatalf("non-owner run: local-ipam's commit set the mtime back (%v, the call began at %v): it ran as the owner", before.Mtim, began)
+	}
+	return after.Mtim.Sec == began.Unix()
+}
+
+func mountExfat(t *testing.T, dir string) error {
+	return exfattest.Mount(t, dir, "umask=0")
 }
 
 func mountRamfs(t *testing.T, dir string) error {

@@ -5,9 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/local-ipam/local-ipam/internal/exfattest"
 	"github.com/local-ipam/local-ipam/internal/fsclock"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
@@ -66,52 +68,10 @@ func TestChangeInTheTickOfTheCommit(t *testing.T) {
 				disk.RefuseStamps(t)
 				disk.SetClockWait(t, 0)
 			}
-			net := filepath.Join(data, "net")
 			const rounds = 30
-			sameTick := 0
-			for r := range rounds {
-				mine := store.Owner{ID: fmt.Sprintf("c%d", r), IfName: "eth0"}
-				mineAddr := ip(fmt.Sprintf("10.0.0.%d", 2*r+2))
-				foreign := store.Owner{ID: fmt.Sprintf("hl%d", r), IfName: "eth0"}
-				foreignAddr := ip(fmt.Sprintf("10.0.0.%d", 2*r+3))
-
-				s := mustOpen(t, data, "net")
-				if ok, err := s.Reserve(mineAddr, mine); !ok || err != nil {
-					t.Fatalf("round %d: Reserve: %v %v", r, ok, err)
-				}
-				closeIt(t, s)
-				committed := statDir(t, net)
-				// Behind its back, at once: a record created (host-local's ADD), and on
-				// odd rounds the record just written removed (an rm).
-				if err := os.WriteFile(filepath.Join(net, foreignAddr.String()), []byte(foreign.Key()), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				if r%2 == 1 {
-					if err := os.Remove(filepath.Join(net, mineAddr.String())); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if changed := statDir(t, net); changed.Ctim == committed.Ctim {
-					sameTick++
-				}
-
-				s = mustOpen(t, data, "net")
-				got, err := s.Owned(foreign)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(got) != 1 || got[0] != foreignAddr {
-					t.Errorf("round %d: the record %s created right after the commit: %s owns %v, want [%s] (rebuilds: %d)", r, foreignAddr, foreign.ID, got, foreignAddr, s.Rebuilds())
-				}
-				got, err = s.Owned(mine)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if want := r%2 == 0; (len(got) == 1) != want {
-					t.Errorf("round %d: %s owns %v after its record was removed: %v (rebuilds: %d)", r, mine.ID, got, !want, s.Rebuilds())
-				}
-				closeIt(t, s)
-			}
+			sameTick := tickRounds(t, data, rounds, func(committed, changed unix.Stat_t, _ time.Time) bool {
+				return changed.Ctim == committed.Ctim
+			})
 			t.Logf("%s: in %d of %d rounds the change behind the index's back fell in the clock tick of the commit", mode, sameTick, rounds)
 			switch mode {
 			case "stamp":
@@ -121,6 +81,128 @@ func TestChangeInTheTickOfTheCommit(t *testing.T) {
 			case "wait":
 				if sameTick != 0 {
 					t.Errorf("in %d rounds a change made right after the commit fell in its clock tick: the commit did not wait for the clock", sameTick)
+				}
+			}
+		})
+	}
+}
+
+// tickRounds runs rounds of: a call reserves an address and commits; at once, behind its
+// back, a record is created (host-local's ADD) and, on odd rounds, the record just
+// written is removed (an rm); the next call must see both. sameTick tells, from the
+// directory as the commit left it and as the change left it, and the time the
+// committing call began, whether the change fell in the clock tick of the commit's own
+// change; tickRounds returns in how many rounds it did.
+func tickRounds(t *testing.T, data string, rounds int, sameTick func(committed, changed unix.Stat_t, began time.Time) bool) int {
+	t.Helper()
+	net := filepath.Join(data, "net")
+	same := 0
+	for r := range rounds {
+		mine := store.Owner{ID: fmt.Sprintf("c%d", r), IfName: "eth0"}
+		mineAddr := ip(fmt.Sprintf("10.0.0.%d", 2*r+2))
+		foreign := store.Owner{ID: fmt.Sprintf("hl%d", r), IfName: "eth0"}
+		foreignAddr := ip(fmt.Sprintf("10.0.0.%d", 2*r+3))
+
+		began := time.Now()
+		s := mustOpen(t, data, "net")
+		if ok, err := s.Reserve(mineAddr, mine); !ok || err != nil {
+			t.Fatalf("round %d: Reserve: %v %v", r, ok, err)
+		}
+		closeIt(t, s)
+		committed := statDir(t, net)
+		if err := os.WriteFile(filepath.Join(net, foreignAddr.String()), []byte(foreign.Key()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r%2 == 1 {
+			if err := os.Remove(filepath.Join(net, mineAddr.String())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if sameTick(committed, statDir(t, net), began) {
+			same++
+		}
+
+		s = mustOpen(t, data, "net")
+		got, err := s.Owned(foreign)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != foreignAddr {
+			t.Errorf("round %d: the record %s created right after the commit: %s owns %v, want [%s] (rebuilds: %d)", r, foreignAddr, foreign.ID, got, foreignAddr, s.Rebuilds())
+		}
+		got, err = s.Owned(mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := r%2 == 0; (len(got) == 1) != want {
+			t.Errorf("round %d: %s owns %v after its record was removed: %v (rebuilds: %d)", r, mine.ID, got, !want, s.Rebuilds())
+		}
+		closeIt(t, s)
+	}
+	return same
+}
+
+// exfatDir mounts exFAT through FUSE for the test, and checks the premise: a directory's
+// ctime there only mirrors its mtime, so setting the mtime back never makes them differ.
+func exfatDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := exfattest.Mount(t, dir); err != nil {
+		t.Skip(err)
+	}
+	probe := filepath.Join(dir, "probe")
+	if err := os.Mkdir(probe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st := statDir(t, probe)
+	back := unix.Timespec{Sec: st.Mtim.Sec - 5}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, probe, []unix.Timespec{st.Atim, back}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st = statDir(t, probe); st.Mtim != back || st.Ctim != st.Mtim {
+		t.Fatalf("the premise: on exFAT through FUSE a directory's ctime mirrors its mtime; after setting the mtime to %v: mtime %v, ctime %v", back, st.Mtim, st.Ctim)
+	}
+	if err := os.Remove(probe); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// On exFAT through FUSE, where a directory's ctime only mirrors its mtime, a commit sets
+// the mtime back and records that pair, which no later change can leave (state.go): it
+// never waits for the clock, and a change behind the index's back in the same second is
+// noticed all the same. Refused the stamp, it waits (the way a commit took is counted).
+func TestExfatCommitsDoNotWait(t *testing.T) {
+	for _, mode := range []string{"stamp", "wait"} {
+		t.Run(mode, func(t *testing.T) {
+			data := exfatDir(t)
+			rounds := 20
+			if mode == "wait" {
+				disk.RefuseStamps(t)
+				rounds = 2 // each commit waits for the next second
+			}
+			before := disk.ClockWaits()
+			sameTick := tickRounds(t, data, rounds, func(committed, changed unix.Stat_t, began time.Time) bool {
+				// 1 s timestamps: the change shares the commit's second when it got the
+				// second the committing call began in.
+				if mode == "stamp" && !(committed.Mtim.Sec < began.Unix()) {
+					t.Errorf("the commit left the mtime at %v, not before the second of its own change (%d)", committed.Mtim, began.Unix())
+				}
+				return changed.Mtim.Sec == began.Unix()
+			})
+			waits := disk.ClockWaits() - before
+			t.Logf("%s: %d waits for the clock over %d rounds; the change behind the index's back fell in the second of the commit in %d", mode, waits, rounds, sameTick)
+			switch mode {
+			case "stamp":
+				if waits != 0 {
+					t.Errorf("%d commits or rebuilds of %d rounds waited for the clock: the stamp was not taken", waits, rounds)
+				}
+				if sameTick == 0 {
+					t.Errorf("no change fell in the second of the commit: the case was not exercised")
+				}
+			case "wait":
+				if waits == 0 {
+					t.Errorf("with the stamp refused, no commit waited for the clock")
 				}
 			}
 		})

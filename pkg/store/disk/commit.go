@@ -166,6 +166,7 @@ func (s *Store) saveState() error {
 			s.marked = true // invalid since waitClock's first write
 			return nil
 		}
+		s.seal(&dst)
 	}
 	if err := pwriteAll(s.stfd, s.st.encode(), 0); err != nil {
 		return cnierr.IO(err, "cannot write index state of %s", s.dir)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
+
 	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/store"
@@ -412,6 +414,52 @@ func TestReleaseChecksTheRecord(t *testing.T) {
 	defer closeIt(t, s)
 	if got, _ := s.Owned(store.Owner{ID: "other", IfName: "eth0"}); fmt.Sprint(got) != "[10.0.0.2]" {
 		t.Errorf("index not repaired: other owns %v", got)
+	}
+}
+
+// A record rewritten in place (no create, unlink or rename: no directory timestamp
+// moves) escapes the index, as the limits in docs/RELIABILITY.md say; a GC that keeps it
+// reads it, notices, and has the next call rebuild: the new owner's DEL then frees it.
+func TestGCNoticesRecordEditedInPlace(t *testing.T) {
+	dir := t.TempDir()
+	net := filepath.Join(dir, "net")
+	s := mustOpen(t, dir, "net")
+	for a, o := range map[string]store.Owner{"10.0.0.2": a1, "10.0.0.3": a2} {
+		if ok, err := s.Reserve(ip(a), o); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	closeIt(t, s)
+	edited := store.Owner{ID: "c9", IfName: "eth0"}
+	f, err := os.OpenFile(filepath.Join(net, "10.0.0.2"), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(edited.Key()); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	s = mustOpen(t, dir, "net")
+	if got, _ := s.Owned(edited); s.Rebuilds() != 0 || len(got) != 0 {
+		t.Fatalf("the premise: the edit in place went unnoticed; but %s owns %v (rebuilds: %d)", edited.ID, got, s.Rebuilds())
+	}
+	removed, err := s.GC([]types.GCAttachment{{ContainerID: "c9", IfName: "eth0"}, {ContainerID: "c2", IfName: "eth0"}})
+	if err != nil || len(removed) != 0 {
+		t.Fatalf("GC keeping c9 and c2 removed %v, %v", removed, err)
+	}
+	closeIt(t, s)
+
+	s = mustOpen(t, dir, "net")
+	defer closeIt(t, s)
+	if got, err := s.Owned(edited); err != nil || fmt.Sprint(got) != "[10.0.0.2]" {
+		t.Fatalf("after the GC, %s owns %v, %v; want [10.0.0.2] (rebuilds: %d)", edited.ID, got, err, s.Rebuilds())
+	}
+	if got, _ := s.Owned(a1); len(got) != 0 {
+		t.Errorf("after the GC, c1 still owns %v", got)
+	}
+	if ok, err := s.Release(ip("10.0.0.2"), edited); !ok || err != nil {
+		t.Errorf("Release of c9's edited record = %v, %v", ok, err)
 	}
 }
 

@@ -55,9 +55,13 @@ func Refuse(t testing.TB, tmpfile, link, rename2 bool) *Attempts {
 // after waiting for the clock.
 func RefuseStamps(t testing.TB) {
 	old := stampDir
-	stampDir = func(int, unix.Timespec) error { return unix.EPERM }
+	stampDir = func(int, unix.Timespec, unix.Timespec) error { return unix.EPERM }
 	t.Cleanup(func() { stampDir = old })
 }
+
+// ClockWaits counts the commits and rebuilds of this process so far that waited for the
+// file system's clock (waitClock).
+func ClockWaits() int64 { return clockWaits.Load() }
 
 // SetClockWait bounds the wait for the clock for the rest of the test.
 func SetClockWait(t testing.TB, d time.Duration) {

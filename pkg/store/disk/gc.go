@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -43,6 +44,9 @@ func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error)
 		}
 		key := strings.TrimSpace(string(data))
 		if keeps(key) {
+			if err := s.checkKept(name, key); err != nil {
+				return removed, err
+			}
 			continue
 		}
 		if err := s.beginChange(); err != nil {
@@ -74,6 +78,25 @@ func (s *Store) GC(valid []types.GCAttachment) (removed []netip.Addr, err error)
 			"GC of %s could not remove %d reservation(s)", s.dir, len(failed))
 	}
 	return removed, nil
+}
+
+// checkKept compares a record GC keeps with the index, keyed as a rebuild keys it. A
+// record the index does not know its owner for was changed without any directory
+// timestamp moving (its content rewritten in place): the index is spoiled at commit and
+// the next call rebuilds it, so a GC also repairs what no timestamp showed.
+func (s *Store) checkKept(name, key string) error {
+	a, isRec := isRecordName(name)
+	if !isRec || key == "" || s.stale {
+		return nil
+	}
+	held, err := s.owned(key)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(held, a) {
+		s.stale = true
+	}
+	return nil
 }
 
 func deleteAddr(addrs []netip.Addr, a netip.Addr) []netip.Addr {

@@ -190,6 +190,9 @@ func (s *Store) lookup(key string) ([]netip.Addr, error) {
 	}
 	s.overflow[key] = true
 	b, ok, regular, err := readSmall(s.idxfd, overflowName(key), 1<<20)
+	if denied(err) {
+		return nil, errBadOwner // another user's file: rebuild, as for damage
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -206,8 +209,8 @@ func (s *Store) openTable() error {
 	}
 	t, err := openOwnerTable(s.idxfd, s.st.root, s.index.readOnly())
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) {
-			err = errBadTable // missing, or not our file: rebuild
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) || denied(err) {
+			err = errBadTable // missing, or not our file (another user's): rebuild
 		}
 		return err
 	}

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -91,6 +92,9 @@ func (s *Store) open(records int) error {
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 		return cnierr.New(cnierr.StoreCorrupt, s.dir, "%s is not a directory", filepath.Join(s.dir, metaName))
 	}
+	if denied(err) {
+		return s.indexDenied(err)
+	}
 	if err != nil {
 		return cnierr.IO(err, "cannot open index directory in %s", s.dir)
 	}
@@ -118,6 +122,9 @@ func (s *Store) loadState() error {
 			return s.rebuild()
 		}
 	}
+	if denied(err) {
+		return s.indexDenied(err)
+	}
 	if err != nil {
 		return cnierr.IO(err, "cannot open index state in %s", s.dir)
 	}
@@ -134,9 +141,26 @@ func (s *Store) loadState() error {
 	if st, ok := decodeState(b[:n]); ok && st.matches(&dst) {
 		if s.idxfd, err = openDir(s.metafd, idxPrefix+strconv.FormatUint(st.gen, 10)); err == nil {
 			s.st = st
+			s.seal(&dst) // a valid state records only such pairs
 			return nil
 		}
 	}
+	return s.rebuild()
+}
+
+// indexDenied serves a call whose user may not open or create the index (.local-ipam or
+// its state belongs to another user, say root's mode 0700 in a network directory handed
+// over to the runtime's user): the records are what host-local would read, so the call
+// goes on with an index built from them in memory, never written (indexMemDenied). Said
+// on stderr, which the runtime logs; stdout carries only the result.
+func (s *Store) indexDenied(cause error) error {
+	fmt.Fprintf(os.Stderr, "local-ipam: cannot use the index in %s (%v): reading every record instead\n",
+		filepath.Join(s.dir, metaName), cause)
+	if s.metafd >= 0 {
+		unix.Close(s.metafd)
+		s.metafd = -1
+	}
+	s.index = indexMemDenied
 	return s.rebuild()
 }
 

@@ -24,14 +24,24 @@ const bootIDName = "boot_id"
 
 // freeOnReboot frees every record if the machine booted since the last call on this
 // network: the containers they were made for died with the machine. One walk of the
-// records, once per boot; every other call costs two small reads.
+// records, once per boot; every other call costs two small reads. A record this user may
+// not read goes too: it is as old as the others, and its content decides nothing here.
 func (s *Store) freeOnReboot() (int, error) {
 	cur, err := os.ReadFile(BootIDFile())
 	if err != nil {
 		return 0, cnierr.IO(err, "cannot read the boot ID")
 	}
 	boot := strings.TrimSpace(string(cur))
+	if s.index == indexMemDenied {
+		// The boot ID is kept in .local-ipam, which this user may not use: without it a
+		// reboot cannot be told from any other call, and freeing every record at each call
+		// would free live ones. The records stay until DEL or GC frees them.
+		return 0, nil
+	}
 	prev, ok, _, err := readSmall(s.metafd, bootIDName, 128)
+	if denied(err) {
+		return 0, nil // the same, when only the boot ID file is another user's
+	}
 	if err != nil {
 		return 0, cnierr.IO(err, "cannot read %s", filepath.Join(s.dir, metaName, bootIDName))
 	}
@@ -43,7 +53,7 @@ func (s *Store) freeOnReboot() (int, error) {
 		// A boot we have seen before this one: everything recorded is stale.
 		var names []string
 		err := s.scan(func(r Record) error {
-			if r.Regular {
+			if r.Regular || r.Unreadable {
 				names = append(names, r.Addr.String())
 			}
 			return nil

@@ -18,9 +18,13 @@ import (
 // Record is one entry of the network directory named like an address.
 type Record struct {
 	Addr netip.Addr
-	// Regular is false for a directory, symlink or other non-file named like an address:
-	// it blocks the address (nobody can create the record) and is never followed.
+	// Regular is false for a directory, symlink or other non-file named like an address,
+	// and for a record this process may not read: it blocks the address (nobody can
+	// create the record), names no owner, and is never followed.
 	Regular bool
+	// Unreadable: a regular file this process may not open (another user's, mode 0600):
+	// held by an owner nobody here can name. host-local skips such a file too.
+	Unreadable bool
 	// Content is the trimmed record; "" for an empty record, which holds nothing.
 	Content string
 }
@@ -60,6 +64,9 @@ func (s *Store) scan(fn func(Record) error) error {
 			rec := Record{Addr: a}
 			if e.Type().IsRegular() || e.Type()&os.ModeType == os.ModeIrregular {
 				data, ok, regular, err := readSmall(s.netfd, e.Name(), maxRecord)
+				if denied(err) {
+					ok, rec.Unreadable, err = unreadable(s.netfd, e.Name())
+				}
 				if err != nil {
 					return err
 				}
@@ -80,6 +87,24 @@ func (s *Store) scan(fn func(Record) error) error {
 			return err
 		}
 	}
+}
+
+// denied: an open refused for lack of permission, as for a file of another user with
+// mode 0600 (root's, when the plugin runs as another user). Such a record is held by an
+// owner we cannot name: never handed out, never freed or removed on our word.
+func denied(err error) bool {
+	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+}
+
+// unreadable tells, after an open of name was denied, whether it still exists and is a
+// regular file (a record we may not read) rather than something else we may not open.
+func unreadable(dirfd int, name string) (ok, regular bool, err error) {
+	var st unix.Stat_t
+	err = unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return false, false, nil
+	}
+	return err == nil, err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG, err
 }
 
 // Records calls fn for every record of the network (a walk over the whole directory:

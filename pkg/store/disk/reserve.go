@@ -70,7 +70,7 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 		return false, cnierr.IO(err, "cannot write reservation %s", filepath.Join(s.dir, name))
 	}
 	if exists {
-		data, _, regular, err := readSmall(s.netfd, name, maxRecord)
+		data, _, regular, err := s.readRecord(name)
 		if err != nil {
 			return false, cnierr.IO(err, "cannot read reservation %s", filepath.Join(s.dir, name))
 		}
@@ -104,6 +104,17 @@ func (s *Store) Reserve(a netip.Addr, o store.Owner) (bool, error) {
 	return true, nil
 }
 
+// readRecord reads the record name (readSmall). A record this process may not read is
+// reported as existing and not regular: held by an owner we cannot name.
+func (s *Store) readRecord(name string) (data []byte, ok, regular bool, err error) {
+	data, ok, regular, err = readSmall(s.netfd, name, maxRecord)
+	if denied(err) {
+		ok, _, err = unreadable(s.netfd, name)
+		return nil, ok, false, err
+	}
+	return data, ok, regular, err
+}
+
 // noteRecord brings the index in line with one record found on disk.
 func (s *Store) noteRecord(a netip.Addr, regular bool, content string) error {
 	if regular && strings.TrimSpace(content) == "" {
@@ -126,11 +137,12 @@ func (s *Store) noteRecord(a netip.Addr, regular bool, content string) error {
 
 // Release implements store.Store. The record is read first: the index only says where
 // to look, the record says who holds the address, so an index that went stale can never
-// make us delete someone else's reservation.
+// make us delete someone else's reservation. A record this user may not read is left:
+// nothing shows it is the owner's (host-local's DEL leaves it too).
 func (s *Store) Release(a netip.Addr, o store.Owner) (bool, error) {
 	key := o.Key()
 	name := a.String()
-	data, ok, regular, err := readSmall(s.netfd, name, maxRecord)
+	data, ok, regular, err := s.readRecord(name)
 	if err != nil {
 		return false, cnierr.IO(err, "cannot read reservation %s", filepath.Join(s.dir, name))
 	}
@@ -164,7 +176,7 @@ func (s *Store) Release(a netip.Addr, o store.Owner) (bool, error) {
 
 // Holder implements store.Store: it reads the record itself, not the index.
 func (s *Store) Holder(a netip.Addr) (store.Owner, bool, error) {
-	data, ok, regular, err := readSmall(s.netfd, a.String(), maxRecord)
+	data, ok, regular, err := s.readRecord(a.String())
 	if err != nil {
 		return store.Owner{}, false, cnierr.IO(err, "cannot read reservation %s", filepath.Join(s.dir, a.String()))
 	}

@@ -42,6 +42,9 @@ type Store struct {
 	idxfd  int
 	stfd   int
 	st     state
+	// sealed: a pair of the directory's timestamps no later change can leave (statDir),
+	// nil until one is known.
+	sealed *state
 
 	pages    map[pageKey]*page
 	table    *ownerTable             // opened on first use
@@ -107,7 +110,8 @@ func (s *Store) String() string { return fmt.Sprintf("disk store %s", s.dir) }
 // Transitions, within one call (the mode itself is not saved):
 //
 //	Open:     indexCurrent when the state matches the directory, indexReadOnly when it
-//	          matches on a read-only file system; otherwise a rebuild.
+//	          matches on a read-only file system, indexMemDenied (rebuilt in memory) when
+//	          this user may not open the index; otherwise a rebuild.
 //	rebuild:  to the in-memory mode of the same kind (rebuilding), filled from the
 //	          records; then, if writable, written as a new generation: indexMemWrote
 //	          from the removal of the old generations on, indexRebuilt once written.
@@ -139,13 +143,17 @@ const (
 	// indexDropped: in memory only, the index on disk removed to give its space to a
 	// record (spaceFor).
 	indexDropped
+	// indexMemDenied: in memory only, because this user may not open or create the
+	// index (indexDenied): rebuilt from the records at every call, never written; the
+	// records are changed as in any other mode.
+	indexMemDenied
 )
 
 // inMemory: the owners and pages in memory are the whole index; nothing of it is read
 // from disk.
 func (m indexMode) inMemory() bool {
 	switch m {
-	case indexMemReadOnly, indexMemory, indexMemWrote, indexDropped:
+	case indexMemReadOnly, indexMemory, indexMemWrote, indexDropped, indexMemDenied:
 		return true
 	}
 	return false
@@ -155,7 +163,9 @@ func (m indexMode) inMemory() bool {
 func (m indexMode) readOnly() bool { return m == indexReadOnly || m == indexMemReadOnly }
 
 // writable: a rebuild writes the index to disk in this mode.
-func (m indexMode) writable() bool { return !m.readOnly() && m != indexDropped }
+func (m indexMode) writable() bool {
+	return !m.readOnly() && m != indexDropped && m != indexMemDenied
+}
 
 // ownsSpace: the index on disk was written by this call, so spaceFor may remove it to
 // make room for a record. An index this call did not write is left alone.
@@ -168,8 +178,8 @@ func (m indexMode) rebuilding() indexMode {
 		return indexMemReadOnly
 	case indexRebuilt, indexMemWrote:
 		return indexMemWrote
-	case indexDropped:
-		return indexDropped
+	case indexDropped, indexMemDenied:
+		return m
 	}
 	return indexMemory
 }
