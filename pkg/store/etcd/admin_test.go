@@ -262,7 +262,7 @@ func TestErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put(s.pageKey(pageID{n: u128{0, 0x0a000}}), "short")
+	put(s.pageKey(pageID{n: ranges.Uint128{Hi: 0, Lo: 0x0a000}}), "short")
 	s = mustOpen(t, cfgFor(shared, "n"), network)
 	if _, _, err := s.FirstFree(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.9")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), "page/4-0a000") {
 		t.Errorf("FirstFree over a corrupt page = %v; want code 104 naming it", err)

@@ -75,7 +75,7 @@ func TestRandomDamage(t *testing.T) {
 		for _, kv := range resp.Kvs {
 			keys = append(keys, string(kv.Key))
 		}
-		keys = append(keys, s.lastKey(0), s.fullKey(pageID{n: u128{0, 0x0a04d}}), s.ipKey(netip.MustParseAddr("10.77.0.20")))
+		keys = append(keys, s.lastKey(0), s.fullKey(pageID{n: ranges.Uint128{Hi: 0, Lo: 0x0a04d}}), s.ipKey(netip.MustParseAddr("10.77.0.20")))
 		var damaged []string
 		for range 1 + rng.IntN(3) {
 			k := keys[rng.IntN(len(keys))]

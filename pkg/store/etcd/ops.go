@@ -224,7 +224,7 @@ type markers struct {
 }
 
 func (m *markers) covers(p pageID) bool {
-	return m != nil && m.from.v6 == p.v6 && m.from.n.cmp(p.n) <= 0 && p.n.cmp(m.to.n) <= 0
+	return m != nil && m.from.v6 == p.v6 && m.from.n.Cmp(p.n) <= 0 && p.n.Cmp(m.to.n) <= 0
 }
 
 // readMarkers reads the full markers from page cur to page pt (up to markerBatch of
@@ -297,7 +297,7 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 			s.markers = m
 			fresh[cur] = true
 		}
-		i, _ := slices.BinarySearchFunc(m.full, cur, func(a, b pageID) int { return a.n.cmp(b.n) })
+		i, _ := slices.BinarySearchFunc(m.full, cur, func(a, b pageID) int { return a.n.Cmp(b.n) })
 		p := cur
 		for {
 			if i < len(m.full) && m.full[i] == p {
@@ -327,9 +327,9 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 			if p == m.to {
 				break // past what the markers read cover: read on from the next page
 			}
-			p = pageID{v6: p.v6, n: p.n.inc()}
+			p = pageID{v6: p.v6, n: p.n.Inc()}
 		}
-		cur, curOff = pageID{v6: cur.v6, n: m.to.n.inc()}, 0
+		cur, curOff = pageID{v6: cur.v6, n: m.to.n.Inc()}, 0
 		s.markers = nil
 	}
 }
