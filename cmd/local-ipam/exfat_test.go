@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 // TestExfat: a data dir on exFAT through FUSE, a file system with no O_TMPFILE, no hard
@@ -196,43 +194,19 @@ func mountExfat(t *testing.T) string {
 		t.Skipf("no FUSE: %v", err)
 	}
 	img := filepath.Join(t.TempDir(), "exfat.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
+	if err := mounttest.Image(img, 64<<20, "mkfs.exfat"); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.exfat", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.exfat: %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	loop, err := mounttest.Loop(t, img)
 	if err != nil {
-		t.Skipf("no loop device: losetup: %v: %s", err, out)
+		t.Skipf("no loop device: %v", err)
 	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
-		}
-	})
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount.exfat-fuse", loop, mnt).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount exFAT through FUSE: %v: %s", err, out)
 	}
-	t.Cleanup(func() {
-		// The FUSE daemon may still hold the mount busy for a moment.
-		var err error
-		for range 50 {
-			if err = unix.Unmount(mnt, 0); err == nil || !errors.Is(err, unix.EBUSY) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-	})
+	// The FUSE daemon may still hold the mount busy for a moment: Unmount waits for it.
+	mounttest.UnmountAtCleanup(t, mnt)
 	// The premise: none of the atomic ways of creating a file works here.
 	probe := filepath.Join(mnt, "probe")
 	if err := os.WriteFile(probe, []byte("x"), 0o600); err != nil {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 // TestStatus: CNI 1.1 STATUS answers whether an ADD could succeed now (code 50 if not).
@@ -72,7 +73,7 @@ func TestStatus(t *testing.T) {
 
 	t.Run("read-only store: code 50 about the store, ADD fails cleanly, records stay readable", func(t *testing.T) {
 		t.Parallel()
-		mnt := mountTmpfs(t, "1m")
+		mnt := mounttest.TempTmpfs(t, "size=1m")
 		n := newNet(t, "1.1.0", "stro", map[string]any{"subnet": "10.23.0.0/24"})
 		n.dataDir = mnt
 		n.add(t, "a", "eth0")
@@ -105,22 +106,6 @@ func TestStatus(t *testing.T) {
 	})
 }
 
-// mountTmpfs mounts a small tmpfs on a fresh temporary directory (unmounted at cleanup),
-// or skips the test when mounting is not permitted.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
-	return mnt
-}
-
 // fill writes a file into dir until the file system is full, and returns its path.
 func fill(t *testing.T, dir string) string {
 	t.Helper()
@@ -145,7 +130,7 @@ func fill(t *testing.T, dir string) string {
 // error, and DEL still releases (it only removes files; host-local's DEL works here too).
 func TestFullFileSystem(t *testing.T) {
 	t.Parallel()
-	mnt := mountTmpfs(t, "256k")
+	mnt := mounttest.TempTmpfs(t, "size=256k")
 	n := newNet(t, "1.1.0", "full", map[string]any{"subnet": "10.24.0.0/24"})
 	n.dataDir = mnt
 	n.add(t, "a", "eth0") // 10.24.0.2

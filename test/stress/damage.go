@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/fsclock"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 const damageTimeout = 5 * time.Second
@@ -615,7 +616,7 @@ func coarseRoot(root string) (where string, unmountIt func(), err error) {
 		return "", nil, err
 	}
 	where = "on the stress directory"
-	if os.Geteuid() == 0 && unix.Mount("stress-ramfs", root, "ramfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755") == nil {
+	if os.Geteuid() == 0 && mounttest.Ramfs(root) == nil {
 		where, unmountIt = "on a ramfs", func() { unmount(root) }
 	} else {
 		var st unix.Statfs_t

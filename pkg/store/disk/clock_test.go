@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/fsclock"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
 )
@@ -21,16 +22,7 @@ func coarseDir(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a ramfs (a file system where two changes can share a timestamp)")
 	}
-	dir := t.TempDir()
-	if err := unix.Mount("disk-test", dir, "ramfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		t.Skipf("cannot mount a ramfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			_ = unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	})
+	dir := mounttest.TempRamfs(t)
 	shared, err := fsclock.SharedTimestamps(dir, 200)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
@@ -24,20 +25,6 @@ var (
 	modeA = store.Owner{ID: "a", IfName: "eth0"}
 	modeF = store.Owner{ID: "foreign", IfName: "eth0"}
 )
-
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
-	return mnt
-}
 
 func remount(t *testing.T, mnt string, flags uintptr) {
 	t.Helper()
@@ -152,7 +139,7 @@ func TestIndexModeOnDisk(t *testing.T) {
 }
 
 func TestIndexModeReadOnly(t *testing.T) {
-	mnt := mountTmpfs(t, "1m")
+	mnt := mounttest.TempTmpfs(t, "size=1m")
 	s := openMode(t, mnt, indexRebuilt)
 	reserve(t, s, "10.0.0.2", modeA)
 	commit(t, s)
@@ -185,7 +172,7 @@ func TestIndexModeReadOnly(t *testing.T) {
 // A rebuild on a full disk cannot write the new generation: it goes on in memory
 // (indexMemWrote), and a Reserve that finds no space drops what is left (indexDropped).
 func TestIndexModeFullDiskRebuild(t *testing.T) {
-	mnt := mountTmpfs(t, "512k")
+	mnt := mounttest.TempTmpfs(t, "size=512k")
 	s := openMode(t, mnt, indexRebuilt)
 	reserve(t, s, "10.0.0.2", modeA)
 	commit(t, s)
@@ -222,7 +209,7 @@ func TestIndexModeFullDiskRebuild(t *testing.T) {
 // An index this call wrote is given back when a record needs its space; the index in
 // memory is then rebuilt from the records, this call's change included.
 func TestIndexModeDroppedForRecord(t *testing.T) {
-	mnt := mountTmpfs(t, "512k")
+	mnt := mounttest.TempTmpfs(t, "size=512k")
 	s := openMode(t, mnt, indexRebuilt)
 	reserve(t, s, "10.0.0.2", modeA)
 	fill(t, filepath.Join(mnt, "filler"))
