@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,26 +105,6 @@ func TestStatus(t *testing.T) {
 	})
 }
 
-// fill writes a file into dir until the file system is full, and returns its path.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
-			}
-			return p
-		}
-	}
-}
-
 // TestFullFileSystem: with no space left, STATUS says so (code 50), ADD fails with a CNI
 // error, and DEL still releases (it only removes files; host-local's DEL works here too).
 func TestFullFileSystem(t *testing.T) {
@@ -135,7 +114,8 @@ func TestFullFileSystem(t *testing.T) {
 	n.dataDir = mnt
 	n.add(t, "a", "eth0") // 10.24.0.2
 	n.add(t, "c", "eth0") // 10.24.0.3
-	filler := fill(t, mnt)
+	filler := filepath.Join(mnt, "filler")
+	mounttest.Fill(t, filler)
 
 	e := wantError(t, plugin(t, cniexec.Call{Cmd: "STATUS", Conf: n.conf(t, nil)}), 50)
 	if !strings.Contains(e.Msg, "no space") {

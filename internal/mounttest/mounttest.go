@@ -182,3 +182,22 @@ func unescape(s string) string {
 	}
 	return b.String()
 }
+
+// Fill writes the file path until its file system is full.
+func Fill(t testing.TB, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatalf("filling %s: %v", path, err)
+			}
+			return
+		}
+	}
+}

@@ -101,6 +101,16 @@ func (d *dmg) add(id string) (netip.Addr, outcome) {
 	return addrs[0], o
 }
 
+// addAll ADDs the containers ids, in order, and fails on the first that gets no address.
+func (d *dmg) addAll(ids ...string) error {
+	for _, id := range ids {
+		if a, o := d.add(id); !a.IsValid() {
+			return fmt.Errorf("ADD of %s: %s", id, errSummary(o))
+		}
+	}
+	return nil
+}
+
 func (d *dmg) del(a *att) outcome {
 	o := d.call("DEL", a, false)
 	if o.ok() {
@@ -315,89 +325,51 @@ var damageCases = []damageCase{
 	{
 		name: "the network directory is a symlink to a canary directory", doc: "code 104 for ADD, CHECK and DEL; nothing in the target is created or read",
 		damage: func(d *dmg) error {
-			if err := os.Rename(d.net, d.net+".real"); err != nil {
-				return err
-			}
-			if err := os.Mkdir(filepath.Join(d.canary, "netdir"), 0o755); err != nil {
-				return err
-			}
-			return os.Symlink("../canary/netdir", d.net)
+			return netDirAside(d, func() error {
+				if err := os.Mkdir(filepath.Join(d.canary, "netdir"), 0o755); err != nil {
+					return err
+				}
+				return os.Symlink("../canary/netdir", d.net)
+			})
 		},
-		run: verbsAnswer(104),
-		undo: func(d *dmg) error {
-			if err := os.Remove(d.net); err != nil {
-				return err
-			}
-			return os.Rename(d.net+".real", d.net)
-		},
+		run:    verbsAnswer(104),
+		undo:   restoreNetDir,
 		usable: 13,
 	},
 	{
 		name: "the network directory is a regular file", doc: "code 104; the file is left as it is",
 		damage: func(d *dmg) error {
-			if err := os.Rename(d.net, d.net+".real"); err != nil {
-				return err
-			}
-			return writeFile(d.net, []byte("not a directory\n"))
+			return netDirAside(d, func() error { return writeFile(d.net, []byte("not a directory\n")) })
 		},
-		run: verbsAnswer(104),
-		undo: func(d *dmg) error {
-			if err := os.Remove(d.net); err != nil {
-				return err
-			}
-			return os.Rename(d.net+".real", d.net)
-		},
+		run:    verbsAnswer(104),
+		undo:   restoreNetDir,
 		usable: 13,
 	},
 	{
 		name: "lock is a dangling symlink out of the data dir", doc: "code 104; the target is never created",
-		damage: func(d *dmg) error {
-			if err := os.Remove(d.path("lock")); err != nil {
-				return err
-			}
-			return os.Symlink("../../canary/lock", d.path("lock"))
-		},
+		damage: lockReplacedBy(func(lock string) error { return os.Symlink("../../canary/lock", lock) }),
 		run:    verbsAnswer(104),
-		undo:   func(d *dmg) error { return os.Remove(d.path("lock")) },
+		undo:   removeLock,
 		usable: 13,
 	},
 	{
 		name: "lock is a symlink to a canary file", doc: "code 104; the target is not opened",
-		damage: func(d *dmg) error {
-			if err := writeFile(filepath.Join(d.canary, "lockfile"), []byte("canary\n")); err != nil {
-				return err
-			}
-			if err := os.Remove(d.path("lock")); err != nil {
-				return err
-			}
-			return os.Symlink("../../canary/lockfile", d.path("lock"))
-		},
+		damage: func(d *dmg) error { return symlinkToCanary(d, d.path("lock"), "lockfile", []byte("canary\n")) },
 		run:    verbsAnswer(104),
-		undo:   func(d *dmg) error { return os.Remove(d.path("lock")) },
+		undo:   removeLock,
 		usable: 13,
 	},
 	{
 		name: "lock is a directory", doc: "code 104",
-		damage: func(d *dmg) error {
-			if err := os.Remove(d.path("lock")); err != nil {
-				return err
-			}
-			return os.Mkdir(d.path("lock"), 0o755)
-		},
+		damage: lockReplacedBy(func(lock string) error { return os.Mkdir(lock, 0o755) }),
 		run:    verbsAnswer(104),
-		undo:   func(d *dmg) error { return os.Remove(d.path("lock")) },
+		undo:   removeLock,
 		usable: 13,
 	},
 	{
 		name: "last_reserved_ip.0 is a symlink to a canary file", doc: "the cursor is ignored (the walk starts over) and replaced by a regular file; the target is neither read nor written",
 		damage: func(d *dmg) error {
-			if err := writeFile(filepath.Join(d.canary, "last"), []byte("10.50.0.9")); err != nil {
-				return err
-			}
-			if err := os.Remove(d.path("last_reserved_ip.0")); err != nil {
-				return err
-			}
-			return os.Symlink("../../canary/last", d.path("last_reserved_ip.0"))
+			return symlinkToCanary(d, d.path("last_reserved_ip.0"), "last", []byte("10.50.0.9"))
 		},
 		run: func(d *dmg) {
 			addsNext(dmgNext)(d)
@@ -462,12 +434,10 @@ var damageCases = []damageCase{
 			if err != nil {
 				return err
 			}
-			for _, id := range []string{"e-0", "e-9"} {
-				if a, o := d.add(id); !a.IsValid() {
-					return fmt.Errorf("ADD of %s: %s", id, errSummary(o))
-				}
+			if err := d.addAll("e-0", "e-9"); err != nil {
+				return err
 			}
-			return overwrite(d.idxFile("owners"), old)
+			return overwrite(d.idxFile("owners"), 0, old)
 		},
 		run: func(d *dmg) {
 			a := d.attByID("e-0")
@@ -484,23 +454,19 @@ var damageCases = []damageCase{
 		name: "index bitmap page rolled back to an earlier copy (a lost write)", localOnly: true,
 		doc: "must not lose addresses: the two addresses freed after the copy are given out again",
 		damage: func(d *dmg) error {
-			var added []*att
-			for _, id := range []string{"e-7", "e-8"} {
-				if a, o := d.add(id); !a.IsValid() {
-					return fmt.Errorf("ADD of %s: %s", id, errSummary(o))
-				}
-				added = append(added, d.attByID(id))
+			if err := d.addAll("e-7", "e-8"); err != nil {
+				return err
 			}
 			old, err := os.ReadFile(d.idxFile("p4-0a320000"))
 			if err != nil {
 				return err
 			}
-			for _, a := range added {
+			for _, a := range []*att{d.attByID("e-7"), d.attByID("e-8")} {
 				if o := d.del(a); !o.ok() {
 					return fmt.Errorf("DEL of %s: %s", a, errSummary(o))
 				}
 			}
-			return overwrite(d.idxFile("p4-0a320000"), old)
+			return overwrite(d.idxFile("p4-0a320000"), 0, old)
 		},
 		run:    addsNext(netip.MustParseAddr("10.50.0.8")),
 		usable: 13,
@@ -590,6 +556,11 @@ func replaceBySymlink(d *dmg, path, name string) error {
 	if err != nil {
 		return err
 	}
+	return symlinkToCanary(d, path, name, b)
+}
+
+// symlinkToCanary replaces path by a symlink to the canary file name, holding b.
+func symlinkToCanary(d *dmg, path, name string, b []byte) error {
 	target := filepath.Join(d.canary, name)
 	if err := writeFile(target, b); err != nil {
 		return err
@@ -599,6 +570,34 @@ func replaceBySymlink(d *dmg, path, name string) error {
 	}
 	return os.Symlink(relTo(path, target), path)
 }
+
+// netDirAside moves the network directory aside (restoreNetDir puts it back), then puts
+// what put makes in its place.
+func netDirAside(d *dmg, put func() error) error {
+	if err := os.Rename(d.net, d.net+".real"); err != nil {
+		return err
+	}
+	return put()
+}
+
+func restoreNetDir(d *dmg) error {
+	if err := os.Remove(d.net); err != nil {
+		return err
+	}
+	return os.Rename(d.net+".real", d.net)
+}
+
+// lockReplacedBy is the damage that removes the lock file and puts what put makes there.
+func lockReplacedBy(put func(lock string) error) func(d *dmg) error {
+	return func(d *dmg) error {
+		if err := os.Remove(d.path("lock")); err != nil {
+			return err
+		}
+		return put(d.path("lock"))
+	}
+}
+
+func removeLock(d *dmg) error { return os.Remove(d.path("lock")) }
 
 func relTo(link, target string) string {
 	r, err := filepath.Rel(filepath.Dir(link), target)
@@ -637,33 +636,25 @@ func coarseRoot(root string) (where string, unmountIt func(), err error) {
 	return where + ", where no two changes to a directory shared its timestamps in 200 tries", unmountIt, nil
 }
 
-// overwrite writes b over path in place (no truncation, no new inode): as a lost write
-// would leave it, without touching the directory.
-func overwrite(path string, b []byte) error {
+// overwrite writes b over path from offset off on, in place (no truncation, no new
+// inode): as a lost write would leave it, without touching the directory.
+func overwrite(path string, off int64, b []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	_, err = f.WriteAt(b, 0)
+	_, err = f.WriteAt(b, off)
 	return err
 }
 
 // zeroFrom zeroes a file from off to its end, in place (same size).
 func zeroFrom(path string, off int64) error {
 	fi, err := os.Stat(path)
-	if err != nil {
+	if err != nil || fi.Size() <= off {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if fi.Size() > off {
-		_, err = f.WriteAt(make([]byte, fi.Size()-off), off)
-	}
-	return err
+	return overwrite(path, off, make([]byte, fi.Size()-off))
 }
 
 // fillFile sets every byte of a file to b, in place.
@@ -672,13 +663,7 @@ func fillFile(path string, b byte) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = f.WriteAt(bytes.Repeat([]byte{b}, int(fi.Size())), 0)
-	return err
+	return overwrite(path, 0, bytes.Repeat([]byte{b}, int(fi.Size())))
 }
 
 func damageScenario(x *job) error {

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/mounttest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
@@ -133,20 +132,7 @@ func TestLastWayOnFullDisk(t *testing.T) {
 		t.Fatalf("Reserve before the disk is full = %v, %v", ok, err)
 	}
 	filler := filepath.Join(mnt, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	f.Close()
+	mounttest.Fill(t, filler)
 	ok, err := s.Reserve(ip("10.0.0.3"), a1)
 	if ok || cnierr.Code(err) != cnierr.IOFailure || !strings.Contains(err.Error(), "no space left") {
 		t.Fatalf("Reserve on a full disk = %v, %v; want code 5 (no space)", ok, err)

@@ -33,25 +33,6 @@ func remount(t *testing.T, mnt string, flags uintptr) {
 	}
 }
 
-// fill writes a file until the file system is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatal(err)
-			}
-			return
-		}
-	}
-}
-
 func openMode(t *testing.T, dataDir string, want indexMode) *Store {
 	t.Helper()
 	s, err := Open(dataDir, "net", Options{})
@@ -180,7 +161,7 @@ func TestIndexModeFullDiskRebuild(t *testing.T) {
 	// one it replaces.
 	foreignRecord(t, mnt, "10.1.0.2")
 	foreignRecord(t, mnt, "10.2.0.2")
-	fill(t, filepath.Join(mnt, "filler"))
+	mounttest.Fill(t, filepath.Join(mnt, "filler"))
 
 	s = openMode(t, mnt, indexMemWrote)
 	defer commit(t, s)
@@ -192,7 +173,7 @@ func TestIndexModeFullDiskRebuild(t *testing.T) {
 	wantFirstFree(t, s, "10.0.0.3")
 	// What the failed generation took is free again: fill it too. A Reserve then gives
 	// back the state's block (all that is left of this call's index) and tries again.
-	fill(t, filepath.Join(mnt, "filler2"))
+	mounttest.Fill(t, filepath.Join(mnt, "filler2"))
 	ok, err := s.Reserve(netip.MustParseAddr("10.0.0.3"), modeA)
 	if err != nil && !strings.Contains(err.Error(), "no space") {
 		t.Fatalf("Reserve on a full disk = %v, %v; want success or no space", ok, err)
@@ -212,7 +193,7 @@ func TestIndexModeDroppedForRecord(t *testing.T) {
 	mnt := mounttest.TempTmpfs(t, "size=512k")
 	s := openMode(t, mnt, indexRebuilt)
 	reserve(t, s, "10.0.0.2", modeA)
-	fill(t, filepath.Join(mnt, "filler"))
+	mounttest.Fill(t, filepath.Join(mnt, "filler"))
 	reserve(t, s, "10.0.0.3", modeA) // succeeds with the index's space
 	if s.index != indexDropped {
 		t.Fatalf("mode %d after a Reserve that needed the index's space, want %d", s.index, indexDropped)
@@ -230,7 +211,7 @@ func TestIndexModeDroppedForRecord(t *testing.T) {
 	}
 	s = openMode(t, mnt, indexRebuilt)
 	commit(t, s)
-	fill(t, filepath.Join(mnt, "filler"))
+	mounttest.Fill(t, filepath.Join(mnt, "filler"))
 	s = openMode(t, mnt, indexCurrent)
 	defer commit(t, s)
 	ok, err := s.Reserve(netip.MustParseAddr("10.0.0.4"), modeA)

@@ -154,11 +154,7 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 			ops = append(ops, clientv3.OpDelete(s.fullKey(p)))
 		}
 	}
-	var resp *clientv3.TxnResponse
-	retried, err = s.doRetried("release reservations in "+s.base, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		return err
-	})
+	resp, retried, err := s.txn("release reservations in "+s.base, cmps, ops, nil)
 	if err != nil {
 		return false, retried, err
 	}

@@ -323,6 +323,16 @@ func (s *Store) doRetried(what string, f func(ctx context.Context) error) (retri
 	}
 }
 
+// txn runs the transaction If(cmps).Then(then).Else(els) with doRetried: what and retried
+// are doRetried's.
+func (s *Store) txn(what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (resp *clientv3.TxnResponse, retried bool, err error) {
+	retried, err = s.doRetried(what, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+		return err
+	})
+	return resp, retried, err
+}
+
 // loseAnswers > 0 makes that many successful requests look failed (tests only).
 var (
 	loseAnswers atomic.Int32

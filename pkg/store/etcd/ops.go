@@ -83,6 +83,16 @@ func (s *Store) cachedPage(p pageID) (*page, error) {
 	return s.readPage(p)
 }
 
+// pageWith returns page p (cached, or read now) and a copy of its bitmap with bit off set
+// to v: what one transaction compares and writes.
+func (s *Store) pageWith(p pageID, off int, v bool) (*page, []byte, error) {
+	pg, err := s.cachedPage(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pg, pg.with(off, v), nil
+}
+
 // list calls fn for every key in [from, end), listBatch keys a round trip, all at the
 // revision of the first one (a consistent snapshot). long: a listing of any length (a
 // node's or a network's reservations), each round trip with a timeout of its own.
@@ -404,11 +414,10 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		pg, err := s.cachedPage(p)
+		pg, nb, err := s.pageWith(p, off, true)
 		if err != nil {
 			return false, err
 		}
-		nb := pg.with(off, true)
 		ops := []clientv3.Op{
 			clientv3.OpPut(ip, key), clientv3.OpPut(ownerK, string(val)), clientv3.OpPut(nodeK, string(val)),
 			clientv3.OpPut(pk, string(nb)),
@@ -445,11 +454,7 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.ipKey(h.addr)), "=", h.rev))
 			els = append(els, clientv3.OpGet(s.ipKey(h.addr), clientv3.WithKeysOnly()))
 		}
-		var resp *clientv3.TxnResponse
-		retried, err := s.doRetried("reserve "+a.String(), func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(els...).Commit()
-			return err
-		})
+		resp, retried, err := s.txn("reserve "+a.String(), cmps, ops, els)
 		ambiguous = ambiguous || retried
 		if err != nil {
 			return false, err
@@ -595,11 +600,10 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 		if err := s.backoff(try); err != nil {
 			return false, err
 		}
-		pg, err := s.cachedPage(p)
+		pg, nb, err := s.pageWith(p, off, false)
 		if err != nil {
 			return false, err
 		}
-		nb := pg.with(off, false)
 		ops := []clientv3.Op{
 			clientv3.OpDelete(ip), clientv3.OpDelete(s.ownerKey(h.key, a)), clientv3.OpDelete(s.nodeKey(h.node, a)),
 		}
@@ -616,14 +620,10 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 			op := s.ownerPrefix(h.key)
 			ops = append(ops, clientv3.OpGet(op, clientv3.WithRange(prefixEnd(op)), clientv3.WithKeysOnly(), clientv3.WithMinModRev(guard+1), clientv3.WithLimit(1)))
 		}
-		var resp *clientv3.TxnResponse
-		retried, err := s.doRetried("release "+a.String(), func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).If(
-				clientv3.Compare(clientv3.CreateRevision(ip), "=", h.rev),
-				clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
-			).Then(ops...).Else(clientv3.OpGet(ip), clientv3.OpGet(pk)).Commit()
-			return err
-		})
+		resp, retried, err := s.txn("release "+a.String(), []clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(ip), "=", h.rev),
+			clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
+		}, ops, []clientv3.Op{clientv3.OpGet(ip), clientv3.OpGet(pk)})
 		ambiguous = ambiguous || retried
 		if err != nil {
 			return false, err
