@@ -16,7 +16,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
@@ -232,11 +231,7 @@ func TestReleaseNodeKilled(t *testing.T) {
 		all[a.String()] = true
 	}
 	s.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t, eps)
 	held := func() int64 {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

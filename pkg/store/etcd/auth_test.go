@@ -152,7 +152,7 @@ func startAuthEtcd(t *testing.T) []string {
 		t.Fatal("etcd not ready")
 	}
 	eps := []string{client}
-	cli := rawClient(t, eps)
+	cli := etcdtest.Client(t, eps)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := cli.UserAdd(ctx, "root", "secret"); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 	"github.com/local-ipam/local-ipam/pkg/store"
@@ -23,7 +24,7 @@ import (
 // and never an address given to two owners (the ip key decides, whatever a page says).
 func TestRandomDamage(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	cli := rawClient(t, shared)
+	cli := etcdtest.Client(t, shared)
 	ctx := context.Background()
 	r, err := ranges.New(netip.MustParsePrefix("10.77.0.0/27"), netip.Addr{}, netip.Addr{}, netip.Addr{})
 	if err != nil {
