@@ -36,6 +36,14 @@ func newEtcdNet(name string, endpoints []string, ipam map[string]any) *etcdNet {
 	return &etcdNet{name: name, endpoints: endpoints, ipam: ipam, timeout: 3 * time.Second}
 }
 
+// newDualStack is a network of two range sets: the IPv4 subnet v4, the IPv6 subnet v6.
+func newDualStack(name string, endpoints []string, v4, v6 string) *etcdNet {
+	return newEtcdNet(name, endpoints, map[string]any{"ranges": []any{
+		[]any{map[string]any{"subnet": v4}},
+		[]any{map[string]any{"subnet": v6}},
+	}})
+}
+
 // conf is the config node would send, with extra top-level keys.
 func (n *etcdNet) conf(t testing.TB, node string, extra map[string]any) []byte {
 	t.Helper()
@@ -558,10 +566,7 @@ func TestCluster(t *testing.T) {
 // pool empty, and the pool is then fully usable.
 func TestKilled(t *testing.T) {
 	eps := etcdtest.StartEmbedded(t)
-	n := newEtcdNet("killed", eps, map[string]any{"ranges": []any{
-		[]any{map[string]any{"subnet": "10.70.0.0/27"}},
-		[]any{map[string]any{"subnet": "fd00:70::/123"}},
-	}})
+	n := newDualStack("killed", eps, "10.70.0.0/27", "fd00:70::/123")
 	bin := cniexec.Bin(t, "local-ipam")
 	rng := rand.New(rand.NewPCG(7, 7))
 	const calls = 60

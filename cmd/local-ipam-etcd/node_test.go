@@ -17,9 +17,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
 )
@@ -234,11 +231,7 @@ func TestNodeNameOfTwoMachines(t *testing.T) {
 // record), under the prefix n.conf gives.
 func putKey(t *testing.T, n *etcdNet, key, value string) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: n.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t, n.endpoints)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := cli.Put(ctx, "/t/"+t.Name()+"/"+n.name+"/"+key, value); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
@@ -29,61 +27,24 @@ import (
 // the clients to it; from then on it forwards nothing more, either way, and keeps the
 // connections open: etcd stops answering in the middle of a command.
 type cutProxy struct {
-	ln     net.Listener
+	*etcdtest.Proxy
 	budget atomic.Int64
-	done   chan struct{}
-	wg     sync.WaitGroup
 }
 
 func startCutProxy(t *testing.T, target string, budget int64) *cutProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, done: make(chan struct{})}
+	p := &cutProxy{}
 	p.budget.Store(budget)
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		close(p.done)
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		p.wg.Wait()
-	})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, u)
-			mu.Unlock()
-			p.wg.Add(2)
-			go p.pipe(c, u, true)
-			go p.pipe(u, c, false)
-		}
-	}()
+	p.Proxy = etcdtest.StartProxy(t, target,
+		func(from, to net.Conn, done <-chan struct{}) { p.pipe(from, to, true, done) },
+		func(from, to net.Conn, done <-chan struct{}) { p.pipe(from, to, false, done) })
 	return p
 }
 
 func (p *cutProxy) cut() bool { return p.budget.Load() < 0 }
 
 // pipe copies from to to until the budget is spent (counted on the clients' side).
-func (p *cutProxy) pipe(from, to net.Conn, counted bool) {
-	defer p.wg.Done()
+func (p *cutProxy) pipe(from, to net.Conn, counted bool, done <-chan struct{}) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := from.Read(buf)
@@ -92,7 +53,7 @@ func (p *cutProxy) pipe(from, to net.Conn, counted bool) {
 				p.budget.Add(-int64(n))
 			}
 			if p.cut() {
-				<-p.done // hold the connection, answer nothing
+				<-done // hold the connection, answer nothing
 				return
 			}
 			if _, err := to.Write(buf[:n]); err != nil {
@@ -104,8 +65,6 @@ func (p *cutProxy) pipe(from, to net.Conn, counted bool) {
 		}
 	}
 }
-
-func (p *cutProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
 
 var releasedLine = regexp.MustCompile(`^released (\S+) \(container (\S+), ifname eth0\)$`)
 
@@ -179,7 +138,7 @@ func TestReleaseLargeNode(t *testing.T) {
 	// etcd stops answering after the first few batches.
 	p := startCutProxy(t, strings.TrimPrefix(eps[0], "http://"), 40<<10)
 	cut := *n
-	cut.endpoints = []string{p.endpoint()}
+	cut.endpoints = []string{p.Endpoint()}
 	start := time.Now()
 	o := operator(t, "release", "--conf", writeConf(t, cut.conf(t, "op", nil)), "--node", "gone")
 	k := take("release cut short", o.Stdout)
@@ -211,93 +170,43 @@ func TestReleaseLargeNode(t *testing.T) {
 	}
 }
 
-// slowProxy forwards TCP connections to an etcd member, delaying all the member sends by
-// delay: a request is applied at once, and its answer reaches the client late.
-type slowProxy struct {
-	ln    net.Listener
-	delay time.Duration
-	done  chan struct{}
-	wg    sync.WaitGroup
-}
-
-func startSlowProxy(t *testing.T, target string, delay time.Duration) *slowProxy {
+// startSlowProxy forwards TCP connections to an etcd member, delaying all the member
+// sends by delay: a request is applied at once, and its answer reaches the client late.
+func startSlowProxy(t *testing.T, target string, delay time.Duration) *etcdtest.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &slowProxy{ln: ln, delay: delay, done: make(chan struct{})}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		close(p.done)
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+	return etcdtest.StartProxy(t, target, etcdtest.Copy, func(from, to net.Conn, done <-chan struct{}) {
+		type chunk struct {
+			b   []byte
+			due time.Time
 		}
-		mu.Unlock()
-		p.wg.Wait()
-	})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+		q := make(chan chunk, 4096)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { // from the member, into the queue
+			defer close(q)
+			for {
+				buf := make([]byte, 32<<10)
+				n, err := from.Read(buf)
+				if n > 0 {
+					q <- chunk{buf[:n], time.Now().Add(delay)}
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+		for ch := range q { // from the queue, to the client when due
+			select {
+			case <-time.After(time.Until(ch.due)):
+			case <-done:
 				return
 			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
+			if _, err := to.Write(ch.b); err != nil {
+				return
 			}
-			mu.Lock()
-			conns = append(conns, c, u)
-			mu.Unlock()
-			p.wg.Add(3)
-			go func() {
-				defer p.wg.Done()
-				_, _ = io.Copy(u, c)
-			}()
-			type chunk struct {
-				b   []byte
-				due time.Time
-			}
-			q := make(chan chunk, 4096)
-			go func() { // from the member, into the queue
-				defer p.wg.Done()
-				defer close(q)
-				for {
-					buf := make([]byte, 32<<10)
-					n, err := u.Read(buf)
-					if n > 0 {
-						q <- chunk{buf[:n], time.Now().Add(p.delay)}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-			go func() { // from the queue, to the client when due
-				defer p.wg.Done()
-				for ch := range q {
-					select {
-					case <-time.After(time.Until(ch.due)):
-					case <-p.done:
-						return
-					}
-					if _, err := c.Write(ch.b); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return p
+	})
 }
-
-func (p *slowProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
 
 var releaseLine = regexp.MustCompile(`^(releasing|released) (\S+) \(container (\S+), ifname eth0\)$`)
 
@@ -322,11 +231,7 @@ func TestReleaseNodeKilled(t *testing.T) {
 		all[a.String()] = true
 	}
 	s.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t, eps)
 	held := func() int64 {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -342,7 +247,7 @@ func TestReleaseNodeKilled(t *testing.T) {
 	// command is killed while it waits for the answer.
 	p := startSlowProxy(t, strings.TrimPrefix(eps[0], "http://"), 500*time.Millisecond)
 	slow := *n
-	slow.endpoints = []string{p.endpoint()}
+	slow.endpoints = []string{p.Endpoint()}
 	cmd := exec.Command(cniexec.Bin(t, "local-ipam"), "release", "--conf", writeConf(t, slow.conf(t, "op", nil)), "--node", "gone")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	var stdout, stderr bytes.Buffer

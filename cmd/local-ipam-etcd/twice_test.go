@@ -22,10 +22,7 @@ import (
 // The duplicate check is in the reservation's transaction (pkg/store/etcd reserve).
 func TestSameAttachmentTwoMachines(t *testing.T) {
 	eps := etcdtest.StartEmbedded(t)
-	n := newEtcdNet("twice", eps, map[string]any{"ranges": []any{
-		[]any{map[string]any{"subnet": "10.56.0.0/24"}},
-		[]any{map[string]any{"subnet": "fd00:56::/120"}},
-	}})
+	n := newDualStack("twice", eps, "10.56.0.0/24", "fd00:56::/120")
 	bin := cniexec.Bin(t, "local-ipam")
 	const rounds = 30
 	confs := [2][]byte{n.conf(t, "m0", nil), n.conf(t, "m1", nil)}
@@ -88,10 +85,7 @@ func TestSameAttachmentTwoMachines(t *testing.T) {
 // reservations freed the first one, and the ADD answered both.
 func TestAddDelSameAttachment(t *testing.T) {
 	eps := etcdtest.StartEmbedded(t)
-	n := newEtcdNet("adddel", eps, map[string]any{"ranges": []any{
-		[]any{map[string]any{"subnet": "10.59.0.0/24"}},
-		[]any{map[string]any{"subnet": "fd00:59::/120"}},
-	}})
+	n := newDualStack("adddel", eps, "10.59.0.0/24", "fd00:59::/120")
 	bin := cniexec.Bin(t, "local-ipam")
 	addConf, delConf := n.conf(t, "tn1", nil), n.conf(t, "tn2", nil)
 	look, err := etcd.Open(etcd.Config{Endpoints: eps, Prefix: "/t/" + t.Name(), Node: "look", Timeout: 10 * time.Second}, n.name)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
-	"github.com/local-ipam/local-ipam/internal/exfattest"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 // TestExfat: a data dir on exFAT through FUSE, a file system with no O_TMPFILE, no hard
@@ -177,12 +177,12 @@ func mapKeys(m map[string]string) func(func(string) bool) {
 	}
 }
 
-// mountExfat mounts a fresh exFAT through FUSE for the test (exfattest.Mount), or skips
+// mountExfat mounts a fresh exFAT through FUSE for the test (mounttest.Exfat), or skips
 // the test saying why it cannot.
 func mountExfat(t *testing.T) string {
 	t.Helper()
 	mnt := t.TempDir()
-	if err := exfattest.Mount(t, mnt); err != nil {
+	if err := mounttest.Exfat(t, mnt); err != nil {
 		t.Skip(err)
 	}
 	return mnt

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 // TestStatus: CNI 1.1 STATUS answers whether an ADD could succeed now (code 50 if not).
@@ -72,7 +72,7 @@ func TestStatus(t *testing.T) {
 
 	t.Run("read-only store: code 50 about the store, ADD fails cleanly, records stay readable", func(t *testing.T) {
 		t.Parallel()
-		mnt := mountTmpfs(t, "1m")
+		mnt := mounttest.TempTmpfs(t, "size=1m")
 		n := newNet(t, "1.1.0", "stro", map[string]any{"subnet": "10.23.0.0/24"})
 		n.dataDir = mnt
 		n.add(t, "a", "eth0")
@@ -105,52 +105,17 @@ func TestStatus(t *testing.T) {
 	})
 }
 
-// mountTmpfs mounts a small tmpfs on a fresh temporary directory (unmounted at cleanup),
-// or skips the test when mounting is not permitted.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
-	return mnt
-}
-
-// fill writes a file into dir until the file system is full, and returns its path.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
-			}
-			return p
-		}
-	}
-}
-
 // TestFullFileSystem: with no space left, STATUS says so (code 50), ADD fails with a CNI
 // error, and DEL still releases (it only removes files; host-local's DEL works here too).
 func TestFullFileSystem(t *testing.T) {
 	t.Parallel()
-	mnt := mountTmpfs(t, "256k")
+	mnt := mounttest.TempTmpfs(t, "size=256k")
 	n := newNet(t, "1.1.0", "full", map[string]any{"subnet": "10.24.0.0/24"})
 	n.dataDir = mnt
 	n.add(t, "a", "eth0") // 10.24.0.2
 	n.add(t, "c", "eth0") // 10.24.0.3
-	filler := fill(t, mnt)
+	filler := filepath.Join(mnt, "filler")
+	mounttest.Fill(t, filler)
 
 	e := wantError(t, plugin(t, cniexec.Call{Cmd: "STATUS", Conf: n.conf(t, nil)}), 50)
 	if !strings.Contains(e.Msg, "no space") {

@@ -20,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
@@ -404,4 +406,16 @@ func (c *Cluster) Logs(lines int) string {
 func (c *Cluster) memberLog(m *member, lines int) string {
 	return fmt.Sprintf("--- %s (%s):\n%s\n--- %s stderr:\n%s\n", m.name, filepath.Join(m.dir, "etcd.log"),
 		tail(filepath.Join(m.dir, "etcd.log"), lines), m.name, tail(filepath.Join(m.dir, "stderr"), lines))
+}
+
+// Client is a plain etcd client of eps, closed when the test ends: to look at the keys
+// or change them behind the store's back.
+func Client(t testing.TB, eps []string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }

@@ -4,24 +4,13 @@ import (
 	"os"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 // On a ramfs (timestamps from the kernel's clock tick, never multigrain) the probe finds
 // two changes with one timestamp, and leaves nothing behind.
 func TestRamfsShares(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a ramfs")
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("fsclock-test", dir, "ramfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		t.Skipf("cannot mount a ramfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := mounttest.TempRamfs(t)
 	shared, err := SharedTimestamps(dir, 200)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/fuzzbytes"
 )
 
 // Fuzz targets for the address math. Each derives a small, well-formed problem from the
@@ -14,27 +16,16 @@ import (
 // or anywhere, small or huge) and checks the functions against models written with
 // math/big, independent of Uint128 and of netip's ordering helpers where it matters.
 
-// src hands out the fuzzer's bytes; past the end it gives zeros.
-type src struct{ b []byte }
-
-func (s *src) byte() byte {
-	if len(s.b) == 0 {
-		return 0
-	}
-	c := s.b[0]
-	s.b = s.b[1:]
-	return c
-}
-
-func (s *src) u16() uint16 { return uint16(s.byte())<<8 | uint16(s.byte()) }
+// src is the fuzzer's bytes, with a way to draw an address from them.
+type src struct{ *fuzzbytes.Src }
 
 func (s *src) addr(v6 bool) netip.Addr {
 	if !v6 {
-		return netip.AddrFrom4([4]byte{s.byte(), s.byte(), s.byte(), s.byte()})
+		return netip.AddrFrom4([4]byte{s.Byte(), s.Byte(), s.Byte(), s.Byte()})
 	}
 	var b [16]byte
 	for i := range b {
-		b[i] = s.byte()
+		b[i] = s.Byte()
 	}
 	return netip.AddrFrom16(b)
 }
@@ -124,7 +115,7 @@ func genRange(t *testing.T, s *src, v6 bool, mode byte) (Range, bool) {
 		bitLen = 128
 	}
 	var bits int
-	switch c := s.byte(); {
+	switch c := s.Byte(); {
 	case mode == 3 || c&0xc0 == 0xc0:
 		// any length, allocatable or not
 		bits = int(c) % (bitLen + 1)
@@ -134,13 +125,13 @@ func genRange(t *testing.T, s *src, v6 bool, mode byte) (Range, bool) {
 	var a netip.Addr
 	switch mode {
 	case 0: // near the bottom
-		a = fromBig(big.NewInt(int64(s.u16())), v6)
+		a = fromBig(big.NewInt(int64(s.U16())), v6)
 	case 1: // near the top
-		a = fromBig(new(big.Int).Sub(maxBig(v6), big.NewInt(int64(s.u16()))), v6)
+		a = fromBig(new(big.Int).Sub(maxBig(v6), big.NewInt(int64(s.U16()))), v6)
 	default:
 		a = s.addr(v6)
 	}
-	flags := s.byte()
+	flags := s.Byte()
 	p := netip.PrefixFrom(a, bits)
 	if flags&0x80 == 0 {
 		p = p.Masked()
@@ -150,7 +141,7 @@ func genRange(t *testing.T, s *src, v6 bool, mode byte) (Range, bool) {
 	base := p.Masked().Addr()
 	var start, end, gw netip.Addr
 	pick := func() netip.Addr {
-		off := int64(s.u16())
+		off := int64(s.U16())
 		if flags&0x40 == 0 {
 			off %= 300
 		}
@@ -292,14 +283,14 @@ func FuzzWalk(f *testing.F) {
 	f.Add([]byte{0, 3, 0, 6, 0, 0, 3, 0, 0, 0, 10, 6, 1, 0, 3, 0, 12, 0, 250, 6, 2, 0, 0, 0, 1, 2, 2, 0, 3})
 	f.Add([]byte{1, 2, 1, 0xc0, 0, 1, 0xff, 0, 0, 0, 0, 0xc1, 0, 3, 0, 0, 0, 0, 0, 3, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := &src{b: data}
-		v6 := s.byte()&1 == 1
-		n := 1 + int(s.byte())%3
-		mode := s.byte() % 4
+		s := &src{fuzzbytes.New(data)}
+		v6 := s.Byte()&1 == 1
+		n := 1 + int(s.Byte())%3
+		mode := s.Byte() % 4
 		var rs []Range
 		for i := 0; i < n; i++ {
 			fam := v6
-			if c := s.byte(); c == 0xff { // rarely, a range of the other family
+			if c := s.Byte(); c == 0xff { // rarely, a range of the other family
 				fam = !v6
 			}
 			r, ok := genRange(t, s, fam, mode)
@@ -337,9 +328,9 @@ func FuzzWalk(f *testing.F) {
 
 		// The cursor.
 		var last netip.Addr
-		k := s.byte()
-		r := set[int(s.byte())%len(set)]
-		off := int64(s.byte() % 4)
+		k := s.Byte()
+		r := set[int(s.Byte())%len(set)]
+		off := int64(s.Byte() % 4)
 		switch k % 7 {
 		case 0: // none
 		case 1:
@@ -505,30 +496,30 @@ func FuzzExclusions(f *testing.F) {
 	f.Add([]byte{0, 1, 5, 0, 255, 8, 0, 254, 0, 0, 0, 0, 0x80, 0, 0, 0, 3, 3, 0, 1})
 	f.Add([]byte{1, 2, 6, 0, 1, 0, 0, 1, 1, 1, 2, 1, 2, 3, 0, 3, 4, 0x80, 1, 0, 0x40, 0, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := &src{b: data}
-		v6 := s.byte()&1 == 1
+		s := &src{fuzzbytes.New(data)}
+		v6 := s.Byte()&1 == 1
 		bitLen := 32
 		if v6 {
 			bitLen = 128
 		}
 		// A window of 256 addresses near the bottom, the top or anywhere.
 		var base netip.Addr
-		switch s.byte() % 3 {
+		switch s.Byte() % 3 {
 		case 0:
-			base = fromBig(big.NewInt(int64(s.byte())), v6)
+			base = fromBig(big.NewInt(int64(s.Byte())), v6)
 		case 1:
-			base = fromBig(new(big.Int).Sub(maxBig(v6), big.NewInt(255+int64(s.byte()))), v6)
+			base = fromBig(new(big.Int).Sub(maxBig(v6), big.NewInt(255+int64(s.Byte()))), v6)
 		default:
 			base = s.addr(v6)
 			if toBig(base).Cmp(new(big.Int).Sub(maxBig(v6), big.NewInt(255))) > 0 {
 				base = fromBig(new(big.Int).Sub(maxBig(v6), big.NewInt(255)), v6)
 			}
 		}
-		n := int(s.byte()) % 9
+		n := int(s.Byte()) % 9
 		var ps []netip.Prefix
 		for i := 0; i < n; i++ {
-			c := s.byte()
-			off := int64(s.byte())
+			c := s.Byte()
+			off := int64(s.Byte())
 			fam, bl := v6, bitLen
 			if c == 0xff { // rarely, the other family
 				fam = !v6
@@ -536,7 +527,7 @@ func FuzzExclusions(f *testing.F) {
 			}
 			bits := bl - int(c)%9 // up to 256 addresses
 			if c&0x80 != 0 && c != 0xff {
-				bits = int(s.byte()) % (bl + 1) // any size, up to the whole space
+				bits = int(s.Byte()) % (bl + 1) // any size, up to the whole space
 			}
 			a := addBig(base, off)
 			if fam != v6 {
@@ -604,9 +595,9 @@ func FuzzExclusions(f *testing.F) {
 
 		// Count over stretches of the window and beyond.
 		for k := 0; k < 4; k++ {
-			from := addBig(base, int64(s.byte())-int64(s.byte()%8))
-			to := addBig(from, int64(s.byte()))
-			switch s.byte() % 8 {
+			from := addBig(base, int64(s.Byte())-int64(s.Byte()%8))
+			to := addBig(from, int64(s.Byte()))
+			switch s.Byte() % 8 {
 			case 0:
 				from = fromBig(new(big.Int), v6)
 			case 1:

@@ -245,21 +245,6 @@ func Size(from, to netip.Addr) (n uint64, ok bool) {
 	return d.Lo + 1, true
 }
 
-// U128 returns a as a 128-bit number (IPv4 in the low 32 bits).
-//
-// Deprecated: use ToUint128.
-func U128(a netip.Addr) (hi, lo uint64) {
-	x := ToUint128(a)
-	return x.Hi, x.Lo
-}
-
-// FromU128 is the inverse of U128 for the family of like.
-//
-// Deprecated: use Uint128.Addr.
-func FromU128(like netip.Addr, hi, lo uint64) netip.Addr {
-	return Uint128{hi, lo}.Addr(!like.Is4())
-}
-
 // ParseAddr parses an address as host-local does (net.ParseIP), with IPv4-mapped IPv6
 // addresses turned into IPv4.
 func ParseAddr(s string) (netip.Addr, error) {

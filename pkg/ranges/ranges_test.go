@@ -24,7 +24,7 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-func TestU128RoundTrip(t *testing.T) {
+func TestUint128RoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := 0; i < 1000; i++ {
 		var b [16]byte
@@ -32,9 +32,9 @@ func TestU128RoundTrip(t *testing.T) {
 			b[j] = byte(rng.Uint32())
 		}
 		for _, a := range []netip.Addr{netip.AddrFrom16(b), netip.AddrFrom4([4]byte(b[:4]))} {
-			hi, lo := U128(a)
-			if got := FromU128(a, hi, lo); got != a {
-				t.Fatalf("%v -> %x %x -> %v", a, hi, lo, got)
+			x := ToUint128(a)
+			if got := x.Addr(a.Is6()); got != a {
+				t.Fatalf("%v -> %x %x -> %v", a, x.Hi, x.Lo, got)
 			}
 		}
 	}

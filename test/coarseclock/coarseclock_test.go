@@ -2,11 +2,9 @@ package coarseclock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
-	"github.com/local-ipam/local-ipam/internal/exfattest"
 	"github.com/local-ipam/local-ipam/internal/fsclock"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 // nobody runs the plugins in the non-owner runs: it does not own the network directory,
@@ -37,11 +35,13 @@ type fileSystem struct {
 }
 
 var fileSystems = []fileSystem{
-	{"ramfs", mountRamfs, true, false},
+	{"ramfs", func(_ *testing.T, dir string) error { return mounttest.Ramfs(dir) }, true, false},
 	{"ext4-128-byte-inodes", mountSmallInodeExt4, true, false},
 	// Even with multigrain timestamps, tmpfs stamps a directory with the removed file's
 	// ctime on unlink, which can repeat the directory's last timestamp.
-	{"tmpfs", mountTmpfs, false, false},
+	{"tmpfs", func(_ *testing.T, dir string) error {
+		return mounttest.Tmpfs(dir, "size=16m,mode=0755")
+	}, false, false},
 	// 1 s timestamps and a ctime that mirrors the mtime; umask=0 lets nobody write.
 	{"exfat-fuse", mountExfat, true, true},
 }
@@ -62,6 +62,7 @@ func TestSameTickChanges(t *testing.T) {
 			if err := fsys.mount(t, mnt); err != nil {
 				t.Skipf("cannot mount %s: %v", fsys.name, err)
 			}
+			mounttest.UnmountAtCleanup(t, mnt)
 			mounted++
 			shared, err := fsclock.SharedTimestamps(mnt, 200)
 			if err != nil {
@@ -309,92 +310,26 @@ func (w *world) sameTick(before, after unix.Stat_t, began time.Time) bool {
 }
 
 func mountExfat(t *testing.T, dir string) error {
-	return exfattest.Mount(t, dir, "umask=0")
-}
-
-func mountRamfs(t *testing.T, dir string) error {
-	if err := unix.Mount("coarseclock", dir, "ramfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return fmt.Errorf("mount -t ramfs: %w", err)
-	}
-	t.Cleanup(func() { unmount(t, dir) })
-	return nil
-}
-
-func mountTmpfs(t *testing.T, dir string) error {
-	if err := unix.Mount("coarseclock", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=16m,mode=0755"); err != nil {
-		return fmt.Errorf("mount -t tmpfs: %w", err)
-	}
-	t.Cleanup(func() { unmount(t, dir) })
-	return nil
+	return mounttest.Exfat(t, dir, "umask=0")
 }
 
 // mountSmallInodeExt4 mounts a fresh ext4 made with 128-byte inodes (no room for the
 // nanoseconds: 1 s timestamps) on a loop device.
 func mountSmallInodeExt4(t *testing.T, dir string) error {
-	mkfs, err := tool("mkfs.ext4", "e2fsprogs")
-	if err != nil {
-		return err
-	}
-	losetup, err := tool("losetup", "util-linux")
+	mkfs, err := mounttest.Tool("mkfs.ext4", "e2fsprogs")
 	if err != nil {
 		return err
 	}
 	img := filepath.Join(t.TempDir(), "ext4.img")
-	f, err := os.Create(img)
+	if err := mounttest.Image(img, 64<<20, mkfs, "-q", "-F", "-I", "128"); err != nil {
+		return err
+	}
+	dev, err := mounttest.Loop(t, img)
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(64 << 20)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if out, err := exec.Command(mkfs, "-q", "-F", "-I", "128", img).CombinedOutput(); err != nil {
-		return fmt.Errorf("mkfs.ext4 -I 128: %v: %s", err, out)
-	}
-	out, err := exec.Command(losetup, "--find", "--show", img).Output()
-	if err != nil {
-		return fmt.Errorf("losetup --find --show: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command(losetup, "--detach", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
-		}
-	})
 	if err := unix.Mount(dev, dir, "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("mount %s (ext4): %w", dev, err)
 	}
-	t.Cleanup(func() { unmount(t, dir) })
 	return nil
-}
-
-// tool finds a system tool, also where root's PATH may not reach.
-func tool(name, pkg string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		if p := filepath.Join(dir, name); cniexec.Executable(p) == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found (Debian package %s)", name, pkg)
-}
-
-// unmount unmounts dir; busy, it retries a little, then detaches it lazily.
-func unmount(t *testing.T, dir string) {
-	var err error
-	for range 20 {
-		if err = unix.Unmount(dir, 0); err == nil || !errors.Is(err, unix.EBUSY) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Errorf("unmount %s: %v", dir, err)
-		_ = unix.Unmount(dir, unix.MNT_DETACH)
-	}
 }

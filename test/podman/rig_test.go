@@ -2,7 +2,6 @@ package podman
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"debug/elf"
@@ -23,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 const (
@@ -307,45 +307,15 @@ func waitProcessesGone(dir string, timeout time.Duration) []int {
 
 // unmountUnder detaches every mount below dir, deepest first.
 func unmountUnder(dir string, logf func(string, ...any)) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var points []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
+	points, _ := mounttest.Under(dir)
+	for _, mp := range points {
+		if mp == dir {
 			continue
 		}
-		mp := unescapeMount(fields[4])
-		if strings.HasPrefix(mp, dir+"/") {
-			points = append(points, mp)
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(points)))
-	for _, mp := range points {
 		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
 			logf("teardown: umount %s: %v", mp, err)
 		}
 	}
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space and so on).
-func unescapeMount(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // busyboxRootfs is a root file system as a tar stream: a static busybox (Debian's

@@ -4,19 +4,19 @@ package main
 // fanotify "kill at the k-th file operation" of crash-io. All of it needs root.
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
 
 func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
@@ -29,7 +29,7 @@ func mountTmpfs(dir, opts string) error {
 	if err := mkdirAll(dir); err != nil {
 		return err
 	}
-	return unix.Mount("stress-tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
+	return mounttest.Tmpfs(dir, opts)
 }
 
 func remount(dir string, readOnly bool) error {
@@ -45,20 +45,7 @@ func unmount(dir string) { _ = unix.Unmount(dir, unix.MNT_DETACH) }
 // unmountAll unmounts whatever is still mounted under root (deepest first): a scenario
 // that panicked half-way leaves nothing behind.
 func unmountAll(root string) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var points []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && (fields[4] == root || strings.HasPrefix(fields[4], root+"/")) {
-			points = append(points, fields[4])
-		}
-	}
-	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	points, _ := mounttest.Under(root)
 	for _, p := range points {
 		unmount(p)
 	}

@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/local-ipam/local-ipam/internal/exfattest"
 	"github.com/local-ipam/local-ipam/internal/fsclock"
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
 )
@@ -23,16 +23,7 @@ func coarseDir(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a ramfs (a file system where two changes can share a timestamp)")
 	}
-	dir := t.TempDir()
-	if err := unix.Mount("disk-test", dir, "ramfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		t.Skipf("cannot mount a ramfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			_ = unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	})
+	dir := mounttest.TempRamfs(t)
 	shared, err := fsclock.SharedTimestamps(dir, 200)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +138,7 @@ func tickRounds(t *testing.T, data string, rounds int, sameTick func(committed, 
 func exfatDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := exfattest.Mount(t, dir); err != nil {
+	if err := mounttest.Exfat(t, dir); err != nil {
 		t.Skip(err)
 	}
 	probe := filepath.Join(dir, "probe")

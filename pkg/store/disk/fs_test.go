@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"golang.org/x/sys/unix"
 
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/disk"
@@ -121,15 +121,7 @@ func TestRecordWays(t *testing.T) {
 // record cannot be written, the call fails with code 5, and no empty file is left at the
 // address (nor a temporary file).
 func TestLastWayOnFullDisk(t *testing.T) {
-	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=512k"); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
+	mnt := mounttest.TempTmpfs(t, "size=512k")
 	s := mustOpen(t, mnt, "net")
 	closeIt(t, s) // the index is written
 
@@ -140,20 +132,7 @@ func TestLastWayOnFullDisk(t *testing.T) {
 		t.Fatalf("Reserve before the disk is full = %v, %v", ok, err)
 	}
 	filler := filepath.Join(mnt, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	f.Close()
+	mounttest.Fill(t, filler)
 	ok, err := s.Reserve(ip("10.0.0.3"), a1)
 	if ok || cnierr.Code(err) != cnierr.IOFailure || !strings.Contains(err.Error(), "no space left") {
 		t.Fatalf("Reserve on a full disk = %v, %v; want code 5 (no space)", ok, err)

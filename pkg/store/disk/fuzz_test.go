@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/local-ipam/local-ipam/internal/fuzzbytes"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 )
 
@@ -162,21 +163,6 @@ func FuzzOwnerCodec(f *testing.F) {
 	})
 }
 
-// src hands out the fuzzer's bytes; past the end it gives zeros.
-type src struct{ b []byte }
-
-func (s *src) byte() byte {
-	if len(s.b) == 0 {
-		return 0
-	}
-	c := s.b[0]
-	s.b = s.b[1:]
-	return c
-}
-
-func (s *src) u16() uint16 { return uint16(s.byte())<<8 | uint16(s.byte()) }
-func (s *src) empty() bool { return len(s.b) == 0 }
-
 func openIdx(t *testing.T) (string, int) {
 	t.Helper()
 	dir := t.TempDir()
@@ -305,12 +291,12 @@ func FuzzOwnerTable(f *testing.F) {
 	f.Add([]byte{10, 5, 200, 5, 200, 1, 0, 7, 3, 1, 0, 7, 0, 4, 5, 150, 6, 5, 200})
 	f.Add([]byte{0, 5, 255, 5, 255, 5, 255, 6, 6, 5, 255, 1, 1, 1, 4})
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		s := &src{b: ops}
+		s := fuzzbytes.New(ops)
 		_, idxfd := openIdx(t)
 		model := map[string][]netip.Addr{}
-		for i, n := 0, int(s.byte()%48); i < n; i++ {
-			k := s.u16()
-			if c := int(s.byte() % 6); c > 0 {
+		for i, n := 0, int(s.Byte()%48); i < n; i++ {
+			k := s.U16()
+			if c := int(s.Byte() % 6); c > 0 {
 				model[fuzzKey(k)] = addrsFor(k, c)
 			}
 		}
@@ -320,12 +306,22 @@ func FuzzOwnerTable(f *testing.F) {
 		}
 		defer func() { tb.close() }()
 		checkTable(t, tb, model, "written")
+		grow := func() {
+			if err := tb.flush(); err != nil {
+				t.Fatal(err)
+			}
+			nt, err := growWithin(t, tb, idxfd)
+			if err != nil {
+				t.Fatalf("grow: %v", err)
+			}
+			tb = nt
+		}
 		batch := uint16(0)
-		for steps := 0; !s.empty() && steps < 100; steps++ {
-			switch op := s.byte() % 8; op {
+		for steps := 0; !s.Empty() && steps < 100; steps++ {
+			switch op := s.Byte() % 8; op {
 			case 0, 1: // put one key: 0 addresses deletes
-				k := s.u16() % 512
-				n := int(s.byte() % 6)
+				k := s.U16() % 512
+				n := int(s.Byte() % 6)
 				if op == 1 {
 					n = 0
 				}
@@ -344,7 +340,7 @@ func FuzzOwnerTable(f *testing.F) {
 					model[key] = addrs
 				}
 			case 2: // get
-				k := fuzzKey(s.u16() % 512)
+				k := fuzzKey(s.U16() % 512)
 				got, ov, _, err := tb.get(k)
 				want, ok := model[k]
 				if err != nil || ov != (len(want) > slotAddrs) || (!ov && !slices.Equal(got, want)) || (!ok && got != nil) {
@@ -365,7 +361,7 @@ func FuzzOwnerTable(f *testing.F) {
 				tb = nt
 				checkTable(t, tb, model, "reopened")
 			case 4: // a batch of new keys (to fill the table; up to 2,500 keys, 16,384 slots)
-				for i, n := 0, int(s.byte()); i < n && len(model) < 2500; i++ {
+				for i, n := 0, int(s.Byte()); i < n && len(model) < 2500; i++ {
 					k := 1024 + batch
 					batch++
 					key := fuzzKey(k)
@@ -378,7 +374,7 @@ func FuzzOwnerTable(f *testing.F) {
 					}
 				}
 			case 5: // a batch of deletes (to fill the table with tombstones)
-				n := int(s.byte())
+				n := int(s.Byte())
 				for key := range model {
 					if n == 0 {
 						break
@@ -390,14 +386,7 @@ func FuzzOwnerTable(f *testing.F) {
 					delete(model, key)
 				}
 			case 6: // grow now
-				if err := tb.flush(); err != nil {
-					t.Fatal(err)
-				}
-				nt, err := growWithin(t, tb, idxfd)
-				if err != nil {
-					t.Fatalf("grow: %v", err)
-				}
-				tb = nt
+				grow()
 				if tb.dead != 0 || tb.used*4 > tb.slots {
 					t.Fatalf("grown table: %d slots, %d used, %d dead", tb.slots, tb.used, tb.dead)
 				}
@@ -407,14 +396,7 @@ func FuzzOwnerTable(f *testing.F) {
 			}
 			// As writeOwners does: grow once half full.
 			if tb.full() {
-				if err := tb.flush(); err != nil {
-					t.Fatal(err)
-				}
-				nt, err := growWithin(t, tb, idxfd)
-				if err != nil {
-					t.Fatalf("grow: %v", err)
-				}
-				tb = nt
+				grow()
 				checkTable(t, tb, model, "grown when full")
 			}
 		}
@@ -536,15 +518,15 @@ func FuzzOwnerTableFile(f *testing.F) {
 			t.Fatalf("openOwnerTable accepts a header of %d slots, %d used, %d dead for a file of %d bytes (needs %s)",
 				tb.slots, tb.used, tb.dead, len(content), need)
 		}
-		s := &src{b: ops}
+		s := fuzzbytes.New(ops)
 		model := map[string][]netip.Addr{} // the addresses we put, that must read back
 		seen := map[string][]netip.Addr{}  // what get said, since the last put, of other keys
-		for steps := 0; !s.empty() && steps < 64; steps++ {
-			k := s.u16() % 64
+		for steps := 0; !s.Empty() && steps < 64; steps++ {
+			k := s.U16() % 64
 			key := fuzzKey(k)
-			switch s.byte() % 3 {
+			switch s.Byte() % 3 {
 			case 0:
-				n := int(s.byte() % 5)
+				n := int(s.Byte() % 5)
 				ov, err := tb.put(key, addrsFor(k, n))
 				if err != nil {
 					if !errors.Is(err, errBadTable) {
@@ -665,14 +647,14 @@ func FuzzPage(f *testing.F) {
 	f.Add([]byte{0, 255, 255, 255, 255}, uint16(65535), uint16(65535), []byte{0, 255, 255})
 	f.Add([]byte{1, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255}, uint16(100), uint16(9), []byte{})
 	f.Fuzz(func(t *testing.T, raw []byte, from, to uint16, ops []byte) {
-		s := &src{b: raw}
+		s := fuzzbytes.New(raw)
 		var a netip.Addr
-		if s.byte()&1 == 0 {
-			a = netip.AddrFrom4([4]byte{s.byte(), s.byte(), s.byte(), s.byte()})
+		if s.Byte()&1 == 0 {
+			a = netip.AddrFrom4([4]byte{s.Byte(), s.Byte(), s.Byte(), s.Byte()})
 		} else {
 			var b [16]byte
 			for i := range b {
-				b[i] = s.byte()
+				b[i] = s.Byte()
 			}
 			a = netip.AddrFrom16(b)
 		}
@@ -702,21 +684,21 @@ func FuzzPage(f *testing.F) {
 		// the page's bits: single bits and runs from ops
 		p := newPage()
 		bits := make([]bool, pageAddrs)
-		o := &src{b: ops}
-		for !o.empty() {
-			switch c := o.byte(); c % 3 {
+		o := fuzzbytes.New(ops)
+		for !o.Empty() {
+			switch c := o.Byte(); c % 3 {
 			case 0:
-				i := uint32(o.u16())
+				i := uint32(o.U16())
 				p.set(i, true)
 				bits[i] = true
 			case 1: // a run of set bits
-				i, n := uint32(o.u16()), uint32(o.u16())%2048
+				i, n := uint32(o.U16()), uint32(o.U16())%2048
 				for j := i; j < i+n && j < pageAddrs; j++ {
 					p.set(j, true)
 					bits[j] = true
 				}
 			case 2:
-				i := uint32(o.u16())
+				i := uint32(o.U16())
 				was := p.b.Get(i)
 				p.dirty = false
 				p.set(i, false)

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/local-ipam/local-ipam/internal/mounttest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
@@ -25,43 +26,10 @@ var (
 	modeF = store.Owner{ID: "foreign", IfName: "eth0"}
 )
 
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
-	return mnt
-}
-
 func remount(t *testing.T, mnt string, flags uintptr) {
 	t.Helper()
 	if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|flags, ""); err != nil {
 		t.Fatalf("remount %s: %v", mnt, err)
-	}
-}
-
-// fill writes a file until the file system is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
-				t.Fatal(err)
-			}
-			return
-		}
 	}
 }
 
@@ -152,7 +120,7 @@ func TestIndexModeOnDisk(t *testing.T) {
 }
 
 func TestIndexModeReadOnly(t *testing.T) {
-	mnt := mountTmpfs(t, "1m")
+	mnt := mounttest.TempTmpfs(t, "size=1m")
 	s := openMode(t, mnt, indexRebuilt)
 	reserve(t, s, "10.0.0.2", modeA)
 	commit(t, s)
@@ -185,7 +153,7 @@ func TestIndexModeReadOnly(t *testing.T) {
 // A rebuild on a full disk cannot write the new generation: it goes on in memory
 // (indexMemWrote), and a Reserve that finds no space drops what is left (indexDropped).
 func TestIndexModeFullDiskRebuild(t *testing.T) {
-	mnt := mountTmpfs(t, "512k")
+	mnt := mounttest.TempTmpfs(t, "size=512k")
 	s := openMode(t, mnt, indexRebuilt)
 	reserve(t, s, "10.0.0.2", modeA)
 	commit(t, s)
@@ -193,7 +161,7 @@ func TestIndexModeFullDiskRebuild(t *testing.T) {
 	// one it replaces.
 	foreignRecord(t, mnt, "10.1.0.2")
 	foreignRecord(t, mnt, "10.2.0.2")
-	fill(t, filepath.Join(mnt, "filler"))
+	mounttest.Fill(t, filepath.Join(mnt, "filler"))
 
 	s = openMode(t, mnt, indexMemWrote)
 	defer commit(t, s)
@@ -205,7 +173,7 @@ func TestIndexModeFullDiskRebuild(t *testing.T) {
 	wantFirstFree(t, s, "10.0.0.3")
 	// What the failed generation took is free again: fill it too. A Reserve then gives
 	// back the state's block (all that is left of this call's index) and tries again.
-	fill(t, filepath.Join(mnt, "filler2"))
+	mounttest.Fill(t, filepath.Join(mnt, "filler2"))
 	ok, err := s.Reserve(netip.MustParseAddr("10.0.0.3"), modeA)
 	if err != nil && !strings.Contains(err.Error(), "no space") {
 		t.Fatalf("Reserve on a full disk = %v, %v; want success or no space", ok, err)
@@ -222,10 +190,10 @@ func TestIndexModeFullDiskRebuild(t *testing.T) {
 // An index this call wrote is given back when a record needs its space; the index in
 // memory is then rebuilt from the records, this call's change included.
 func TestIndexModeDroppedForRecord(t *testing.T) {
-	mnt := mountTmpfs(t, "512k")
+	mnt := mounttest.TempTmpfs(t, "size=512k")
 	s := openMode(t, mnt, indexRebuilt)
 	reserve(t, s, "10.0.0.2", modeA)
-	fill(t, filepath.Join(mnt, "filler"))
+	mounttest.Fill(t, filepath.Join(mnt, "filler"))
 	reserve(t, s, "10.0.0.3", modeA) // succeeds with the index's space
 	if s.index != indexDropped {
 		t.Fatalf("mode %d after a Reserve that needed the index's space, want %d", s.index, indexDropped)
@@ -243,7 +211,7 @@ func TestIndexModeDroppedForRecord(t *testing.T) {
 	}
 	s = openMode(t, mnt, indexRebuilt)
 	commit(t, s)
-	fill(t, filepath.Join(mnt, "filler"))
+	mounttest.Fill(t, filepath.Join(mnt, "filler"))
 	s = openMode(t, mnt, indexCurrent)
 	defer commit(t, s)
 	ok, err := s.Reserve(netip.MustParseAddr("10.0.0.4"), modeA)

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/local-ipam/local-ipam/internal/bitmap"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
@@ -133,7 +134,7 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 		if !ok {
 			b = s.pages[p].with(off, false)
 		} else {
-			(&page{bits: b}).clear(off)
+			bitmap.Bitmap(b).Set(uint32(off), false)
 		}
 		newBits[p] = b
 	}
@@ -153,11 +154,7 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 			ops = append(ops, clientv3.OpDelete(s.fullKey(p)))
 		}
 	}
-	var resp *clientv3.TxnResponse
-	retried, err = s.doRetried("release reservations in "+s.base, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		return err
-	})
+	resp, retried, err := s.txn("release reservations in "+s.base, cmps, ops, nil)
 	if err != nil {
 		return false, retried, err
 	}
@@ -263,7 +260,7 @@ func (s *Store) FreeOnReboot(bootID string) (int, error) {
 // whether there was one. On an error, what was released stays released, and calling it
 // again goes on.
 func (s *Store) ReleaseNode(node string, releasing, freed func([]Record)) (n int, cleared bool, err error) {
-	if !validName(node) || strings.ContainsAny(node, "\r\n") {
+	if !validNode(node) {
 		return 0, false, cnierr.New(cnierr.InvalidConfig, "", "invalid node name %q", node)
 	}
 	s.renew()
@@ -385,11 +382,9 @@ func Networks(cfg Config) ([]string, error) {
 			from = string(resp.Kvs[0].Key) + "\x00" // not a network's key
 			continue
 		}
-		if name := rest[:i]; validName(name) {
+		if name := rest[:i]; store.CheckNetworkName(name) == nil {
 			out = append(out, name)
 		}
 		from = prefixEnd(root + rest[:i+1])
 	}
 }
-
-func (pg *page) clear(off int) { pg.bits[off>>3] &^= 1 << (off & 7) }

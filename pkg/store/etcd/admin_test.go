@@ -67,7 +67,7 @@ func TestGCTouchesOnlyThisNode(t *testing.T) {
 	if err != nil || sorted(removed) != "[10.0.0.6 10.0.0.7]" {
 		t.Errorf("GC(nil) on node b = %v, %v", removed, err)
 	}
-	if held := checkConsistent(t, rawClient(t, shared), c); len(held) != 2 {
+	if held := checkConsistent(t, etcdtest.Client(t, shared), c); len(held) != 2 {
 		t.Errorf("left: %v", held)
 	}
 }
@@ -96,7 +96,7 @@ func TestGCManyInBatches(t *testing.T) {
 	if err != nil || len(removed) != want {
 		t.Fatalf("GC removed %d, %v; want %d", len(removed), err, want)
 	}
-	if held := checkConsistent(t, rawClient(t, shared), other); len(held) != 130-want {
+	if held := checkConsistent(t, etcdtest.Client(t, shared), other); len(held) != 130-want {
 		t.Errorf("%d left, want %d", len(held), 130-want)
 	}
 }
@@ -125,7 +125,7 @@ func TestFreeOnRebootOnlyThisNode(t *testing.T) {
 	if n, err := call().FreeOnReboot("boot-2"); err != nil || n != 0 {
 		t.Fatalf("second call of the boot: FreeOnReboot = %d, %v", n, err)
 	}
-	held := checkConsistent(t, rawClient(t, shared), a)
+	held := checkConsistent(t, etcdtest.Client(t, shared), a)
 	if len(held) != 1 || held[netip.MustParseAddr("10.0.0.3")] != "c3\r\neth0" {
 		t.Errorf("left after node a rebooted: %v", held)
 	}
@@ -172,7 +172,7 @@ func TestRecordsAndNetworks(t *testing.T) {
 		addrs[i] = netip.AddrFrom4([4]byte{10, 2, byte(i / 256), byte(i % 256)})
 	}
 	before := time.Now().Add(-time.Second)
-	bulkReserve(t, rawClient(t, shared), s, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+	bulkReserve(t, etcdtest.Client(t, shared), s, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
 	seen := map[netip.Addr]bool{}
 	err := s.Records(func(r Record) error {
 		if seen[r.Addr] {
@@ -255,14 +255,14 @@ func TestErrors(t *testing.T) {
 	// Corrupt values: code 104 naming the key.
 	network := newNetwork()
 	s := mustOpen(t, cfgFor(shared, "n"), network)
-	cli := rawClient(t, shared)
+	cli := etcdtest.Client(t, shared)
 	ctx := context.Background()
 	put := func(k, v string) {
 		if _, err := cli.Put(ctx, k, v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	put(s.pageKey(pageID{n: u128{0, 0x0a000}}), "short")
+	put(s.pageKey(pageID{n: ranges.Uint128{Hi: 0, Lo: 0x0a000}}), "short")
 	s = mustOpen(t, cfgFor(shared, "n"), network)
 	if _, _, err := s.FirstFree(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.9")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), "page/4-0a000") {
 		t.Errorf("FirstFree over a corrupt page = %v; want code 104 naming it", err)
@@ -382,7 +382,7 @@ func TestBigPoolBoundedRoundTrips(t *testing.T) {
 		addrs = append(addrs, a)
 	}
 	last := addrs[len(addrs)-1]
-	bulkReserve(t, rawClient(t, eps), s, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+	bulkReserve(t, etcdtest.Client(t, eps), s, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
 	s = mustOpen(t, cfg, network) // the first one's time is up
 	if c, err := s.CountReserved(base, last); err != nil || c != n {
 		t.Fatalf("CountReserved = %d, %v", c, err)
@@ -472,7 +472,7 @@ func TestGCLongerThanTimeout(t *testing.T) {
 	if took := time.Since(start); took < 2*cfg.Timeout {
 		t.Fatalf("the GC took %v: it did not outlast the timeout, the test tests nothing", took)
 	}
-	if held := checkConsistent(t, rawClient(t, shared), s); len(held) != 0 {
+	if held := checkConsistent(t, etcdtest.Client(t, shared), s); len(held) != 0 {
 		t.Errorf("%d left after GC", len(held))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
@@ -66,7 +67,7 @@ func dualStack(t *testing.T) ranges.Pool {
 func TestAddRacingDel(t *testing.T) {
 	pool := dualStack(t)
 	o := own("c", "eth0")
-	cli := rawClient(t, shared)
+	cli := etcdtest.Client(t, shared)
 	held := func(network string) []netip.Addr {
 		t.Helper()
 		got, err := mustOpen(t, cfgFor(shared, "look"), network).Owned(o)

@@ -26,65 +26,21 @@ import (
 // through after a delay, every later request never does; everything else goes through.
 // etcd authenticates slowly, then stops answering.
 type authProxy struct {
-	ln      net.Listener
+	*etcdtest.Proxy
 	delay   time.Duration
-	done    chan struct{}
-	wg      sync.WaitGroup
 	dropped atomic.Bool // a request after the first was held back
 }
 
 func startAuthProxy(t *testing.T, target string, delay time.Duration) *authProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &authProxy{ln: ln, delay: delay, done: make(chan struct{})}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		close(p.done)
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		p.wg.Wait()
-	})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, u)
-			mu.Unlock()
-			p.wg.Add(2)
-			go func() {
-				defer p.wg.Done()
-				_, _ = io.Copy(c, u)
-			}()
-			go func() {
-				defer p.wg.Done()
-				p.upstream(c, u)
-			}()
-		}
-	}()
+	p := &authProxy{delay: delay}
+	p.Proxy = etcdtest.StartProxy(t, target, p.upstream, etcdtest.Copy)
 	return p
 }
 
 // upstream forwards the client's preface and frames: those of the first stream opened
 // after the delay, those of any later stream never.
-func (p *authProxy) upstream(c, u net.Conn) {
+func (p *authProxy) upstream(c, u net.Conn, done <-chan struct{}) {
 	const preface = 24 // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 	buf := make([]byte, preface)
 	if _, err := io.ReadFull(c, buf); err != nil {
@@ -114,7 +70,7 @@ func (p *authProxy) upstream(c, u net.Conn) {
 		case stream == first:
 			select {
 			case <-time.After(time.Until(release)):
-			case <-p.done:
+			case <-done:
 				return
 			}
 		default:
@@ -126,8 +82,6 @@ func (p *authProxy) upstream(c, u net.Conn) {
 		}
 	}
 }
-
-func (p *authProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
 
 // TestAuthWithinTimeout: with a username and password the client authenticates before
 // any request; that must be spent out of the call's timeout, not on top of it. etcd
@@ -151,7 +105,7 @@ func TestAuthWithinTimeout(t *testing.T) {
 		what     string
 		endpoint string
 	}{
-		{"authentication answered after 60% of the timeout, then nothing", slow.endpoint()},
+		{"authentication answered after 60% of the timeout, then nothing", slow.Endpoint()},
 		{"a server that accepts and never answers", silentListener(t)},
 	} {
 		cfg.Endpoints = []string{c.endpoint}
@@ -198,7 +152,7 @@ func startAuthEtcd(t *testing.T) []string {
 		t.Fatal("etcd not ready")
 	}
 	eps := []string{client}
-	cli := rawClient(t, eps)
+	cli := etcdtest.Client(t, eps)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := cli.UserAdd(ctx, "root", "secret"); err != nil {

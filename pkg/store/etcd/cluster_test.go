@@ -117,7 +117,7 @@ func TestClusterMemberLoss(t *testing.T) {
 	if err := s.Writable(); err != nil {
 		t.Fatalf("Writable after restart: %v", err)
 	}
-	got := checkConsistent(t, rawClient(t, c.Endpoints()), s)
+	got := checkConsistent(t, etcdtest.Client(t, c.Endpoints()), s)
 	for id, a := range held {
 		if got[a] != own(id, "eth0").Key() {
 			t.Errorf("after restart, %s holds %q; want %s", a, got[a], id)
@@ -136,7 +136,7 @@ func TestClusterMemberLoss(t *testing.T) {
 // leaderOf returns the index of the cluster's leader.
 func leaderOf(t *testing.T, c *etcdtest.Cluster) int {
 	t.Helper()
-	cli := rawClient(t, c.Endpoints())
+	cli := etcdtest.Client(t, c.Endpoints())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i, ep := range c.Endpoints() {

@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 	"github.com/local-ipam/local-ipam/pkg/store"
@@ -23,7 +24,7 @@ import (
 // and never an address given to two owners (the ip key decides, whatever a page says).
 func TestRandomDamage(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	cli := rawClient(t, shared)
+	cli := etcdtest.Client(t, shared)
 	ctx := context.Background()
 	r, err := ranges.New(netip.MustParsePrefix("10.77.0.0/27"), netip.Addr{}, netip.Addr{}, netip.Addr{})
 	if err != nil {
@@ -75,7 +76,7 @@ func TestRandomDamage(t *testing.T) {
 		for _, kv := range resp.Kvs {
 			keys = append(keys, string(kv.Key))
 		}
-		keys = append(keys, s.lastKey(0), s.fullKey(pageID{n: u128{0, 0x0a04d}}), s.ipKey(netip.MustParseAddr("10.77.0.20")))
+		keys = append(keys, s.lastKey(0), s.fullKey(pageID{n: ranges.Uint128{Hi: 0, Lo: 0x0a04d}}), s.ipKey(netip.MustParseAddr("10.77.0.20")))
 		var damaged []string
 		for range 1 + rng.IntN(3) {
 			k := keys[rng.IntN(len(keys))]

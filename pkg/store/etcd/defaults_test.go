@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/config"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
@@ -28,7 +29,7 @@ func TestDefaultsAreTheConfigs(t *testing.T) {
 	if ok, err := s.Reserve(netip.MustParseAddr("10.9.0.5"), store.Owner{ID: "c", IfName: "eth0"}); !ok || err != nil {
 		t.Fatalf("Reserve: %v, %v", ok, err)
 	}
-	if n := countKeys(t, rawClient(t, shared), c.Store.Prefix+"/"+network+"/"); n == 0 {
+	if n := countKeys(t, etcdtest.Client(t, shared), c.Store.Prefix+"/"+network+"/"); n == 0 {
 		t.Errorf("a direct caller's reservation is not under the config's prefix %s", c.Store.Prefix)
 	}
 }

@@ -122,17 +122,19 @@ func init() {
 	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 }
 
-func validName(s string) bool {
-	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\x00")
+// validNode reports whether s can name a node: a network name's rules (it is one key
+// segment), and stricter: no line break either.
+func validNode(s string) bool {
+	return store.CheckNetworkName(s) == nil && !strings.ContainsAny(s, "\r\n")
 }
 
 // Open connects to the cluster and returns network's store. It fails with code 11 within
 // cfg.Timeout when etcd cannot be reached or has no quorum.
 func Open(cfg Config, network string) (*Store, error) {
-	if !validName(network) {
-		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid network name %q", network)
+	if err := store.CheckNetworkName(network); err != nil {
+		return nil, err
 	}
-	if !validName(cfg.Node) || strings.ContainsAny(cfg.Node, "\r\n") {
+	if !validNode(cfg.Node) {
 		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid etcd node name %q (required; no '/', NUL or line break)", cfg.Node)
 	}
 	// The call's deadline starts now: dialing and authenticating spend it too.
@@ -319,6 +321,16 @@ func (s *Store) doRetried(what string, f func(ctx context.Context) error) (retri
 		case <-time.After(wait):
 		}
 	}
+}
+
+// txn runs the transaction If(cmps).Then(then).Else(els) with doRetried: what and retried
+// are doRetried's.
+func (s *Store) txn(what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (resp *clientv3.TxnResponse, retried bool, err error) {
+	retried, err = s.doRetried(what, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+		return err
+	})
+	return resp, retried, err
 }
 
 // loseAnswers > 0 makes that many successful requests look failed (tests only).

@@ -15,8 +15,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
@@ -38,17 +38,6 @@ func mustOpen(t testing.TB, cfg Config, network string) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// rawClient talks to etcd directly, to look at the keys.
-func rawClient(t testing.TB, eps []string) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
 }
 
 func countKeys(t testing.TB, cli *clientv3.Client, prefix string) int64 {
@@ -182,7 +171,7 @@ func TestConcurrentAllocation(t *testing.T) {
 		return s, nil
 	}, 8)
 	s := mustOpen(t, cfgFor(shared, "check"), network)
-	cli := rawClient(t, shared)
+	cli := etcdtest.Client(t, shared)
 	if held := checkConsistent(t, cli, s); len(held) != 0 {
 		t.Errorf("reservations left: %v", held)
 	}
@@ -257,14 +246,14 @@ func TestProcessesAllocateFromOnePool(t *testing.T) {
 	if err != nil || n != len(got) {
 		t.Fatalf("Records: %d, %v", n, err)
 	}
-	checkConsistent(t, rawClient(t, shared), s)
+	checkConsistent(t, etcdtest.Client(t, shared), s)
 	// Released from another machine than the one that reserved.
 	for a, id := range got {
 		if ok, err := s.Release(a, store.Owner{ID: id, IfName: "eth0"}); err != nil || !ok {
 			t.Fatalf("Release(%s, %s) = %v, %v", a, id, ok, err)
 		}
 	}
-	if held := checkConsistent(t, rawClient(t, shared), s); len(held) != 0 {
+	if held := checkConsistent(t, etcdtest.Client(t, shared), s); len(held) != 0 {
 		t.Fatalf("left after release: %v", held)
 	}
 	run(1)
@@ -306,7 +295,7 @@ func TestLostAnswers(t *testing.T) {
 	if err != nil || len(removed) != 30 {
 		t.Fatalf("GC with an answer lost removed %d, %v; want 30", len(removed), err)
 	}
-	if held := checkConsistent(t, rawClient(t, shared), s); len(held) != 0 {
+	if held := checkConsistent(t, etcdtest.Client(t, shared), s); len(held) != 0 {
 		t.Errorf("left: %v", held)
 	}
 }
@@ -330,7 +319,7 @@ func TestReleaseAfterReReserve(t *testing.T) {
 	if ok, err := s.Release(a, o); err != nil || !ok {
 		t.Fatalf("Release of the newer reservation = %v, %v; want true", ok, err)
 	}
-	if held := checkConsistent(t, rawClient(t, shared), s); len(held) != 0 {
+	if held := checkConsistent(t, etcdtest.Client(t, shared), s); len(held) != 0 {
 		t.Errorf("left: %v", held)
 	}
 }

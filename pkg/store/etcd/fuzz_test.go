@@ -20,8 +20,8 @@ func FuzzKeyNames(f *testing.F) {
 			if p.name() != s && p.name() != lower(s) {
 				t.Fatalf("parsePageName(%q) = %+v, written back as %q", s, p, p.name())
 			}
-			if !p.v6 && p.n.lo >= 1<<(32-pageBits) {
-				t.Fatalf("parsePageName(%q): IPv4 page %x beyond the address space", s, p.n.lo)
+			if !p.v6 && p.n.Lo >= 1<<(32-pageBits) {
+				t.Fatalf("parsePageName(%q): IPv4 page %x beyond the address space", s, p.n.Lo)
 			}
 		}
 		// Whatever parses as an address lies in the page that names it.

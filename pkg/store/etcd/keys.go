@@ -5,12 +5,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math/bits"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/local-ipam/local-ipam/internal/bitmap"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 )
 
@@ -43,71 +43,40 @@ const (
 	pageMask  = pageSize - 1
 )
 
-// u128 is an address, or a page number, as a 128-bit number.
-type u128 struct{ hi, lo uint64 }
-
-func toU128(a netip.Addr) u128 {
-	hi, lo := ranges.U128(a)
-	return u128{hi, lo}
-}
-
-func (x u128) cmp(y u128) int {
-	switch {
-	case x.hi < y.hi:
-		return -1
-	case x.hi > y.hi:
-		return 1
-	case x.lo < y.lo:
-		return -1
-	case x.lo > y.lo:
-		return 1
-	}
-	return 0
-}
-
-func (x u128) inc() u128 {
-	lo, c := bits.Add64(x.lo, 1, 0)
-	return u128{x.hi + c, lo}
-}
-
 // pageID is a page: its family and number.
 type pageID struct {
 	v6 bool
-	n  u128
+	n  ranges.Uint128
 }
 
 func pageOf(a netip.Addr) (pageID, int) {
-	x := toU128(a)
-	return pageID{v6: !a.Is4(), n: u128{x.hi >> pageBits, x.lo>>pageBits | x.hi<<(64-pageBits)}}, int(x.lo & pageMask)
+	x := ranges.ToUint128(a)
+	return pageID{v6: !a.Is4(), n: ranges.Uint128{Hi: x.Hi >> pageBits, Lo: x.Lo>>pageBits | x.Hi<<(64-pageBits)}}, int(x.Lo & pageMask)
 }
 
 // addr returns the address at offset off of page p.
 func (p pageID) addr(off int) netip.Addr {
-	hi := p.n.hi<<pageBits | p.n.lo>>(64-pageBits)
-	lo := p.n.lo<<pageBits | uint64(off)
-	like := netip.IPv6Unspecified()
-	if !p.v6 {
-		like = netip.IPv4Unspecified()
-	}
-	return ranges.FromU128(like, hi, lo)
+	hi := p.n.Hi<<pageBits | p.n.Lo>>(64-pageBits)
+	lo := p.n.Lo<<pageBits | uint64(off)
+	return ranges.Uint128{Hi: hi, Lo: lo}.Addr(p.v6)
 }
 
 func (p pageID) name() string {
 	if !p.v6 {
-		return fmt.Sprintf("4-%05x", p.n.lo)
+		return fmt.Sprintf("4-%05x", p.n.Lo)
 	}
-	return fmt.Sprintf("6-%013x%016x", p.n.hi, p.n.lo)
+	return fmt.Sprintf("6-%013x%016x", p.n.Hi, p.n.Lo)
 }
 
 func parsePageName(s string) (pageID, bool) {
 	switch {
 	case len(s) == 7 && strings.HasPrefix(s, "4-"):
 		n, err := strconv.ParseUint(s[2:], 16, 64)
-		return pageID{n: u128{0, n}}, err == nil
+		return pageID{n: ranges.Uint128{Hi: 0, Lo: n}}, err == nil
 	case len(s) == 31 && strings.HasPrefix(s, "6-"):
 		hi, err1 := strconv.ParseUint(s[2:15], 16, 64)
 		lo, err2 := strconv.ParseUint(s[15:], 16, 64)
-		return pageID{v6: true, n: u128{hi, lo}}, err1 == nil && err2 == nil
+		return pageID{v6: true, n: ranges.Uint128{Hi: hi, Lo: lo}}, err1 == nil && err2 == nil
 	}
 	return pageID{}, false
 }
@@ -198,56 +167,28 @@ type page struct {
 }
 
 func (pg *page) get(off int) bool {
-	return pg.bits != nil && pg.bits[off>>3]&(1<<(off&7)) != 0
+	return pg.bits != nil && bitmap.Bitmap(pg.bits).Get(uint32(off))
 }
 
 // with returns a copy of the bitmap with bit off set to v.
 func (pg *page) with(off int, v bool) []byte {
-	b := make([]byte, pageBytes)
+	b := make(bitmap.Bitmap, pageBytes)
 	copy(b, pg.bits)
-	if v {
-		b[off>>3] |= 1 << (off & 7)
-	} else {
-		b[off>>3] &^= 1 << (off & 7)
-	}
+	b.Set(uint32(off), v)
 	return b
 }
 
 func allOnes(b []byte) bool {
-	if len(b) != pageBytes {
-		return false
-	}
-	for _, c := range b {
-		if c != 0xff {
-			return false
-		}
-	}
-	return true
+	return len(b) == pageBytes && bitmap.Bitmap(b).AllOnes()
 }
 
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
+func allZero(b []byte) bool { return bitmap.Bitmap(b).AllZero() }
 
 // firstClear returns the lowest clear bit in [from, to] (offsets within the page).
 func (pg *page) firstClear(from, to int) (int, bool) {
 	if pg.bits == nil {
 		return from, from <= to
 	}
-	for off := from; off <= to; {
-		if off&7 == 0 && off+7 <= to && pg.bits[off>>3] == 0xff {
-			off += 8 // a whole byte taken
-			continue
-		}
-		if !pg.get(off) {
-			return off, true
-		}
-		off++
-	}
-	return 0, false
+	off, ok := bitmap.Bitmap(pg.bits).FirstClear(uint32(from), uint32(to))
+	return int(off), ok
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
@@ -60,7 +61,7 @@ func TestMachineID(t *testing.T) {
 // nothing; ReleaseNode frees the name.
 func TestNodeBinding(t *testing.T) {
 	network := newNetwork()
-	cli := rawClient(t, shared)
+	cli := etcdtest.Client(t, shared)
 	ctx := context.Background()
 	code := func(err error) uint { return cnierr.Code(err) }
 
@@ -213,7 +214,7 @@ func TestDuplicateCheckInTransaction(t *testing.T) {
 	}
 	// Without an Owned first (a requested address) there is no such check, as on disk.
 	mustReserve(t, b, "10.6.0.4", o2)
-	if held := checkConsistent(t, rawClient(t, shared), a); len(held) != 4 {
+	if held := checkConsistent(t, etcdtest.Client(t, shared), a); len(held) != 4 {
 		t.Errorf("held: %v", held)
 	}
 }
@@ -225,7 +226,7 @@ func TestDuplicateCheckInTransaction(t *testing.T) {
 // machine's first call with freeOnReboot bound it and freed the node's live reservations.
 func TestNodeRecordNotBootID(t *testing.T) {
 	network := newNetwork()
-	cli := rawClient(t, shared)
+	cli := etcdtest.Client(t, shared)
 	ctx := context.Background()
 	a := mustOpen(t, onMachine("g", machineA), network)
 	for i := range 10 {
@@ -277,7 +278,7 @@ func TestNodeRecordNotBootID(t *testing.T) {
 // other machine is refused.
 func TestOldNodeRecord(t *testing.T) {
 	network := newNetwork()
-	cli := rawClient(t, shared)
+	cli := etcdtest.Client(t, shared)
 	ctx := context.Background()
 	const (
 		oldBoot = "5e0c6d3b-2a9e-4d5c-9a57-0f1e3c8b7a6d"
