@@ -64,8 +64,6 @@ type NodeReleaser interface {
 	ReleaseNode(node string, releasing, freed func([]store.Entry)) (n int, cleared bool, err error)
 }
 
-var _ Network = (*disk.Store)(nil)
-
 // Caller is who opens a network's store, which decides what opening it may do.
 type Caller int
 
