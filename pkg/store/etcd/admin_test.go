@@ -67,9 +67,7 @@ func TestGCTouchesOnlyThisNode(t *testing.T) {
 	if err != nil || sorted(removed) != "[10.0.0.6 10.0.0.7]" {
 		t.Errorf("GC(nil) on node b = %v, %v", removed, err)
 	}
-	if held := checkConsistent(t, etcdtest.Client(t, shared), c); len(held) != 2 {
-		t.Errorf("left: %v", held)
-	}
+	wantLeft(t, c, 2)
 }
 
 func TestGCManyInBatches(t *testing.T) {
@@ -96,9 +94,7 @@ func TestGCManyInBatches(t *testing.T) {
 	if err != nil || len(removed) != want {
 		t.Fatalf("GC removed %d, %v; want %d", len(removed), err, want)
 	}
-	if held := checkConsistent(t, etcdtest.Client(t, shared), other); len(held) != 130-want {
-		t.Errorf("%d left, want %d", len(held), 130-want)
-	}
+	wantLeft(t, other, 130-want)
 }
 
 func TestFreeOnRebootOnlyThisNode(t *testing.T) {
@@ -472,7 +468,5 @@ func TestGCLongerThanTimeout(t *testing.T) {
 	if took := time.Since(start); took < 2*cfg.Timeout {
 		t.Fatalf("the GC took %v: it did not outlast the timeout, the test tests nothing", took)
 	}
-	if held := checkConsistent(t, etcdtest.Client(t, shared), s); len(held) != 0 {
-		t.Errorf("%d left after GC", len(held))
-	}
+	wantLeft(t, s, 0)
 }

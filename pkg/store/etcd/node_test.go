@@ -214,9 +214,7 @@ func TestDuplicateCheckInTransaction(t *testing.T) {
 	}
 	// Without an Owned first (a requested address) there is no such check, as on disk.
 	mustReserve(t, b, "10.6.0.4", o2)
-	if held := checkConsistent(t, etcdtest.Client(t, shared), a); len(held) != 4 {
-		t.Errorf("held: %v", held)
-	}
+	wantLeft(t, a, 4)
 }
 
 // TestNodeRecordNotBootID: a node record that is neither local-ipam's JSON nor a kernel
