@@ -122,6 +122,14 @@ func (b *bench) loop(name string, envs []*netEnv, fn func(i int, e *netEnv) erro
 	return nil
 }
 
+// loopVerified runs loop and then checks the stores of group against their models.
+func (b *bench) loopVerified(group, name string, envs []*netEnv, fn func(i int, e *netEnv) error) error {
+	if err := b.loop(name, envs, fn); err != nil {
+		return err
+	}
+	return b.verify(group, envs)
+}
+
 // version times one VERSION call under key.
 func (b *bench) version(t *tool, key string) error {
 	r := req{cmd: "VERSION", stdin: versionStdin}
@@ -257,13 +265,9 @@ func (b *bench) groupEmpty() error {
 	if err != nil {
 		return err
 	}
-	err = b.loop("empty ADD/DEL", envs, func(i int, e *netEnv) error {
+	return b.loopVerified("empty", "empty ADD/DEL", envs, func(i int, e *netEnv) error {
 		return b.cycle(e, containerID("empty-"+e.t.slot, i), "empty", false)
 	})
-	if err != nil {
-		return err
-	}
-	return b.verify("empty", envs)
 }
 
 // fixture50k is the store with cfg.allocs allocations in 10.1.0.0/16, made once.
@@ -314,7 +318,7 @@ func (b *bench) group50k() error {
 	if err != nil {
 		return err
 	}
-	err = b.loop(allocLabel(b.cfg.allocs)+" DEL unknown", envs, func(i int, e *netEnv) error {
+	return b.loopVerified("50k", allocLabel(b.cfg.allocs)+" DEL unknown", envs, func(i int, e *netEnv) error {
 		o, err := b.silent(e, "DEL", containerID("50k-unknown-"+e.t.slot, i), nil)
 		if err != nil {
 			return err
@@ -322,10 +326,6 @@ func (b *bench) group50k() error {
 		b.rec(e, "50k-del-unknown", o.dur)
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return b.verify("50k", envs)
 }
 
 func (b *bench) groupFull() error {
@@ -335,7 +335,7 @@ func (b *bench) groupFull() error {
 	if err != nil {
 		return err
 	}
-	err = b.loop("full /16 ADD", envs, func(i int, e *netEnv) error {
+	return b.loopVerified("full16", "full /16 ADD", envs, func(i int, e *netEnv) error {
 		r := req{cmd: "ADD", id: containerID("full-"+e.t.slot, i)}
 		r.stdin = e.conf(nil)
 		o, err := e.t.run(b.ctx, r)
@@ -352,10 +352,6 @@ func (b *bench) groupFull() error {
 		b.rec(e, "full16-add", o.dur)
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return b.verify("full16", envs)
 }
 
 func (b *bench) groupWalk() error {
@@ -373,7 +369,7 @@ func (b *bench) groupWalk() error {
 	// Iteration 0 starts from exactly that state; after it the cursor sits on the hole
 	// itself, and after the untimed DEL the walk from there is one step longer (it starts at
 	// X rather than X+1): still all the way round.
-	err = b.loop("/20 walk ADD", envs, func(i int, e *netEnv) error {
+	return b.loopVerified("walk20", "/20 walk ADD", envs, func(i int, e *netEnv) error {
 		id := containerID("walk-"+e.t.slot, i)
 		o, _, a, err := b.add(e, id)
 		if err != nil {
@@ -386,10 +382,6 @@ func (b *bench) groupWalk() error {
 		_, err = b.del(e, id, a) // reset, untimed
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	return b.verify("walk20", envs)
 }
 
 // parallel runs n calls from w concurrent callers and returns the wall time.
