@@ -210,15 +210,11 @@ func TestKilledBetweenStampAndState(t *testing.T) {
 	for r := range 30 {
 		name := fmt.Sprintf("net%d", r)
 		s := mustOpen(t, data, name)
-		if ok, err := s.Reserve(ip("10.0.0.2"), a1); !ok || err != nil {
-			t.Fatal(ok, err)
-		}
+		mustReserve(t, s, "10.0.0.2", a1)
 		closeIt(t, s)
 
 		s = mustOpen(t, data, name)
-		if ok, err := s.Reserve(ip("10.0.0.3"), a2); !ok || err != nil {
-			t.Fatal(ok, err)
-		}
+		mustReserve(t, s, "10.0.0.3", a2)
 		if err := disk.StampDir(s); err != nil {
 			t.Fatal(err)
 		}

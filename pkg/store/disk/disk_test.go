@@ -48,6 +48,14 @@ var (
 
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 
+// mustReserve reserves a for o, and fails the test unless that succeeded.
+func mustReserve(t *testing.T, s *disk.Store, a string, o store.Owner) {
+	t.Helper()
+	if ok, err := s.Reserve(ip(a), o); !ok || err != nil {
+		t.Fatalf("Reserve(%s) = %v, %v", a, ok, err)
+	}
+}
+
 func read(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -61,15 +69,11 @@ func read(t *testing.T, path string) string {
 func TestHostLocalFormat(t *testing.T) {
 	dir := t.TempDir()
 	s := mustOpen(t, dir, "net")
-	if ok, err := s.Reserve(ip("10.0.0.2"), a1); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
+	mustReserve(t, s, "10.0.0.2", a1)
 	if err := s.SetLastReserved(0, ip("10.0.0.2")); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.Reserve(ip("2001:db8::5"), a1); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
+	mustReserve(t, s, "2001:db8::5", a1)
 	closeIt(t, s)
 	net := filepath.Join(dir, "net")
 	if got := read(t, filepath.Join(net, "10.0.0.2")); got != "c1\r\neth0" {
@@ -156,9 +160,7 @@ func TestRebuildAfterForeignChange(t *testing.T) {
 		t.Errorf("first free from .23 = %s, want .25 (a directory and a symlink block .23 and .24)", got)
 	}
 	// The empty record is taken over atomically; the symlink is never followed.
-	if ok, err := s.Reserve(ip("10.0.0.22"), a1); !ok || err != nil {
-		t.Fatalf("Reserve over an empty record = %v, %v", ok, err)
-	}
+	mustReserve(t, s, "10.0.0.22", a1)
 	if got := read(t, filepath.Join(net, "10.0.0.22")); got != "c1\r\neth0" {
 		t.Errorf("empty record now holds %q", got)
 	}
@@ -425,9 +427,7 @@ func TestGCNoticesRecordEditedInPlace(t *testing.T) {
 	net := filepath.Join(dir, "net")
 	s := mustOpen(t, dir, "net")
 	for a, o := range map[string]store.Owner{"10.0.0.2": a1, "10.0.0.3": a2} {
-		if ok, err := s.Reserve(ip(a), o); !ok || err != nil {
-			t.Fatal(ok, err)
-		}
+		mustReserve(t, s, a, o)
 	}
 	closeIt(t, s)
 	edited := store.Owner{ID: "c9", IfName: "eth0"}
@@ -557,18 +557,12 @@ func TestPreparedRecords(t *testing.T) {
 		t.Fatalf("Reserve of a2's address = %v, %v", ok, err)
 	}
 	for _, a := range []string{"10.9.0.4", "fd00::4"} {
-		if ok, err := s.Reserve(ip(a), a1); !ok || err != nil {
-			t.Fatalf("Reserve(%s) = %v, %v", a, ok, err)
-		}
+		mustReserve(t, s, a, a1)
 	}
 	// Both prepared files are used up: a third reservation is written the usual way.
-	if ok, err := s.Reserve(ip("10.9.0.5"), a1); !ok || err != nil {
-		t.Fatalf("third Reserve = %v, %v", ok, err)
-	}
+	mustReserve(t, s, "10.9.0.5", a1)
 	// Another owner never gets a1's prepared content.
-	if ok, err := s.Reserve(ip("10.9.0.6"), a2); !ok || err != nil {
-		t.Fatalf("Reserve for a2 = %v, %v", ok, err)
-	}
+	mustReserve(t, s, "10.9.0.6", a2)
 	closeIt(t, s)
 	want := map[string]string{
 		"10.9.0.3": "c2\r\neth0", "10.9.0.4": "c1\r\neth0", "fd00::4": "c1\r\neth0",

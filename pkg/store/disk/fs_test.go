@@ -43,9 +43,7 @@ func TestRecordWays(t *testing.T) {
 			dir := t.TempDir()
 			net := filepath.Join(dir, "net")
 			s := mustOpen(t, dir, "net")
-			if ok, err := s.Reserve(ip("10.0.0.3"), a2); !ok || err != nil {
-				t.Fatal(ok, err)
-			}
+			mustReserve(t, s, "10.0.0.3", a2)
 			closeIt(t, s)
 			// A record left empty by a writer killed between create and write.
 			writeFile(t, filepath.Join(net, "10.0.0.9"), "")
@@ -56,16 +54,10 @@ func TestRecordWays(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, a := range []string{"10.0.0.2", "fd00::2", "10.0.0.4"} {
-				if ok, err := s.Reserve(ip(a), a1); !ok || err != nil {
-					t.Fatalf("Reserve(%s) = %v, %v", a, ok, err)
-				}
+				mustReserve(t, s, a, a1)
 			}
-			if ok, err := s.Reserve(ip("10.0.0.9"), a2); !ok || err != nil {
-				t.Fatalf("Reserve over an empty record = %v, %v", ok, err)
-			}
-			if ok, err := s.Reserve(ip("10.0.0.10"), big); !ok || err != nil {
-				t.Fatalf("Reserve of a record longer than a page = %v, %v", ok, err)
-			}
+			mustReserve(t, s, "10.0.0.9", a2)
+			mustReserve(t, s, "10.0.0.10", big)
 			if err := s.SetLastReserved(0, ip("10.0.0.10")); err != nil {
 				t.Fatal(err)
 			}
@@ -81,9 +73,7 @@ func TestRecordWays(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ok, err := s.Reserve(ip("10.0.0.11"), a2); !ok || err != nil {
-				t.Fatalf("Reserve in the second call = %v, %v", ok, err)
-			}
+			mustReserve(t, s, "10.0.0.11", a2)
 			if s.Rebuilds() != 0 {
 				t.Errorf("the second call rebuilt the index: the first left it stale")
 			}
@@ -128,9 +118,7 @@ func TestLastWayOnFullDisk(t *testing.T) {
 	disk.Refuse(t, true, true, true)
 	s = mustOpen(t, mnt, "net")
 	defer s.Abandon()
-	if ok, err := s.Reserve(ip("10.0.0.2"), a1); !ok || err != nil {
-		t.Fatalf("Reserve before the disk is full = %v, %v", ok, err)
-	}
+	mustReserve(t, s, "10.0.0.2", a1)
 	filler := filepath.Join(mnt, "filler")
 	mounttest.Fill(t, filler)
 	ok, err := s.Reserve(ip("10.0.0.3"), a1)
@@ -144,9 +132,7 @@ func TestLastWayOnFullDisk(t *testing.T) {
 	}
 	// Space again: the same call writes the record.
 	os.Remove(filler)
-	if ok, err := s.Reserve(ip("10.0.0.3"), a1); !ok || err != nil {
-		t.Fatalf("Reserve after freeing space = %v, %v", ok, err)
-	}
+	mustReserve(t, s, "10.0.0.3", a1)
 	if got := read(t, filepath.Join(mnt, "net", "10.0.0.3")); got != "c1\r\neth0" {
 		t.Errorf("record = %q", got)
 	}
@@ -161,9 +147,7 @@ func TestEmptyRecordIsFree(t *testing.T) {
 	net := filepath.Join(dir, "net")
 	s := mustOpen(t, dir, "net")
 	for _, a := range []string{"10.0.0.2", "10.0.0.3"} {
-		if ok, err := s.Reserve(ip(a), a1); !ok || err != nil {
-			t.Fatal(ok, err)
-		}
+		mustReserve(t, s, a, a1)
 	}
 	closeIt(t, s)
 
@@ -199,9 +183,7 @@ func TestEmptyRecordIsFree(t *testing.T) {
 	if err != nil || fmt.Sprint(removed) != "[10.0.0.2 10.0.0.4]" {
 		t.Errorf("GC removed %v, %v; want the two empty records", removed, err)
 	}
-	if ok, err := s.Reserve(ip("10.0.0.2"), a2); !ok || err != nil {
-		t.Fatalf("Reserve of the freed address = %v, %v", ok, err)
-	}
+	mustReserve(t, s, "10.0.0.2", a2)
 	closeIt(t, s)
 	if d := diffFiles(t, net, map[string]string{"10.0.0.2": "c2\r\neth0", "10.0.0.3": "c1\r\neth0"}); d != "" {
 		t.Error(d)
