@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -123,28 +122,6 @@ func (s *Store) modTime(a netip.Addr) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(st.Mtim.Unix())
-}
-
-// ReadRecords lists a network's records without locking or writing anything: for the
-// operator's read-only commands. Records are written atomically, so each one read is
-// whole; the list as a whole is a snapshot only as good as a directory listing.
-func ReadRecords(dataDir, network string, fn func(r Record, created time.Time) error) error {
-	dir := filepath.Join(dataDir, network)
-	fd, err := openDir(unix.AT_FDCWD, dir)
-	if errors.Is(err, unix.ENOENT) {
-		return nil // a network nothing was ever allocated from
-	}
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return cnierr.New(cnierr.StoreCorrupt, dir, "network directory %s is a symlink; local-ipam does not follow it", dir)
-		}
-		return cnierr.IO(err, "cannot open %s", dir)
-	}
-	s := &Store{dir: dir, netfd: fd, metafd: -1, idxfd: -1, stfd: -1}
-	defer unix.Close(fd)
-	return s.Records(func(r Record) error {
-		return fn(r, s.modTime(r.Addr))
-	})
 }
 
 // Networks lists the network directories under dataDir (symlinks are not followed).
