@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
@@ -14,8 +15,20 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// built is the tool for the binary named slot (local-ipam, host-local) in
+// LOCAL_IPAM_BIN_DIR as `make test` sets it, or the repository's bin/; the test fails,
+// saying how to build it, without it.
+func built(t *testing.T, slot string) *tool {
+	t.Helper()
+	tl, err := newTool(slot, cniexec.Bin(t, slot), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tl
+}
+
 func TestRunRSS(t *testing.T) {
-	hl := hostLocal(t)
+	hl := built(t, "host-local")
 	helper := cniexec.SelfMiddleman()
 	r := req{cmd: "VERSION", stdin: versionStdin}
 	o, floor, err := hl.runRSS(context.Background(), helper, r)

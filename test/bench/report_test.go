@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // The text report gives a developer the date and the paths of the binaries and stores;
@@ -16,11 +14,8 @@ import (
 // are and the machine in words, with no path of the machine and no date, even where a
 // note or an error held one.
 func TestReportHeader(t *testing.T) {
-	lt, err := newTool(li, cniexec.Bin(t, "local-ipam"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl := hostLocal(t)
+	lt := built(t, li)
+	hl := built(t, "host-local")
 	root := t.TempDir()
 	h := header(root, lt, hl)
 	res := newResults()

@@ -12,9 +12,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 func mustRange(t *testing.T, s string) v4range {
@@ -372,21 +369,10 @@ func TestStats(t *testing.T) {
 	}
 }
 
-// hostLocal is the reference binary (LOCAL_IPAM_BIN_DIR as `make test` sets it, or the
-// repository's bin/); the test fails, saying how to build it, without it.
-func hostLocal(t *testing.T) *tool {
-	t.Helper()
-	tl, err := newTool("host-local", cniexec.Bin(t, "host-local"), 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tl
-}
-
 // The generator writes what host-local itself writes, byte for byte, and the model predicts
 // every address host-local hands out, through ADDs, DELs and wrap-arounds.
 func TestGeneratorMatchesHostLocal(t *testing.T) {
-	hl := hostLocal(t)
+	hl := built(t, "host-local")
 	ctx := context.Background()
 	r := mustRange(t, "10.5.0.0/28") // usable .2-.14
 	const subnet = "10.5.0.0/28"
