@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -130,4 +131,17 @@ func moduleOf(bi *buildinfo.BuildInfo) (debug.Module, bool) {
 
 func inModule(pkg, mod string) bool {
 	return mod != "" && (pkg == mod || strings.HasPrefix(pkg, mod+"/"))
+}
+
+// Particular is what in report is particular to this machine or this run: the first of
+// paths (a scratch directory, the directory of a binary) that report names, or else a
+// date (2026-01-31) in it; "" when it names neither. A report meant for the documentation
+// must give "".
+func Particular(report string, paths ...string) string {
+	for _, p := range paths {
+		if strings.Contains(report, p) {
+			return p
+		}
+	}
+	return regexp.MustCompile(`\b20\d\d-\d\d-\d\d\b`).FindString(report)
 }

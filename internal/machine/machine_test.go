@@ -71,3 +71,21 @@ func TestBinary(t *testing.T) {
 		t.Errorf("Version(host-local) = %q", got)
 	}
 }
+
+func TestParticular(t *testing.T) {
+	for _, c := range []struct {
+		report string
+		paths  []string
+		want   string
+	}{
+		{"- machine: 2 CPUs\n- scratch: a temporary directory on ext4\n", []string{"/tmp/x", "/home/u/bin"}, ""},
+		{"<temp dir>/50k/local-ipam", []string{"/tmp/x"}, ""},
+		{"stores in /tmp/x/50k", []string{"/home/u/bin", "/tmp/x"}, "/tmp/x"},
+		{"run on 2026-01-31 at noon", nil, "2026-01-31"},
+		{"local-ipam v1.2026-01-310", nil, ""},
+	} {
+		if got := Particular(c.report, c.paths...); got != c.want {
+			t.Errorf("Particular(%q, %q) = %q, want %q", c.report, c.paths, got, c.want)
+		}
+	}
+}
