@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -88,15 +87,8 @@ func TestHostLocalFormat(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(net, "lock")); err != nil || !st.Mode().IsRegular() {
 		t.Errorf("lock file: %v", err)
 	}
-	ents, _ := os.ReadDir(net)
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	want := []string{".local-ipam", "10.0.0.2", "2001:db8::5", "last_reserved_ip.0", "lock"}
-	if !slices.Equal(names, want) {
-		t.Errorf("directory holds %v, want %v (no temporary files left)", names, want)
-	}
+	// No temporary file is left.
+	wantEntries(t, net, ".local-ipam", "10.0.0.2", "2001:db8::5", "last_reserved_ip.0", "lock")
 }
 
 // Someone else (host-local, a person with rm or an editor) changes the records: the next

@@ -73,6 +73,23 @@ func listed(t *testing.T, l lister, id string) []string {
 	return out
 }
 
+// wantEntries fails the test unless dir holds exactly the entries named want, given in
+// os.ReadDir's order (sorted by name).
+func wantEntries(t *testing.T, dir string, want ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, want) {
+		t.Errorf("%s holds %v, want %v", dir, names, want)
+	}
+}
+
 func counted(t *testing.T, l lister, from, to string) int {
 	t.Helper()
 	n, err := l.CountReserved(ip(from), ip(to))
@@ -166,17 +183,8 @@ func TestReaderTakesNoLockAndWritesNothing(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Reader waited for the network's lock")
 	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	if !slices.Equal(names, []string{"10.2.0.2", "lock"}) {
-		t.Errorf("after reading, the directory holds %v; want 10.2.0.2 and lock only", names)
-	}
+	// Reading wrote nothing: the directory holds what host-local left.
+	wantEntries(t, dir, "10.2.0.2", "lock")
 
 	r, err := disk.OpenReader(dataDir, "typo")
 	if err != nil {
