@@ -27,39 +27,31 @@ import (
 	"time"
 )
 
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
-)
+// BinDir is where the built binaries are: LOCAL_IPAM_BIN_DIR, or bin/ at the root of the
+// module the working directory is in. It is found once per process.
+func BinDir() (string, error) { return binDir() }
 
-// BinDir is where the built binaries are.
-func BinDir() (string, error) {
-	binOnce.Do(func() {
-		binDir = os.Getenv("LOCAL_IPAM_BIN_DIR")
-		if binDir == "" {
-			dir, err := os.Getwd()
-			if err != nil {
-				binErr = err
-				return
-			}
-			for {
-				if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-					break
-				}
-				parent := filepath.Dir(dir)
-				if parent == dir {
-					binErr = errors.New("no go.mod above the working directory; set LOCAL_IPAM_BIN_DIR")
-					return
-				}
-				dir = parent
-			}
-			binDir = filepath.Join(dir, "bin")
+var binDir = sync.OnceValues(func() (string, error) {
+	dir := os.Getenv("LOCAL_IPAM_BIN_DIR")
+	if dir == "" {
+		root, err := os.Getwd()
+		if err != nil {
+			return "", err
 		}
-		binDir, binErr = filepath.Abs(binDir)
-	})
-	return binDir, binErr
-}
+		for {
+			if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+				break
+			}
+			parent := filepath.Dir(root)
+			if parent == root {
+				return "", errors.New("no go.mod above the working directory; set LOCAL_IPAM_BIN_DIR")
+			}
+			root = parent
+		}
+		dir = filepath.Join(root, "bin")
+	}
+	return filepath.Abs(dir)
+})
 
 // Executable says why path is not an executable file, or nil when it is one.
 func Executable(path string) error {

@@ -157,37 +157,29 @@ func tail(file string, lines int) string {
 // MemberPackage is the main package of the member process.
 const MemberPackage = "github.com/local-ipam/local-ipam/internal/etcdtest/etcd-member"
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
 // MemberBinary builds the member process once per process (the build cache makes it a
 // link after the first time) and returns its path.
-func MemberBinary() (string, error) {
-	buildOnce.Do(func() {
-		dir := filepath.Join(os.TempDir(), fmt.Sprintf("local-ipam-etcdtest-%d", os.Getuid()))
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			buildErr = err
-			return
-		}
-		// Built under a name of our own, then renamed into place: test processes building
-		// at once do not clash, and one running the old binary keeps its inode.
-		bin := filepath.Join(dir, "etcd-member")
-		tmp := fmt.Sprintf("%s.%d.tmp", bin, os.Getpid())
-		if buildErr = cniexec.GoBuild(tmp, MemberPackage, ""); buildErr != nil {
-			os.Remove(tmp)
-			return
-		}
-		if buildErr = os.Rename(tmp, bin); buildErr != nil {
-			os.Remove(tmp)
-			return
-		}
-		builtBin = bin
-	})
-	return builtBin, buildErr
-}
+func MemberBinary() (string, error) { return memberBinary() }
+
+var memberBinary = sync.OnceValues(func() (string, error) {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("local-ipam-etcdtest-%d", os.Getuid()))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	// Built under a name of our own, then renamed into place: test processes building
+	// at once do not clash, and one running the old binary keeps its inode.
+	bin := filepath.Join(dir, "etcd-member")
+	tmp := fmt.Sprintf("%s.%d.tmp", bin, os.Getpid())
+	if err := cniexec.GoBuild(tmp, MemberPackage, ""); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return bin, nil
+})
 
 // Cluster is n etcd members, each a process of its own on loopback.
 type Cluster struct {
