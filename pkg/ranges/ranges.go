@@ -39,32 +39,29 @@ func New(subnet netip.Prefix, start, end, gateway netip.Addr) (Range, error) {
 		return Range{}, fmt.Errorf("Network has host bits set. For a subnet mask of length %d the network address is %s", subnet.Bits(), m.Addr())
 	}
 	r := Range{Subnet: subnet}
-	if gateway.IsValid() {
-		if gateway.BitLen() != bits || !subnet.Contains(gateway) {
-			return Range{}, fmt.Errorf("gateway %s not in network %s", gateway, subnet)
+	// pick is the address given, which must lie in the subnet, or def when none is.
+	pick := func(what string, given, def netip.Addr) (netip.Addr, error) {
+		if !given.IsValid() {
+			return def, nil
 		}
-		r.Gateway = gateway
-	} else {
-		r.Gateway = a.Next()
+		if !r.inSubnet(given) {
+			return netip.Addr{}, fmt.Errorf("%s %s not in network %s", what, given, subnet)
+		}
+		return given, nil
 	}
-	if start.IsValid() {
-		if !r.inSubnet(start) {
-			return Range{}, fmt.Errorf("RangeStart %s not in network %s", start, subnet)
-		}
-		r.Start = start
-	} else {
-		r.Start = a.Next()
+	last := LastAddr(subnet)
+	if a.Is4() {
+		last = last.Prev() // the broadcast address is not handed out
 	}
-	if end.IsValid() {
-		if !r.inSubnet(end) {
-			return Range{}, fmt.Errorf("RangeEnd %s not in network %s", end, subnet)
-		}
-		r.End = end
-	} else {
-		r.End = LastAddr(subnet)
-		if a.Is4() {
-			r.End = r.End.Prev()
-		}
+	var err error
+	if r.Gateway, err = pick("gateway", gateway, a.Next()); err != nil {
+		return Range{}, err
+	}
+	if r.Start, err = pick("RangeStart", start, a.Next()); err != nil {
+		return Range{}, err
+	}
+	if r.End, err = pick("RangeEnd", end, last); err != nil {
+		return Range{}, err
 	}
 	if r.Start.Compare(r.End) > 0 {
 		return Range{}, fmt.Errorf("RangeStart %s is after RangeEnd %s in network %s", r.Start, r.End, subnet)
