@@ -207,26 +207,21 @@ func LastAddr(p netip.Prefix) netip.Addr {
 	a := p.Masked().Addr()
 	if a.Is4() {
 		b := a.As4()
-		for i := range b {
-			if n := p.Bits() - i*8; n < 8 {
-				if n < 0 {
-					n = 0
-				}
-				b[i] |= byte(0xff >> n)
-			}
-		}
+		setHostBits(b[:], p.Bits())
 		return netip.AddrFrom4(b)
 	}
 	b := a.As16()
+	setHostBits(b[:], p.Bits())
+	return netip.AddrFrom16(b)
+}
+
+// setHostBits sets every bit of the address b after its first prefixLen.
+func setHostBits(b []byte, prefixLen int) {
 	for i := range b {
-		if n := p.Bits() - i*8; n < 8 {
-			if n < 0 {
-				n = 0
-			}
-			b[i] |= byte(0xff >> n)
+		if n := prefixLen - i*8; n < 8 {
+			b[i] |= byte(0xff >> max(n, 0))
 		}
 	}
-	return netip.AddrFrom16(b)
 }
 
 // Size returns the number of addresses in [from, to]; ok is false when it is 2^64 or
