@@ -12,13 +12,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -85,18 +83,16 @@ type listEntry struct {
 }
 
 func (e *etcdStore) read(x *job) []entry {
-	ctx, cancel := context.WithTimeout(x, 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.bin, "list", "--conf", e.conf, "--json")
-	cmd.Env = e.env
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	if err := cmd.Run(); err != nil {
-		panic(fmt.Errorf("local-ipam list --conf %s --json: %v (stderr %s)", e.conf, err, quoteClip(bytes.TrimSpace(se.Bytes()), 300)))
+	o, err := cniexec.Exec(x, e.bin, cniexec.Options{Args: []string{"list", "--conf", e.conf, "--json"}, Env: e.env, Timeout: 60 * time.Second})
+	if err == nil && !o.OK() {
+		err = fmt.Errorf("exit status %d", o.Exit)
+	}
+	if err != nil {
+		panic(fmt.Errorf("local-ipam list --conf %s --json: %v (stderr %s)", e.conf, err, quoteClip(bytes.TrimSpace([]byte(o.Stderr)), 300)))
 	}
 	var l []listEntry
-	if err := json.Unmarshal(so.Bytes(), &l); err != nil {
-		panic(fmt.Errorf("local-ipam list --conf %s --json: not a JSON list of entries (%v): %s", e.conf, err, quoteClip(so.Bytes(), 300)))
+	if err := json.Unmarshal([]byte(o.Stdout), &l); err != nil {
+		panic(fmt.Errorf("local-ipam list --conf %s --json: not a JSON list of entries (%v): %s", e.conf, err, quoteClip([]byte(o.Stdout), 300)))
 	}
 	out := make([]entry, 0, len(l))
 	for _, le := range l {

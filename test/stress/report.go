@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/machine"
 )
 
@@ -183,8 +183,8 @@ func describeRun(s *suite) runInfo {
 	for _, p := range s.plugins {
 		version := machine.Version(p.bin)
 		if p.isLocal() {
-			if out, err := exec.Command(p.bin, "version").Output(); err == nil {
-				version = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+			if o, err := cniexec.Exec(context.Background(), p.bin, cniexec.Options{Args: []string{"version"}}); err == nil && o.OK() {
+				version = strings.TrimSpace(strings.SplitN(o.Stdout, "\n", 2)[0])
 			}
 		}
 		h.bins = append(h.bins, binInfo{p.slot, machine.Binary(p.bin), p.bin, version})
