@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,7 +37,7 @@ func TestOperatorCLI(t *testing.T) {
 			t.Fatalf("list: %s", o)
 		}
 		lines := strings.Split(strings.TrimRight(o.Stdout, "\n"), "\n")
-		header := regexp.MustCompile(`\s+`).Split(strings.TrimSpace(lines[0]), -1)
+		header := strings.Fields(lines[0])
 		if strings.Join(header, " ") != "NETWORK ADDRESS CONTAINER IFNAME CREATED" {
 			t.Fatalf("list header = %q", lines[0])
 		}
