@@ -31,67 +31,55 @@ func printResult(r *current.Result, version string) error {
 			w.key("domain")
 			w.str(r.DNS.Domain)
 		}
-		w.strList("nameservers", r.DNS.Nameservers)
-		w.strList("options", r.DNS.Options)
-		w.strList("search", r.DNS.Search)
+		array(w, "nameservers", r.DNS.Nameservers, w.str)
+		array(w, "options", r.DNS.Options, w.str)
+		array(w, "search", r.DNS.Search, w.str)
 		w.close('}')
 	}
-	if len(r.IPs) > 0 {
-		w.key("ips")
-		w.open('[')
-		for _, ip := range r.IPs {
-			w.item()
-			w.open('{')
-			w.key("address")
-			w.str(ip.Address.String())
-			if len(ip.Gateway) > 0 {
-				w.key("gateway")
-				w.str(ip.Gateway.String())
-			}
-			if ip.Interface != nil {
-				w.key("interface")
-				w.num(*ip.Interface)
-			}
-			w.close('}')
+	array(w, "ips", r.IPs, func(ip *current.IPConfig) {
+		w.open('{')
+		w.key("address")
+		w.str(ip.Address.String())
+		if len(ip.Gateway) > 0 {
+			w.key("gateway")
+			w.str(ip.Gateway.String())
 		}
-		w.close(']')
-	}
-	if len(r.Routes) > 0 {
-		w.key("routes")
-		w.open('[')
-		for _, rt := range r.Routes {
-			w.item()
-			w.open('{')
-			if rt.AdvMSS != 0 {
-				w.key("advmss")
-				w.num(rt.AdvMSS)
-			}
-			w.key("dst")
-			w.str(rt.Dst.String())
-			if len(rt.GW) > 0 {
-				w.key("gw")
-				w.str(rt.GW.String())
-			}
-			if rt.MTU != 0 {
-				w.key("mtu")
-				w.num(rt.MTU)
-			}
-			if rt.Priority != 0 {
-				w.key("priority")
-				w.num(rt.Priority)
-			}
-			if rt.Scope != nil {
-				w.key("scope")
-				w.num(*rt.Scope)
-			}
-			if rt.Table != nil {
-				w.key("table")
-				w.num(*rt.Table)
-			}
-			w.close('}')
+		if ip.Interface != nil {
+			w.key("interface")
+			w.num(*ip.Interface)
 		}
-		w.close(']')
-	}
+		w.close('}')
+	})
+	array(w, "routes", r.Routes, func(rt *types.Route) {
+		w.open('{')
+		if rt.AdvMSS != 0 {
+			w.key("advmss")
+			w.num(rt.AdvMSS)
+		}
+		w.key("dst")
+		w.str(rt.Dst.String())
+		if len(rt.GW) > 0 {
+			w.key("gw")
+			w.str(rt.GW.String())
+		}
+		if rt.MTU != 0 {
+			w.key("mtu")
+			w.num(rt.MTU)
+		}
+		if rt.Priority != 0 {
+			w.key("priority")
+			w.num(rt.Priority)
+		}
+		if rt.Scope != nil {
+			w.key("scope")
+			w.num(*rt.Scope)
+		}
+		if rt.Table != nil {
+			w.key("table")
+			w.num(*rt.Table)
+		}
+		w.close('}')
+	})
 	w.close('}')
 	_, err := os.Stdout.Write(w.b)
 	return err
@@ -132,7 +120,7 @@ func (w *jsonWriter) item() {
 		w.b = append(w.b, ',')
 	}
 	w.newline()
-	w.first = true // the element's own open() resets this
+	w.first = false
 }
 
 func (w *jsonWriter) key(k string) {
@@ -147,16 +135,17 @@ func (w *jsonWriter) key(k string) {
 
 func (w *jsonWriter) num(n int) { w.b = strconv.AppendInt(w.b, int64(n), 10) }
 
-func (w *jsonWriter) strList(k string, ss []string) {
-	if len(ss) == 0 {
+// array writes the key k and an array of xs, each element written by elem; nothing when
+// xs is empty (the library's omitempty).
+func array[T any](w *jsonWriter, k string, xs []T, elem func(T)) {
+	if len(xs) == 0 {
 		return
 	}
 	w.key(k)
 	w.open('[')
-	for _, s := range ss {
+	for _, x := range xs {
 		w.item()
-		w.first = false
-		w.str(s)
+		elem(x)
 	}
 	w.close(']')
 }
