@@ -64,6 +64,41 @@ func read(t *testing.T, path string) string {
 	return string(b)
 }
 
+// diffFiles compares the regular files of a network directory (lock and index aside)
+// with want, name -> content; any other file (a temporary one) is a difference.
+func diffFiles(t *testing.T, dir string, want map[string]string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d []string
+	seen := map[string]bool{}
+	for _, e := range ents {
+		n := e.Name()
+		if n == "lock" || n == ".local-ipam" {
+			continue
+		}
+		seen[n] = true
+		if _, err := netip.ParseAddr(n); err != nil && !strings.HasPrefix(n, "last_reserved_ip.") {
+			d = append(d, "stray file "+n)
+			continue
+		}
+		if got := read(t, filepath.Join(dir, n)); got != want[n] {
+			if len(got) > 40 {
+				got = got[:40] + "..."
+			}
+			d = append(d, fmt.Sprintf("%s = %q (%d bytes), want %d bytes", n, got, len(read(t, filepath.Join(dir, n))), len(want[n])))
+		}
+	}
+	for n := range want {
+		if !seen[n] {
+			d = append(d, "missing "+n)
+		}
+	}
+	return strings.Join(d, "; ")
+}
+
 // The records are host-local's, byte for byte.
 func TestHostLocalFormat(t *testing.T) {
 	dir := t.TempDir()
@@ -560,20 +595,9 @@ func TestPreparedRecords(t *testing.T) {
 		"10.9.0.3": "c2\r\neth0", "10.9.0.4": "c1\r\neth0", "fd00::4": "c1\r\neth0",
 		"10.9.0.5": "c1\r\neth0", "10.9.0.6": "c2\r\neth0",
 	}
-	ents, err := os.ReadDir(filepath.Join(dir, "net"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, e := range ents {
-		if _, err := netip.ParseAddr(e.Name()); err == nil {
-			got[e.Name()] = read(t, filepath.Join(dir, "net", e.Name()))
-		} else if !strings.HasPrefix(e.Name(), "last_reserved_ip.") && e.Name() != "lock" && e.Name() != ".local-ipam" {
-			t.Errorf("stray file %s", e.Name())
-		}
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("records %v, want %v", got, want)
+	net := filepath.Join(dir, "net")
+	if diff := diffFiles(t, net, want); diff != "" {
+		t.Errorf("records: %s", diff)
 	}
 
 	// A call that reserves nothing leaves nothing.
@@ -582,7 +606,7 @@ func TestPreparedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeIt(t, s)
-	if n, _ := os.ReadDir(filepath.Join(dir, "net")); len(n) != len(ents) {
-		t.Errorf("an ADD that reserved nothing changed the directory: %d entries, was %d", len(n), len(ents))
+	if diff := diffFiles(t, net, want); diff != "" {
+		t.Errorf("an ADD that reserved nothing changed the directory: %s", diff)
 	}
 }

@@ -3,7 +3,6 @@ package disk_test
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,39 +187,4 @@ func TestEmptyRecordIsFree(t *testing.T) {
 	if d := diffFiles(t, net, map[string]string{"10.0.0.2": "c2\r\neth0", "10.0.0.3": "c1\r\neth0"}); d != "" {
 		t.Error(d)
 	}
-}
-
-// diffFiles compares the regular files of a network directory (lock and index aside)
-// with want, name -> content; any other file (a temporary one) is a difference.
-func diffFiles(t *testing.T, dir string, want map[string]string) string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d []string
-	seen := map[string]bool{}
-	for _, e := range ents {
-		n := e.Name()
-		if n == "lock" || n == ".local-ipam" {
-			continue
-		}
-		seen[n] = true
-		if _, err := netip.ParseAddr(n); err != nil && !strings.HasPrefix(n, "last_reserved_ip.") {
-			d = append(d, "stray file "+n)
-			continue
-		}
-		if got := read(t, filepath.Join(dir, n)); got != want[n] {
-			if len(got) > 40 {
-				got = got[:40] + "..."
-			}
-			d = append(d, fmt.Sprintf("%s = %q (%d bytes), want %d bytes", n, got, len(read(t, filepath.Join(dir, n))), len(want[n])))
-		}
-	}
-	for n := range want {
-		if !seen[n] {
-			d = append(d, "missing "+n)
-		}
-	}
-	return strings.Join(d, "; ")
 }
