@@ -19,6 +19,7 @@ import (
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
+	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/etcd"
 )
@@ -83,33 +84,15 @@ func TestReleaseLargeNode(t *testing.T) {
 	n := newEtcdNet("big", eps, map[string]any{"subnet": "10.57.0.0/16"})
 	n.timeout = time.Second
 	const writers, each = 4, 1000
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Reservations of node "gone", as its ADDs made them; each writer in a
-			// bitmap page of its own.
-			s, err := etcd.Open(etcd.Config{Endpoints: eps, Prefix: "/t/" + t.Name(), Node: "gone", Timeout: 5 * time.Minute}, "big")
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer s.Close()
-			a := netip.AddrFrom4([4]byte{10, 57, byte(16 * w), 0})
-			for i := range each {
-				a = a.Next()
-				if ok, err := s.Reserve(a, store.Owner{ID: fmt.Sprintf("c%d-%d", w, i), IfName: "eth0"}); err != nil || !ok {
-					errs <- fmt.Errorf("Reserve(%s) = %v, %v", a, ok, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	// Reservations of node "gone", as its ADDs made them; each writer in a bitmap page of
+	// its own, from 10.57.<16w>.1 on.
+	err := storetest.Fill(func() (store.Store, error) {
+		return etcd.Open(etcd.Config{Endpoints: eps, Prefix: "/t/" + t.Name(), Node: "gone", Timeout: 5 * time.Minute}, "big")
+	}, writers, func(w, i int) (netip.Addr, store.Owner, bool) {
+		a := netip.AddrFrom4([4]byte{10, 57, byte(16*w + (i+1)/256), byte(i + 1)})
+		return a, store.Owner{ID: fmt.Sprintf("c%d-%d", w, i), IfName: "eth0"}, i < each
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	// A reservation of another node, which must stay.

@@ -12,13 +12,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
+	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/pkg/store"
 	"github.com/local-ipam/local-ipam/pkg/store/etcd"
 )
@@ -70,31 +70,17 @@ func fillEtcd(endpoints []string, net string, n int) error {
 		a = a.Next()
 	}
 	const writers = 16
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: "bench", Timeout: 10 * time.Minute}, net)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer st.Close()
-			for i := w; i < n; i += writers {
-				ok, err := st.Reserve(addrs[i], store.Owner{ID: containerID("etcd-fill", i), IfName: benchIfname})
-				if err != nil || !ok {
-					errs <- fmt.Errorf("filling etcd: Reserve(%s) = %v, %v", addrs[i], ok, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return err
+	err := storetest.Fill(func() (store.Store, error) {
+		return etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: "bench", Timeout: 10 * time.Minute}, net)
+	}, writers, func(w, i int) (netip.Addr, store.Owner, bool) {
+		k := w + i*writers
+		if k >= n {
+			return netip.Addr{}, store.Owner{}, false
+		}
+		return addrs[k], store.Owner{ID: containerID("etcd-fill", k), IfName: benchIfname}, true
+	})
+	if err != nil {
+		return fmt.Errorf("filling etcd: %w", err)
 	}
 	st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: "bench", Timeout: time.Minute}, net)
 	if err != nil {
