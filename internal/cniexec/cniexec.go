@@ -311,7 +311,12 @@ type Call struct {
 	Path   string   // CNI_PATH ("" is the plugin's directory, "-" leaves it unset)
 	Env    []string // more variables
 	Conf   []byte   // stdin
+	UID    int      // > 0: run as this uid and gid (the caller must be root), e.g. Nobody
 }
+
+// Nobody is the uid and gid of the unprivileged user nobody, as a runtime that drops its
+// privileges runs a plugin.
+const Nobody = 65534
 
 // FakeNetns is the CNI_NETNS of a Call that names none: a path that does not exist. An
 // IPAM plugin only passes it through, and skel accepts a path it cannot open (it only
@@ -345,7 +350,11 @@ func CNIExec(path string, c Call) (Out, error) {
 	if c.Args != "" {
 		env = append(env, "CNI_ARGS="+c.Args)
 	}
-	return Exec(context.Background(), path, Options{Env: append(env, c.Env...), Stdin: c.Conf})
+	opts := Options{Env: append(env, c.Env...), Stdin: c.Conf}
+	if c.UID > 0 {
+		opts.Cred = &syscall.Credential{Uid: uint32(c.UID), Gid: uint32(c.UID)}
+	}
+	return Exec(context.Background(), path, opts)
 }
 
 // CNI executes the plugin at path as a runtime does (CNI_PATH: the plugin's directory);

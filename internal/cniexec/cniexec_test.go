@@ -150,7 +150,7 @@ func TestExecKill(t *testing.T) {
 	}
 }
 
-// Cred runs the binary as another uid and gid.
+// Cred (and a Call's UID) runs the binary as another uid and gid.
 func TestExecCred(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (setuid)")
@@ -167,6 +167,10 @@ func TestExecCred(t *testing.T) {
 	o, err := Exec(context.Background(), p, Options{Cred: &syscall.Credential{Uid: 65534, Gid: 65534}})
 	if err != nil || o.Stdout != "65534\n65534\n" {
 		t.Errorf("as uid 65534: %s, %v", o, err)
+	}
+	o, err = CNIExec(p, Call{Cmd: "ADD", UID: Nobody})
+	if err != nil || o.Stdout != "65534\n65534\n" {
+		t.Errorf("a Call as nobody: %s, %v", o, err)
 	}
 }
 

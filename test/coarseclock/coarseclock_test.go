@@ -1,13 +1,11 @@
 package coarseclock
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,10 +15,6 @@ import (
 	"github.com/local-ipam/local-ipam/internal/fsclock"
 	"github.com/local-ipam/local-ipam/internal/mounttest"
 )
-
-// nobody runs the plugins in the non-owner runs: it does not own the network directory,
-// so it cannot set the directory's timestamps.
-const nobody = 65534
 
 // A file system to test on: mount puts it on dir (cleaned up with the test), or says why
 // it cannot. coarse: two changes can always share a timestamp there (else the file
@@ -200,7 +194,7 @@ type world struct {
 	t *testing.T
 	binaries
 	dataDir  string
-	owner    bool // the plugins run as root (else as nobody, who does not own the network directories)
+	owner    bool // the plugins run as root (else as nobody, who does not own the network directories and so cannot set their timestamps)
 	mirrored bool // see fileSystem
 }
 
@@ -233,16 +227,11 @@ func (w *world) conf(net, rng string) []byte {
 // non-owner run).
 func (w *world) call(bin, command, id string, conf []byte) cniexec.Out {
 	w.t.Helper()
-	env := []string{"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=" + command, "CNI_PATH=" + filepath.Dir(bin),
-		"CNI_NETNS=" + cniexec.FakeNetns, "CNI_IFNAME=eth0"}
-	if id != "" {
-		env = append(env, "CNI_CONTAINERID="+id)
-	}
-	opts := cniexec.Options{Env: env, Stdin: conf}
+	c := cniexec.Call{Cmd: command, ID: id, IfName: "eth0", Conf: conf}
 	if !w.owner {
-		opts.Cred = &syscall.Credential{Uid: nobody, Gid: nobody}
+		c.UID = cniexec.Nobody
 	}
-	o, err := cniexec.Exec(context.Background(), bin, opts)
+	o, err := cniexec.CNIExec(bin, c)
 	if err != nil {
 		w.t.Fatalf("%s %s %s: %v", filepath.Base(bin), command, id, err)
 	}

@@ -19,6 +19,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
 )
 
 // --- fault-enospc ----------------------------------------------------------------------
@@ -357,8 +359,6 @@ func faultNotDir(x *job) error {
 
 // --- fault-perm ------------------------------------------------------------------------
 
-const nobody = 65534
-
 func faultPerm(x *job) error {
 	data := x.dir + "/data"
 	if err := mkdirAll(data); err != nil {
@@ -372,15 +372,15 @@ func faultPerm(x *job) error {
 	x.fault(1)
 	when := "the plugin as uid 65534 on root's 0755 store"
 	live := f.live()
-	oa := x.call(call{cmd: "ADD", id: "pm-nobody", stdin: x.conf(n, nil), uid: nobody})
+	oa := x.call(call{cmd: "ADD", id: "pm-nobody", stdin: x.conf(n, nil), uid: cniexec.Nobody})
 	if oa.ok() {
 		x.violate("%s: ADD succeeded", when)
 	} else {
 		f.expectClean(oa, when+": ADD", 5)
 	}
-	oc := x.call(call{cmd: "CHECK", id: live[0].id, ifname: live[0].ifname, stdin: x.conf(n, live[0].prev), uid: nobody})
+	oc := x.call(call{cmd: "CHECK", id: live[0].id, ifname: live[0].ifname, stdin: x.conf(n, live[0].prev), uid: cniexec.Nobody})
 	f.expectClean(oc, when+": CHECK", 5)
-	od := x.call(call{cmd: "DEL", id: live[0].id, ifname: live[0].ifname, stdin: x.conf(n, nil), uid: nobody})
+	od := x.call(call{cmd: "DEL", id: live[0].id, ifname: live[0].ifname, stdin: x.conf(n, nil), uid: cniexec.Nobody})
 	if od.ok() {
 		x.violate("%s: DEL of %s reported success but cannot have removed its record", when, live[0])
 	} else {
@@ -388,7 +388,7 @@ func faultPerm(x *job) error {
 	}
 	n2 := n
 	n2.name = "stress-perm-new"
-	on := x.call(call{cmd: "ADD", id: "pm-nobody", stdin: x.conf(n2, nil), uid: nobody})
+	on := x.call(call{cmd: "ADD", id: "pm-nobody", stdin: x.conf(n2, nil), uid: cniexec.Nobody})
 	if on.ok() {
 		x.violate("%s: ADD into a new network succeeded", when)
 	} else {

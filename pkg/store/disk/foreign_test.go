@@ -19,8 +19,6 @@ import (
 // root may read. host-local, which reads every record it may and skips the rest, works
 // there; local-ipam must too.
 
-const nobody = 65534
-
 // userRig runs the built local-ipam (and host-local) on one network of a data dir that
 // nobody may reach.
 type userRig struct {
@@ -77,33 +75,31 @@ func (r *userRig) conf(plugin string, extra map[string]any) []byte {
 	return cniexec.NetConf("1.1.0", r.net, ipam, top)
 }
 
-// exec runs bin with args and the CNI variables, as nobody or as root.
-func (r *userRig) exec(bin string, asNobody bool, env []string, stdin []byte, args ...string) cniexec.Out {
+// operator runs local-ipam with args, as a person does, as nobody.
+func (r *userRig) operator(args ...string) cniexec.Out {
 	r.t.Helper()
-	opts := cniexec.Options{Env: append([]string{"PATH=" + os.Getenv("PATH"), "LOCAL_IPAM_BOOT_ID_FILE=" + r.boot}, env...),
-		Stdin: stdin, Args: args}
-	if asNobody {
-		opts.Cred = &syscall.Credential{Uid: nobody, Gid: nobody}
-	}
-	o, err := cniexec.Exec(context.Background(), bin, opts)
+	opts := cniexec.Options{Env: []string{"PATH=" + os.Getenv("PATH")}, Args: args,
+		Cred: &syscall.Credential{Uid: cniexec.Nobody, Gid: cniexec.Nobody}}
+	o, err := cniexec.Exec(context.Background(), r.li, opts)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	return o
 }
 
-// cni runs one CNI command of local-ipam (or host-local, hl) for container id.
+// cni runs one CNI command of local-ipam (or host-local, hl) for container id, as nobody
+// or as root.
 func (r *userRig) cni(asNobody, hl bool, cmd, id string, extra map[string]any) cniexec.Out {
 	r.t.Helper()
 	bin, plugin := r.li, "local-ipam"
 	if hl {
 		bin, plugin = r.hl, "host-local"
 	}
-	env := []string{"CNI_COMMAND=" + cmd, "CNI_PATH=" + filepath.Dir(bin), "CNI_NETNS=" + cniexec.FakeNetns, "CNI_IFNAME=eth0"}
-	if id != "" {
-		env = append(env, "CNI_CONTAINERID="+id)
+	c := cniexec.Call{Cmd: cmd, ID: id, IfName: "eth0", Env: []string{"LOCAL_IPAM_BOOT_ID_FILE=" + r.boot}, Conf: r.conf(plugin, extra)}
+	if asNobody {
+		c.UID = cniexec.Nobody
 	}
-	return r.exec(bin, asNobody, env, r.conf(plugin, extra))
+	return cniexec.CNI(r.t, bin, c)
 }
 
 func (r *userRig) ok(o cniexec.Out, what string) cniexec.Out {
@@ -177,7 +173,7 @@ func (r *userRig) chown() {
 			}
 			p = filepath.Join(p, e.Name())
 		}
-		if err := os.Lchown(p, nobody, nobody); err != nil {
+		if err := os.Lchown(p, cniexec.Nobody, cniexec.Nobody); err != nil {
 			r.t.Fatal(err)
 		}
 	}
@@ -210,7 +206,7 @@ func TestRecordOfAnotherUser(t *testing.T) {
 	if err := os.Mkdir(r.dir(), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(r.dir(), nobody, nobody); err != nil {
+	if err := os.Chown(r.dir(), cniexec.Nobody, cniexec.Nobody); err != nil {
 		t.Fatal(err)
 	}
 	a1 := r.add(r.cni(true, false, "ADD", "c1", nil), "nobody's ADD c1")
@@ -226,7 +222,7 @@ func TestRecordOfAnotherUser(t *testing.T) {
 	// The index, current (root's call committed), says r1 holds rootAddr: the record,
 	// which CHECK and DEL read, says nothing to nobody.
 	r.code(r.cni(true, false, "CHECK", "r1", prev(rootAddr)), 105, "CHECK r1 as nobody (its record unreadable)")
-	if o := r.exec(r.li, true, nil, nil, "list", "--json", "--data-dir", r.dataDir, "--network", r.net); !o.OK() {
+	if o := r.operator("list", "--json", "--data-dir", r.dataDir, "--network", r.net); !o.OK() {
 		t.Fatalf("list as nobody: %s", o)
 	} else if !json.Valid([]byte(o.Stdout)) || !strings.Contains(o.Stdout, a1) {
 		t.Fatalf("list as nobody does not list c1's %s: %s", a1, o)
