@@ -2,16 +2,26 @@ package etcd
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -125,22 +135,29 @@ func TestAuthWithinTimeout(t *testing.T) {
 	}
 }
 
-// startAuthEtcd starts an etcd with authentication on (user root, password secret). Its
-// password hashing is cheap (bcrypt's least cost): the delays are the proxy's, whatever
-// the machine's load.
-func startAuthEtcd(t *testing.T) []string {
+// startMember starts an embedded etcd member for the test and returns its client URL:
+// http, or https with tls (then it asks clients for certificates as tls says). Its
+// password hashing is cheap (bcrypt's least cost): the delays of these tests are their
+// proxies', whatever the machine's load.
+func startMember(t *testing.T, tls *transport.TLSInfo) string {
 	t.Helper()
-	dir := t.TempDir()
+	scheme := "http"
+	if tls != nil {
+		scheme = "https"
+	}
 	l1, _ := net.Listen("tcp", "127.0.0.1:0")
 	l2, _ := net.Listen("tcp", "127.0.0.1:0")
-	client, peer := "http://"+l1.Addr().String(), "http://"+l2.Addr().String()
+	client, peer := scheme+"://"+l1.Addr().String(), "http://"+l2.Addr().String()
 	l1.Close()
 	l2.Close()
-	cfg, err := etcdtest.MemberConfig("m0", dir, client, peer, "m0="+peer)
+	cfg, err := etcdtest.MemberConfig("m0", t.TempDir(), client, peer, "m0="+peer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.BcryptCost = 4 // bcrypt's least
+	if tls != nil {
+		cfg.ClientTLSInfo = *tls
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -151,8 +168,13 @@ func startAuthEtcd(t *testing.T) []string {
 	case <-time.After(60 * time.Second):
 		t.Fatal("etcd not ready")
 	}
-	eps := []string{client}
-	cli := etcdtest.Client(t, eps)
+	return client
+}
+
+// enableAuth turns etcd's authentication on, through cli, with the user root (password
+// secret).
+func enableAuth(t *testing.T, cli *clientv3.Client) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := cli.UserAdd(ctx, "root", "secret"); err != nil {
@@ -164,6 +186,13 @@ func startAuthEtcd(t *testing.T) []string {
 	if _, err := cli.AuthEnable(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startAuthEtcd starts an etcd with authentication on (user root, password secret).
+func startAuthEtcd(t *testing.T) []string {
+	t.Helper()
+	eps := []string{startMember(t, nil)}
+	enableAuth(t, etcdtest.Client(t, eps))
 	return eps
 }
 
@@ -250,5 +279,100 @@ func TestPermissionDenied(t *testing.T) {
 	wantDenied("Reserve as a user who may only read", "reader", err)
 	if ok {
 		t.Errorf("Reserve as a user who may only read = true")
+	}
+}
+
+// writeCert writes a certificate (signed by parent, or self-signed) and its key as PEM.
+func writeCert(t *testing.T, dir, name string, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(filepath.Join(dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	return cert, key
+}
+
+// TestTLSAndAuth serves clients over https with client certificates required and etcd
+// authentication enabled.
+func TestTLSAndAuth(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	ca, caKey := writeCert(t, dir, "ca", &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}, nil, nil)
+	writeCert(t, dir, "server", &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "etcd"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}, ca, caKey)
+	writeCert(t, dir, "client", &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "local-ipam"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}, ca, caKey)
+	pem := func(n string) string { return filepath.Join(dir, n+".pem") }
+	client := startMember(t, &transport.TLSInfo{CertFile: pem("server"), KeyFile: pem("server-key"), TrustedCAFile: pem("ca"), ClientCertAuth: true})
+
+	good := Config{Endpoints: []string{client}, Node: "n", Timeout: 3 * time.Second,
+		CertFile: pem("client"), KeyFile: pem("client-key"), TrustedCAFile: pem("ca")}
+	s, err := Open(good, "tls")
+	if err != nil {
+		t.Fatalf("Open over TLS: %v", err)
+	}
+	if ok, err := s.Reserve(netip.MustParseAddr("10.0.0.1"), own("c", "eth0")); err != nil || !ok {
+		t.Fatalf("Reserve over TLS = %v, %v", ok, err)
+	}
+	s.Close()
+
+	// Without a client certificate the server refuses the connection: no answer.
+	noCert := good
+	noCert.CertFile, noCert.KeyFile = "", ""
+	if _, err := Open(noCert, "tls"); cnierr.Code(err) != cnierr.TryAgainLater {
+		t.Errorf("Open without a client certificate = %v; want code 11", err)
+	}
+
+	// Authentication on: the right password works, a wrong one is a config error.
+	tlsCfg, err := (transport.TLSInfo{CertFile: pem("client"), KeyFile: pem("client-key"), TrustedCAFile: pem("ca")}).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	enableAuth(t, cli)
+	withAuth := good
+	withAuth.Username, withAuth.Password = "root", "secret"
+	s, err = Open(withAuth, "tls")
+	if err != nil {
+		t.Fatalf("Open with the right password: %v", err)
+	}
+	if got, err := s.Owned(own("c", "eth0")); err != nil || len(got) != 1 {
+		t.Errorf("Owned with auth = %v, %v", got, err)
+	}
+	s.Close()
+	withAuth.Password = "wrong"
+	if _, err := Open(withAuth, "tls"); cnierr.Code(err) != cnierr.InvalidConfig {
+		t.Errorf("Open with a wrong password = %v; want code 7", err)
+	}
+	if _, err := Open(good, "tls"); cnierr.Code(err) == 0 {
+		t.Errorf("Open without credentials on an auth-enabled etcd succeeded")
+	} else {
+		t.Logf("without credentials: %v", err)
 	}
 }
