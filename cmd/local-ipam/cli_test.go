@@ -132,11 +132,7 @@ func TestOperatorCLI(t *testing.T) {
 		for _, id := range []string{"a", "b", "c", "d"} {
 			n.add(t, id, "eth0") // .4 .5 .6 .7
 		}
-		dir := t.TempDir()
-		single := filepath.Join(dir, "use.conf")
-		if err := os.WriteFile(single, n.conf(t, nil), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		single := n.confFile(t)
 		var plain map[string]any
 		if err := json.Unmarshal(n.conf(t, nil), &plain); err != nil {
 			t.Fatal(err)
@@ -149,10 +145,9 @@ func TestOperatorCLI(t *testing.T) {
 				map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
 			},
 		})
+		dir := t.TempDir()
+		writeIn(t, dir, "use.conflist", string(list))
 		conflist := filepath.Join(dir, "use.conflist")
-		if err := os.WriteFile(conflist, list, 0o644); err != nil {
-			t.Fatal(err)
-		}
 		// 254 addresses .1-.254 less the gateway: 253. Excluded: .2 .3 (the /30 less the
 		// gateway and the network address), .9, .200-.207: 11. In use 4. Free 238.
 		// Used: 4 of 242 = 1.7 %.

@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -83,11 +81,7 @@ func TestExclude(t *testing.T) {
 		for i := 0; i < 3; i++ {
 			n.add(t, fmt.Sprintf("c%d", i), "eth0")
 		}
-		conf := filepath.Join(t.TempDir(), "net.conf")
-		if err := os.WriteFile(conf, n.conf(t, nil), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		o := operator(t, "usage", "--conf", conf, "--json")
+		o := operator(t, "usage", "--conf", n.confFile(t), "--json")
 		if o.Exit != 0 {
 			t.Fatalf("usage --json: %s", o)
 		}

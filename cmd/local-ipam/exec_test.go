@@ -63,6 +63,15 @@ func (n *netw) conf(t testing.TB, extra map[string]any) []byte {
 	return cniexec.NetConf(n.version, n.name, cniexec.Merge(map[string]any{"dataDir": n.dataDir}, n.ipam), extra)
 }
 
+// confFile writes the network's config to a file of its own and returns its path, for
+// the operator's --conf.
+func (n *netw) confFile(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeIn(t, dir, n.name+".conf", string(n.conf(t, nil)))
+	return filepath.Join(dir, n.name+".conf")
+}
+
 // with returns a copy of the network with more (or replaced) ipam fields.
 func (n *netw) with(ipam map[string]any) *netw {
 	c := *n

@@ -24,10 +24,7 @@ func TestOperatorReadsTakeNoLock(t *testing.T) {
 	}
 	writeIn(t, n.dir(), "10.75.0.7", recKey("ctr", "eth0")) // written by host-local
 	writeIn(t, n.dir(), "lock", "")
-	conf := filepath.Join(t.TempDir(), "ro.conf")
-	if err := os.WriteFile(conf, n.conf(t, nil), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	conf := n.confFile(t)
 	// The lock, held as host-local (or a call of local-ipam) holds it: flock on the lock
 	// file, from this process.
 	fd, err := unix.Open(filepath.Join(n.dir(), "lock"), unix.O_RDONLY|unix.O_CLOEXEC, 0)

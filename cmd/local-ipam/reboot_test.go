@@ -115,8 +115,7 @@ func TestFreeOnReboot(t *testing.T) {
 		// Another boot ID: this machine rebooted (no CNI call yet), or the commands run on
 		// another machine sharing the data dir.
 		writeIn(t, dir, "boot_id", "boot-b\n")
-		writeIn(t, dir, "net.conf", string(n.conf(t, nil)))
-		conf := filepath.Join(dir, "net.conf")
+		conf := n.confFile(t)
 		bin := cniexec.Bin(t, "local-ipam")
 		records := func() string {
 			var recs []string
