@@ -2,14 +2,12 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -103,7 +101,7 @@ func TestExfat(t *testing.T) {
 	wantOK(t, n.gc(t, validAttachments, valid...), "GC")
 	wantRecords(byAddr, "after DEL and GC")
 	refill, _ := addAll("r", len(freed))
-	if got := slices.Sorted(mapKeys(refill)); !slices.Equal(got, slices.Sorted(slices.Values(freed))) {
+	if got := slices.Sorted(maps.Keys(refill)); !slices.Equal(got, slices.Sorted(slices.Values(freed))) {
 		t.Fatalf("the refill got %v, want the freed %v", got, freed)
 	}
 	for a, id := range refill {
@@ -122,16 +120,10 @@ func TestExfat(t *testing.T) {
 	var killed []string
 	for i := range 60 {
 		id := fmt.Sprintf("k%d", i)
-		cmd := exec.Command(bin)
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id,
-			"CNI_IFNAME=eth0", "CNI_NETNS=" + cniexec.FakeNetns, "CNI_PATH=" + filepath.Dir(bin)}
-		cmd.Stdin = strings.NewReader(string(conf))
-		if err := cmd.Start(); err != nil {
+		add := cniexec.Call{Cmd: "ADD", ID: id, IfName: "eth0", Conf: conf, Kill: true, KillAfter: time.Duration(rand.Int64N(int64(span) + 1))}
+		if _, err := cniexec.CNIExec(bin, add); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(rand.Int64N(int64(span) + 1)))
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
 		killed = append(killed, id)
 	}
 	// Whatever the kills left: records that are whole (of a killed ADD's container, one
@@ -164,16 +156,6 @@ func TestExfat(t *testing.T) {
 	wantRecords(final, "after the fresh round")
 	if l := listJSON(t, "--data-dir", dataDir, "--network", n.name); len(l) != size {
 		t.Errorf("list shows %d reservations after the fresh round, want %d", len(l), size)
-	}
-}
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
 	}
 }
 

@@ -312,6 +312,10 @@ type Call struct {
 	Env    []string // more variables
 	Conf   []byte   // stdin
 	UID    int      // > 0: run as this uid and gid (the caller must be root), e.g. Nobody
+	// Kill sends SIGKILL KillAfter after the start, as Options.Kill does (a crash at that
+	// instant).
+	Kill      bool
+	KillAfter time.Duration
 }
 
 // Nobody is the uid and gid of the unprivileged user nobody, as a runtime that drops its
@@ -350,7 +354,7 @@ func CNIExec(path string, c Call) (Out, error) {
 	if c.Args != "" {
 		env = append(env, "CNI_ARGS="+c.Args)
 	}
-	opts := Options{Env: append(env, c.Env...), Stdin: c.Conf}
+	opts := Options{Env: append(env, c.Env...), Stdin: c.Conf, Kill: c.Kill, KillAfter: c.KillAfter}
 	if c.UID > 0 {
 		opts.Cred = &syscall.Credential{Uid: uint32(c.UID), Gid: uint32(c.UID)}
 	}

@@ -138,7 +138,8 @@ func TestExecOptions(t *testing.T) {
 	}
 }
 
-// Kill: SIGKILL after the delay is an outcome (the signal), not an error.
+// Kill (of Options and of a Call): SIGKILL after the delay is an outcome (the signal),
+// not an error.
 func TestExecKill(t *testing.T) {
 	if _, err := os.Stat("/bin/sh"); err != nil {
 		t.Skip("no /bin/sh")
@@ -147,6 +148,10 @@ func TestExecKill(t *testing.T) {
 	o, err := Exec(context.Background(), p, Options{Kill: true, KillAfter: 50 * time.Millisecond})
 	if err != nil || o.Signal != syscall.SIGKILL || o.Exit != -1 || o.TimedOut || o.Took > 5*time.Second {
 		t.Errorf("killed after 50ms: %s, signal %v, took %v, %v", o, o.Signal, o.Took, err)
+	}
+	o, err = CNIExec(p, Call{Cmd: "ADD", Kill: true, KillAfter: 50 * time.Millisecond})
+	if err != nil || o.Signal != syscall.SIGKILL || o.Took > 5*time.Second {
+		t.Errorf("a Call killed after 50ms: %s, signal %v, took %v, %v", o, o.Signal, o.Took, err)
 	}
 }
 
