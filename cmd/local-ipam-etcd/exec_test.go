@@ -119,6 +119,18 @@ func list(t testing.TB, n *etcdNet) []listed {
 	return out
 }
 
+// listedBy is the network's reservations as `list` shows them, each written by say,
+// sorted.
+func listedBy(t testing.TB, n *etcdNet, say func(listed) string) []string {
+	t.Helper()
+	var out []string
+	for _, e := range list(t, n) {
+		out = append(out, say(e))
+	}
+	slices.Sort(out)
+	return out
+}
+
 // closedPort returns a loopback address nothing listens on.
 func closedPort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -383,11 +395,8 @@ func TestAcrossMachines(t *testing.T) {
 			map[string]any{"containerID": "a1", "ifname": "eth0"}, map[string]any{"containerID": "a3", "ifname": "eth0"},
 		}})
 		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: gc}), "GC")
-		var left []string
-		for _, e := range list(t, n) {
-			left = append(left, e.ContainerID+"@"+e.Node)
-		}
-		slices.Sort(left)
+		idAtNode := func(e listed) string { return e.ContainerID + "@" + e.Node }
+		left := listedBy(t, n, idAtNode)
 		if want := []string{"a1@a", "a3@a", "b1@b", "b2@b"}; !slices.Equal(left, want) {
 			t.Errorf("after a's GC: %v, want %v", left, want)
 		}
@@ -400,11 +409,7 @@ func TestAcrossMachines(t *testing.T) {
 		if strings.Count(o.Stdout, "released ") != 2 || !strings.Contains(o.Stdout, "container b1") || !strings.Contains(o.Stdout, "container b2") {
 			t.Errorf("release --node b printed %q", o.Stdout)
 		}
-		left = nil
-		for _, e := range list(t, n) {
-			left = append(left, e.ContainerID+"@"+e.Node)
-		}
-		slices.Sort(left)
+		left = listedBy(t, n, idAtNode)
 		if want := []string{"a1@a", "a3@a"}; !slices.Equal(left, want) {
 			t.Errorf("after release --node b: %v, want %v", left, want)
 		}
@@ -433,11 +438,7 @@ func TestAcrossMachines(t *testing.T) {
 		env = setBoot("boot-2") // machine a reboots
 		o := plugin(t, cniexec.Call{Cmd: "ADD", ID: "a3", IfName: "eth0", Env: env, Conf: n.conf(t, "a", nil)})
 		wantOK(t, o, "ADD after reboot")
-		var left []string
-		for _, e := range list(t, n) {
-			left = append(left, e.ContainerID)
-		}
-		slices.Sort(left)
+		left := listedBy(t, n, func(e listed) string { return e.ContainerID })
 		if want := []string{"a3", "b1"}; !slices.Equal(left, want) {
 			t.Errorf("after a's reboot: %v, want %v", left, want)
 		}

@@ -65,14 +65,10 @@ func (m *machine) operator(t testing.TB, args ...string) cniexec.Out {
 	return cniexec.Run(t, cniexec.Bin(t, "local-ipam"), m.env, nil, args...)
 }
 
+// listedAs is the network's reservations, each as container@node=address.
 func listedAs(t testing.TB, n *etcdNet) []string {
 	t.Helper()
-	var out []string
-	for _, e := range list(t, n) {
-		out = append(out, e.ContainerID+"@"+e.Node+"="+e.Address)
-	}
-	slices.Sort(out)
-	return out
+	return listedBy(t, n, func(e listed) string { return e.ContainerID + "@" + e.Node + "=" + e.Address })
 }
 
 // The operator's commands run on any machine, with the network's config (node included):
