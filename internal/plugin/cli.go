@@ -33,6 +33,13 @@ Operator's commands:
   local-ipam release --conf FILE --node NAME
         etcd store: release every address a machine gone for good reserved, and
         free its node name for another machine (batch by batch; re-run to go on)
+  local-ipam install   [--dir DIR] [--as NAME]
+        put local-ipam, and local-ipam-etcd (and local-ipam-metrics) from beside it, in
+        the plugin directory DIR (default ` + DefaultInstallDir + `), each by an atomic rename;
+        --as host-local: also as DIR/host-local, a host-local there that is not
+        local-ipam kept once as host-local.orig
+  local-ipam uninstall [--dir DIR] [--as NAME]
+        remove them; --as host-local: put host-local.orig back as host-local
   local-ipam version
   local-ipam help
 
@@ -75,6 +82,10 @@ func (p *Plugin) dispatch(args []string, stdout io.Writer) error {
 		return p.cmdUsage(args[1:], stdout)
 	case "release":
 		return p.cmdRelease(args[1:], stdout)
+	case "install":
+		return p.cmdInstall(args[1:], stdout)
+	case "uninstall":
+		return p.cmdUninstall(args[1:], stdout)
 	}
 	return errUsage{fmt.Sprintf("unknown command %q", args[0])}
 }

@@ -39,8 +39,12 @@ func findEtcdBinary() (string, bool) {
 func handoff(stdin []byte) error {
 	bin, ok := findEtcdBinary()
 	if !ok {
+		dir := "this program's directory"
+		if self, err := os.Executable(); err == nil {
+			dir = filepath.Dir(self)
+		}
 		return cnierr.New(cnierr.PluginNotAvailable, "install "+EtcdBinary+" in the same directory as local-ipam",
-			"the network's store is etcd, served by %s, which is not installed next to %s nor in CNI_PATH", EtcdBinary, os.Args[0])
+			"the network's store is etcd, served by %s, which is in neither %s (local-ipam's) nor CNI_PATH", EtcdBinary, dir)
 	}
 	if stdin != nil {
 		// A memory file rather than a pipe: nothing has to stay behind to feed it.

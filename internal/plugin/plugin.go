@@ -237,12 +237,22 @@ func (p *Plugin) open(args *skel.CmdArgs) (*config.Config, Network, error) {
 	return c, st, nil
 }
 
+// selfType is the plugin type this binary answers to in a chained list: the name it runs
+// as, except host-local, which names the plugin local-ipam stands in for (run as
+// host-local, it behaves exactly as run as local-ipam).
+func selfType() string {
+	if name := filepath.Base(os.Args[0]); name != "host-local" {
+		return name
+	}
+	return selfName
+}
+
 func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	c, err := config.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	if c.Chained(filepath.Base(os.Args[0])) {
+	if c.Chained(selfType()) {
 		// The main plugin before us got its addresses from local-ipam already.
 		prev, err := parsePrev(c)
 		if err != nil {
