@@ -44,7 +44,7 @@ func handoff(stdin []byte) error {
 			dir = filepath.Dir(self)
 		}
 		return cnierr.New(cnierr.PluginNotAvailable, "install "+EtcdBinary+" in the same directory as local-ipam",
-			"the network's store is etcd, served by %s, which is in neither %s (local-ipam's) nor CNI_PATH", EtcdBinary, dir)
+			"the network's store is etcd, served by %s, which is neither in %s, local-ipam's directory, nor in CNI_PATH", EtcdBinary, dir)
 	}
 	if stdin != nil {
 		// A memory file rather than a pipe: nothing has to stay behind to feed it.
