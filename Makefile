@@ -72,10 +72,12 @@ fuzz:
 demo: build
 	@./scripts/demo.sh $(BIN)/local-ipam
 
+# `local-ipam install`: each binary by an atomic rename, safe while runtimes run plugins.
+# INSTALL_AS=host-local also installs local-ipam as host-local (docs/RUNTIMES.md).
+INSTALL_AS ?=
 install: build
 	install -d $(DESTDIR)$(PREFIX)
-	install -m 0755 $(BIN)/local-ipam $(DESTDIR)$(PREFIX)/local-ipam
-	install -m 0755 $(BIN)/local-ipam-etcd $(DESTDIR)$(PREFIX)/local-ipam-etcd
+	$(BIN)/local-ipam install --dir $(DESTDIR)$(PREFIX)$(if $(INSTALL_AS), --as $(INSTALL_AS))
 
 clean:
 	rm -rf $(BIN)
