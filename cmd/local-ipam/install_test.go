@@ -90,38 +90,16 @@ func wantInstallFail(t testing.TB, o cniexec.Out, code int, msgs ...string) {
 	}
 }
 
-// pluginFiles is the directory's content: name -> bytes, with every file that is not a
-// regular file of mode 0755 listed as such.
-func pluginFiles(t testing.TB, dir string) map[string]string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for _, e := range ents {
-		fi, err := e.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o755 {
-			out[e.Name()] = "<mode " + fi.Mode().String() + ">"
-			continue
-		}
-		out[e.Name()] = mustRead(t, filepath.Join(dir, e.Name()))
-	}
-	return out
-}
-
 // wantPluginDir requires the plugin directory to hold exactly want: name -> the file whose
-// copy it must be.
+// copy it must be, as an executable of mode 0755.
 func wantPluginDir(t testing.TB, dir string, want map[string]string, when string) {
 	t.Helper()
 	w := map[string]string{}
 	for name, src := range want {
-		w[name] = mustRead(t, src)
+		w[name] = "-rwxr-xr-x " + mustRead(t, src)
 	}
-	got := pluginFiles(t, dir)
+	got := treeFiles(t, dir)
+	delete(got, ".")
 	if len(got) != len(w) {
 		var names []string
 		for n := range got {
