@@ -397,8 +397,10 @@ func parsePrev(c *config.Config) (*current.Result, error) {
 }
 
 // cmdGC releases every reservation of the network whose attachment is not in
-// cni.dev/valid-attachments. A config without the key is refused: host-local takes it as
-// "nothing is valid" and empties the network, which is never what a runtime means.
+// cni.dev/valid-attachments (or the older cni.dev/attachments). A config without a list,
+// or with null, lists nothing valid and releases everything, as host-local does: libcni
+// sends null for a runtime with no live attachment, and `cnitool gc` sends no list to
+// collect all.
 func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	c, err := p.load(args)
 	if err != nil {
@@ -406,9 +408,6 @@ func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	}
 	if c.AttachmentsErr != nil {
 		return cnierr.New(cnierr.InvalidConfig, c.AttachmentsErr.Error(), "GC: cannot read the valid attachments")
-	}
-	if !c.HasValidAttachments {
-		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
 	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{})
 	if err != nil {
