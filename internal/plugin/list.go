@@ -112,8 +112,9 @@ func (p *Plugin) cmdList(args []string, stdout io.Writer) error {
 // one, or every one of the data dir.
 func diskNetworks(dataDir, network string) ([]string, error) {
 	if looksLikeNetworkDir(dataDir) {
+		dir := filepath.Clean(dataDir)
 		return nil, fmt.Errorf("%s looks like a network's own directory (it holds a lock file and address records), not a data dir: use its parent, --data-dir %s (and --network %s)",
-			dataDir, filepath.Dir(filepath.Clean(dataDir)), filepath.Base(filepath.Clean(dataDir)))
+			dir, filepath.Dir(dir), filepath.Base(dir))
 	}
 	names, err := disk.Networks(dataDir)
 	if err != nil || network == "" {
