@@ -36,7 +36,9 @@ Operator's commands:
   local-ipam help
 
 --data-dir defaults to ` + config.DefaultDataDir + `. --conf takes a network config or
-conflist; a network kept in etcd (ipam.store.type "etcd") is reached only through it.
+conflist, from a file, a pipe or - (stdin); a network kept in etcd (ipam.store.type
+"etcd") is reached only through it. Exit 2: a mistyped command line; exit 1: a failure,
+or a command that would do nothing (an unknown network, a release of nothing).
 `
 
 // errUsage marks a mistyped command line: one line, the usage, exit 2.
