@@ -93,8 +93,10 @@ type Options struct {
 // Plugin is one run of a binary: a CNI call or an operator's command, each a method.
 type Plugin struct {
 	opts Options
-	// stdin is the CNI call's config, as read from stdin (nil for an operator's command).
+	// stdin is the config as read: the CNI call's stdin, or an operator's --conf.
 	stdin []byte
+	// argv is what a hand-off passes as arguments; nil passes this process's own.
+	argv []string
 }
 
 // New makes the plugin of the binary o describes.
@@ -169,7 +171,7 @@ var errNoNetwork = errors.New("no such network")
 // whether it frees on reboot is decided here.
 func (p *Plugin) openNetwork(c *config.Config, who Caller, diskOpts disk.Options) (Network, error) {
 	if p.handsOff(c) {
-		return nil, handoff(p.stdin) // returns only on failure
+		return nil, execEtcd(p.stdin, p.argv) // returns only on failure
 	}
 	if c.Store.Type == config.StoreEtcd {
 		return p.opts.OpenEtcd(c, who)
