@@ -347,8 +347,8 @@ func TestInstallErrors(t *testing.T) {
 			args []string
 			msg  string
 		}{
-			{[]string{"install", "--dri", dir}, "install: flag provided but not defined: -dri"},
-			{[]string{"uninstall", "--force"}, "uninstall: flag provided but not defined: -force"},
+			{[]string{"install", "--dri", dir}, "install: unknown flag --dri"},
+			{[]string{"uninstall", "--force"}, "uninstall: unknown flag --force"},
 			{[]string{"install", "--dir", dir, "extra"}, `install: unexpected argument "extra"`},
 			{[]string{"install", "--dir", ""}, "install: --dir is empty"},
 			{[]string{"install", "--dir", dir, "--as", "a/b"}, `install: --as "a/b" is not a file name`},
