@@ -439,7 +439,12 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 		err = fmt.Errorf("store unusable: %s", errText(err))
 	} else {
 		defer st.Close()
-		err = ready(c, st)
+		var avail []bool
+		if avail, err = allocator.Available(st, c.Pool); err != nil {
+			err = fmt.Errorf("store unusable: %s", errText(err))
+		} else {
+			err = ready(c, st, avail)
+		}
 	}
 	if err != nil {
 		return cnierr.New(cnierr.PluginNotAvailable, "", "network %s: %s", c.Name, err)
@@ -447,15 +452,12 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	return nil
 }
 
-// ready tells whether an ADD could succeed now on c's network, open in st (STATUS's
-// answer, also given by usage): nil, or why not.
-func ready(c *config.Config, st Network) error {
+// ready tells whether an ADD could succeed now on c's network, open in st, whose range
+// sets have a free address where avail says so (STATUS's answer, also given by usage):
+// nil, or why not.
+func ready(c *config.Config, st Network, avail []bool) error {
 	if err := st.Writable(); err != nil {
 		return fmt.Errorf("%s cannot be written: %s", st, errText(err))
-	}
-	avail, err := allocator.Available(st, c.Pool)
-	if err != nil {
-		return fmt.Errorf("store unusable: %s", errText(err))
 	}
 	var full []string
 	for i, ok := range avail {

@@ -107,7 +107,13 @@ func (p *Plugin) networkUsage(c *config.Config) (usage.Network, error) {
 			Percent: su.Percent(),
 		})
 	}
-	if err := ready(c, st); err != nil {
+	// A set has an address to give when its count of free addresses is not 0: the
+	// counts read the records, which a reader of the store, holding no lock, goes by.
+	avail := make([]bool, len(u.Sets))
+	for i, s := range u.Sets {
+		avail[i] = s.Free.Int().Sign() > 0
+	}
+	if err := ready(c, st, avail); err != nil {
 		u.NotReady = err.Error()
 	} else {
 		u.Ready = true
