@@ -1,10 +1,12 @@
 package main
 
 import (
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -353,5 +355,31 @@ func TestUsagePrometheusOneConf(t *testing.T) {
 		if o := operator(t, args...); o.Exit != 2 {
 			t.Errorf("local-ipam %v: want exit 2, got %s", args, o)
 		}
+	}
+}
+
+// TestPluginLinksNoPrometheus: the Prometheus libraries (protobuf with them) and the etcd
+// client stay out of local-ipam, which a runtime starts for every call; they live in
+// local-ipam-metrics and local-ipam-etcd (docs/PERFORMANCE.md).
+func TestPluginLinksNoPrometheus(t *testing.T) {
+	t.Parallel()
+	heavy := func(bin string) []string {
+		info, err := buildinfo.ReadFile(cniexec.Bin(t, bin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range info.Deps {
+			if strings.HasPrefix(d.Path, "github.com/prometheus/") || d.Path == "google.golang.org/protobuf" || strings.HasPrefix(d.Path, "go.etcd.io/") {
+				out = append(out, d.Path)
+			}
+		}
+		return out
+	}
+	if h := heavy("local-ipam"); len(h) > 0 {
+		t.Errorf("local-ipam links %v", h)
+	}
+	if h := heavy("local-ipam-metrics"); !slices.Contains(h, "github.com/prometheus/client_golang") {
+		t.Errorf("local-ipam-metrics does not link client_golang (%v): the check above sees nothing", h)
 	}
 }
