@@ -84,15 +84,7 @@ func TestUsageConfDir(t *testing.T) {
 
 	// local-ipam without local-ipam-etcd: the disk network is counted, the etcd ones are
 	// errors that say what to install.
-	alone := filepath.Join(t.TempDir(), "local-ipam")
-	b, err := os.ReadFile(cniexec.Bin(t, "local-ipam"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(alone, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	o = cniexec.Run(t, alone, nil, nil, "usage", "--conf-dir", dir)
+	o = cniexec.Run(t, cniexec.Alone(t, "local-ipam"), nil, nil, "usage", "--conf-dir", dir)
 	if o.Exit != 1 || !strings.Contains(o.Stdout, "network local (") || strings.Contains(o.Stdout, "network cluster") ||
 		!strings.Contains(o.Stderr, "2 network(s)") || !strings.Contains(o.Stderr, "local-ipam-etcd") {
 		t.Errorf("usage --conf-dir without local-ipam-etcd: %s", o)

@@ -4,7 +4,6 @@ import (
 	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -101,10 +100,9 @@ func TestUsageExact(t *testing.T) {
 				excl, _ := nw.ipam["exclude"].([]string)
 				nw = nw.with(map[string]any{"exclude": append(append([]string{}, excl...), c.exclude...)})
 			}
-			conf := filepath.Join(t.TempDir(), "exact.conf")
-			if err := os.WriteFile(conf, nw.conf(t, nil), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			dir := t.TempDir()
+			writeIn(t, dir, "exact.conf", string(nw.conf(t, nil)))
+			conf := filepath.Join(dir, "exact.conf")
 			o := operator(t, "usage", "--conf", conf, "--json")
 			if o.Exit != 0 {
 				t.Fatalf("usage --json: %s", o)
@@ -219,7 +217,7 @@ func TestUsagePrometheus(t *testing.T) {
 	for _, s := range samples {
 		got[s.Series()] = s.Value
 	}
-	if d := diffFloats(got, want); d != "" {
+	if d := diffMaps(got, want); d != "" {
 		t.Errorf("metrics: %s\n%s", d, o.Stdout)
 	}
 
@@ -288,32 +286,14 @@ func alert(labels map[string]string, severity, summary string) metricstest.Alert
 	return metricstest.Alert{Labels: l, Annotations: map[string]string{"summary": summary}}
 }
 
-func diffFloats(got, want map[string]float64) string {
-	var d []string
-	for k, w := range want {
-		if g, ok := got[k]; !ok {
-			d = append(d, fmt.Sprintf("missing %s (%v)", k, w))
-		} else if g != w {
-			d = append(d, fmt.Sprintf("%s = %v, want %v", k, g, w))
-		}
-	}
-	for k, g := range got {
-		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("unexpected %s (%v)", k, g))
-		}
-	}
-	return strings.Join(d, "; ")
-}
-
 // TestUsagePrometheusOneConf: --conf alone, and what happens without local-ipam-metrics.
 func TestUsagePrometheusOneConf(t *testing.T) {
 	t.Parallel()
 	nw := newNet(t, "1.1.0", "one", map[string]any{"subnet": "10.14.0.0/24"})
 	nw.add(t, "a", "eth0")
-	conf := filepath.Join(t.TempDir(), "one.conf")
-	if err := os.WriteFile(conf, nw.conf(t, nil), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := t.TempDir()
+	writeIn(t, dir, "one.conf", string(nw.conf(t, nil)))
+	conf := filepath.Join(dir, "one.conf")
 	o := operator(t, "usage", "--conf", conf, "--format", "prometheus")
 	if o.Exit != 0 {
 		t.Fatalf("usage --conf --format prometheus: %s", o)
@@ -333,15 +313,7 @@ func TestUsagePrometheusOneConf(t *testing.T) {
 	}
 
 	// local-ipam alone in its directory: a clear error, exit 1, nothing on stdout.
-	alone := filepath.Join(t.TempDir(), "local-ipam")
-	b, err := os.ReadFile(cniexec.Bin(t, "local-ipam"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(alone, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	o = cniexec.Run(t, alone, nil, nil, "usage", "--conf", conf, "--format", "prometheus")
+	o = cniexec.Run(t, cniexec.Alone(t, "local-ipam"), nil, nil, "usage", "--conf", conf, "--format", "prometheus")
 	if o.Exit != 1 || o.Stdout != "" || !strings.Contains(o.Stderr, "needs local-ipam-metrics, installed in the same directory") {
 		t.Errorf("usage --format prometheus without local-ipam-metrics: %s", o)
 	}
