@@ -75,6 +75,14 @@ func TestUsageConfDir(t *testing.T) {
 		t.Errorf("stderr does not name the unreachable network: %q", o.Stderr)
 	}
 
+	// One etcd network by --conf.
+	o = operator(t, "usage", "--conf", filepath.Join(dir, "10-cluster.conf"), "--format", "prometheus")
+	wantOK(t, o, "usage --conf --format prometheus")
+	metricstest.Check(t, o.Stdout)
+	if in := metricstest.Find(metricstest.Parse(t, o.Stdout), "local_ipam_range_set_in_use", map[string]string{"network": "cluster", "family": "ipv4"}); len(in) != 1 || in[0].Value != 4 {
+		t.Errorf("usage --conf of the etcd network: in use %v\n%s", in, o.Stdout)
+	}
+
 	// The table: both stores; the unreachable one named, exit 1.
 	o = operator(t, "usage", "--conf-dir", dir)
 	if o.Exit != 1 || !strings.Contains(o.Stdout, "network cluster (etcd "+eps[0]) || !strings.Contains(o.Stdout, "network local (") ||
