@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -25,7 +26,13 @@ func main() {
 	for _, f := range rep.Errors {
 		fmt.Fprintf(os.Stderr, "local-ipam: %s: %s\n", f.File, f.Error)
 	}
-	if err := metrics.Write(os.Stdout, rep); err != nil {
+	// Whole or nothing: the text is made in memory, then written at once.
+	var out bytes.Buffer
+	err := metrics.Write(&out, rep)
+	if err == nil {
+		_, err = os.Stdout.Write(out.Bytes())
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "local-ipam-metrics: %v\n", err)
 		os.Exit(1)
 	}
