@@ -18,14 +18,14 @@ import (
 // install_run_test.go.
 
 // buildDir is a directory that anyone may read, holding copies of the built local-ipam and
-// local-ipam-etcd (and, with metrics, a stand-in local-ipam-metrics: a build of ours).
+// local-ipam-etcd (and, with metrics, local-ipam-metrics).
 func buildDir(t *testing.T, metrics bool) string {
 	t.Helper()
 	dir := openTempDir(t, "local-ipam-build-")
 	copyFile(t, cniexec.Bin(t, "local-ipam"), filepath.Join(dir, "local-ipam"))
 	copyFile(t, cniexec.Bin(t, "local-ipam-etcd"), filepath.Join(dir, "local-ipam-etcd"))
 	if metrics {
-		copyFile(t, cniexec.Bin(t, "local-ipam-etcd"), filepath.Join(dir, "local-ipam-metrics"))
+		copyFile(t, cniexec.Bin(t, "local-ipam-metrics"), filepath.Join(dir, "local-ipam-metrics"))
 	}
 	return dir
 }

@@ -7,6 +7,7 @@ package plugin
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -444,21 +445,30 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	unavailable := func(format string, a ...any) error {
-		e := cnierr.New(cnierr.PluginNotAvailable, "", "network %s: "+format, append([]any{c.Name}, a...)...)
-		return e
-	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{LockTimeout: statusLockTimeout})
 	if err != nil {
-		return unavailable("store unusable: %s", errText(err))
+		err = fmt.Errorf("store unusable: %s", errText(err))
+	} else {
+		defer st.Close()
+		var avail []bool
+		if avail, err = allocator.Available(st, c.Pool); err != nil {
+			err = fmt.Errorf("store unusable: %s", errText(err))
+		} else {
+			err = ready(c, st, avail)
+		}
 	}
-	defer st.Close()
-	if err := st.Writable(); err != nil {
-		return unavailable("%s cannot be written: %s", st, errText(err))
-	}
-	avail, err := allocator.Available(st, c.Pool)
 	if err != nil {
-		return unavailable("store unusable: %s", errText(err))
+		return cnierr.New(cnierr.PluginNotAvailable, "", "network %s: %s", c.Name, err)
+	}
+	return nil
+}
+
+// ready tells whether an ADD could succeed now on c's network, open in st, whose range
+// sets have a free address where avail says so (STATUS's answer, also given by usage):
+// nil, or why not.
+func ready(c *config.Config, st Network, avail []bool) error {
+	if err := st.Writable(); err != nil {
+		return fmt.Errorf("%s cannot be written: %s", st, errText(err))
 	}
 	var full []string
 	for i, ok := range avail {
@@ -467,7 +477,7 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 		}
 	}
 	if len(full) > 0 {
-		return unavailable("no free address in range set(s) %s", strings.Join(full, "; "))
+		return fmt.Errorf("no free address in range set(s) %s", strings.Join(full, "; "))
 	}
 	return nil
 }
