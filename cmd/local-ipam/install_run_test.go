@@ -30,7 +30,7 @@ func TestRunAsHostLocal(t *testing.T) {
 	t.Parallel()
 	b := buildDir(t, false)
 	dir := t.TempDir()
-	copyFile(t, cniexec.Bin(t, "host-local"), filepath.Join(dir, "host-local"))
+	cniexec.CopyExecutable(t, cniexec.Bin(t, "host-local"), filepath.Join(dir, "host-local"))
 	if o := install(t, b, "install", "--dir", dir, "--as", "host-local"); o.Exit != 0 {
 		t.Fatalf("install --as host-local: %s", o)
 	}
@@ -182,7 +182,7 @@ func variant(t *testing.T, version string) string {
 	if err != nil || o.Exit != 0 {
 		t.Fatalf("go build of local-ipam %s: %v %s", version, err, o)
 	}
-	copyFile(t, cniexec.Bin(t, "local-ipam-etcd"), filepath.Join(dir, "local-ipam-etcd"))
+	cniexec.CopyExecutable(t, cniexec.Bin(t, "local-ipam-etcd"), filepath.Join(dir, "local-ipam-etcd"))
 	return dir
 }
 
@@ -196,7 +196,7 @@ func TestInstallDuringCalls(t *testing.T) {
 	const installs, workers = 50, 4
 	builds := []string{variant(t, "install-test-a"), variant(t, "install-test-b")}
 	dir := t.TempDir()
-	copyFile(t, cniexec.Bin(t, "host-local"), filepath.Join(dir, "host-local"))
+	cniexec.CopyExecutable(t, cniexec.Bin(t, "host-local"), filepath.Join(dir, "host-local"))
 	if o := install(t, builds[0], "install", "--dir", dir, "--as", "host-local"); o.Exit != 0 {
 		t.Fatalf("install: %s", o)
 	}

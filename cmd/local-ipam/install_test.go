@@ -22,10 +22,10 @@ import (
 func buildDir(t *testing.T, metrics bool) string {
 	t.Helper()
 	dir := openTempDir(t, "local-ipam-build-")
-	copyFile(t, cniexec.Bin(t, "local-ipam"), filepath.Join(dir, "local-ipam"))
-	copyFile(t, cniexec.Bin(t, "local-ipam-etcd"), filepath.Join(dir, "local-ipam-etcd"))
+	cniexec.CopyExecutable(t, cniexec.Bin(t, "local-ipam"), filepath.Join(dir, "local-ipam"))
+	cniexec.CopyExecutable(t, cniexec.Bin(t, "local-ipam-etcd"), filepath.Join(dir, "local-ipam-etcd"))
 	if metrics {
-		copyFile(t, cniexec.Bin(t, "local-ipam-metrics"), filepath.Join(dir, "local-ipam-metrics"))
+		cniexec.CopyExecutable(t, cniexec.Bin(t, "local-ipam-metrics"), filepath.Join(dir, "local-ipam-metrics"))
 	}
 	return dir
 }
@@ -46,17 +46,6 @@ func openTempDir(t *testing.T, pattern string) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func copyFile(t testing.TB, src, dst string) {
-	t.Helper()
-	data, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // install runs <build>/local-ipam with args (install or uninstall and their flags).
@@ -125,7 +114,7 @@ func TestInstall(t *testing.T) {
 		t.Parallel()
 		b := buildDir(t, true)
 		dir := t.TempDir()
-		copyFile(t, bridge, filepath.Join(dir, "bridge"))
+		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, "bridge"))
 		for i := 0; i < 2; i++ { // a second install replaces the files with the same
 			wantInstallOK(t, install(t, b, "install", "--dir", dir), dir,
 				"installed DIR/local-ipam-etcd", "installed DIR/local-ipam-metrics", "installed DIR/local-ipam")
@@ -159,8 +148,8 @@ func TestInstall(t *testing.T) {
 		t.Parallel()
 		b := buildDir(t, false)
 		dir := t.TempDir()
-		copyFile(t, hostLocal, filepath.Join(dir, "host-local"))
-		copyFile(t, bridge, filepath.Join(dir, "bridge"))
+		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, "bridge"))
 		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
 		installed := map[string]string{"bridge": bridge, "host-local.orig": hostLocal, "host-local": self, "local-ipam": self, "local-ipam-etcd": etcd}
 
@@ -193,14 +182,14 @@ func TestInstall(t *testing.T) {
 		t.Parallel()
 		b := buildDir(t, false)
 		dir := t.TempDir()
-		copyFile(t, hostLocal, filepath.Join(dir, "host-local"))
+		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
 		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
 		wantInstallOK(t, install(t, b, "install", "--dir", dir, "--as", "host-local"), dir,
 			"installed DIR/local-ipam-etcd", "installed DIR/local-ipam",
 			"kept DIR/host-local (github.com/containernetworking/plugins/plugins/ipam/host-local "+goVersion(t)+") as DIR/host-local.orig",
 			"installed DIR/host-local (local-ipam)")
 		// A package upgrade puts another plugin's binary there (bridge stands in for it).
-		copyFile(t, bridge, filepath.Join(dir, "host-local"))
+		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, "host-local"))
 		installed := map[string]string{"host-local.orig": hostLocal, "host-local": bridge, "local-ipam": self, "local-ipam-etcd": etcd}
 
 		// uninstall --as host-local refuses to put the original over it.
@@ -234,7 +223,7 @@ func TestInstall(t *testing.T) {
 		t.Parallel()
 		b := buildDir(t, true)
 		dir := t.TempDir()
-		copyFile(t, hostLocal, filepath.Join(dir, "host-local"))
+		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
 		self := filepath.Join(b, "local-ipam")
 		installed := map[string]string{
 			"host-local.orig": hostLocal, "host-local": self, "local-ipam": self,
@@ -321,12 +310,12 @@ func TestInstallErrors(t *testing.T) {
 	t.Run("local-ipam-etcd not beside local-ipam", func(t *testing.T) {
 		t.Parallel()
 		lone := openTempDir(t, "local-ipam-lone-")
-		copyFile(t, filepath.Join(b, "local-ipam"), filepath.Join(lone, "local-ipam"))
+		cniexec.CopyExecutable(t, filepath.Join(b, "local-ipam"), filepath.Join(lone, "local-ipam"))
 		dir := t.TempDir()
 		wantInstallFail(t, install(t, lone, "install", "--dir", dir), 1,
 			"install: local-ipam-etcd must be beside "+lone+"/local-ipam", "no such file or directory")
 		// Another program under that name is no better.
-		copyFile(t, cniexec.Bin(t, "bridge"), filepath.Join(lone, "local-ipam-etcd"))
+		cniexec.CopyExecutable(t, cniexec.Bin(t, "bridge"), filepath.Join(lone, "local-ipam-etcd"))
 		wantInstallFail(t, install(t, lone, "install", "--dir", dir), 1,
 			"install: local-ipam-etcd must be beside "+lone+"/local-ipam", "plugins/main/bridge")
 		wantPluginDir(t, dir, nil, "after the failed installs")

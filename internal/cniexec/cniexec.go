@@ -95,15 +95,21 @@ func Bin(t testing.TB, name string) string {
 // programs it runs from beside itself (local-ipam-etcd, local-ipam-metrics).
 func Alone(t testing.TB, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(Bin(t, name))
+	p := filepath.Join(t.TempDir(), name)
+	CopyExecutable(t, Bin(t, name), p)
+	return p
+}
+
+// CopyExecutable copies the file src to dst, mode 0755.
+func CopyExecutable(t testing.TB, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, b, 0o755); err != nil {
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return p
 }
 
 // Out is what one execution left.
