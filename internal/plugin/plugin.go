@@ -221,6 +221,7 @@ func (p *Plugin) load(args *skel.CmdArgs) (*config.Config, error) {
 	if p.handsOff(c) {
 		return nil, handoff(args.StdinData)
 	}
+	warnTypos(c)
 	return c, nil
 }
 
@@ -243,6 +244,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	if c.Chained(filepath.Base(os.Args[0])) {
+		warnTypos(c)
 		// The main plugin before us got its addresses from local-ipam already.
 		prev, err := parsePrev(c)
 		if err != nil {
@@ -253,6 +255,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	if p.handsOff(c) {
 		return handoff(args.StdinData)
 	}
+	warnTypos(c)
 	dns, err := c.DNS()
 	if err != nil {
 		return err
@@ -265,7 +268,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	defer st.Close()
 	allocs, err := allocator.Allocate(st, c.Pool, o, c.Requested)
 	if err != nil {
-		return err
+		return noFreeDetails(err, c, st)
 	}
 	if err := st.Commit(); err != nil {
 		// The index could not be written (a full disk, say): give the addresses back
@@ -433,30 +436,31 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	unavailable := func(format string, a ...any) error {
-		e := cnierr.New(cnierr.PluginNotAvailable, "", "network %s: "+format, append([]any{c.Name}, a...)...)
-		return e
+	unavailable := func(details, format string, a ...any) error {
+		return cnierr.New(cnierr.PluginNotAvailable, details, "network %s: "+format, append([]any{c.Name}, a...)...)
 	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{LockTimeout: statusLockTimeout})
 	if err != nil {
-		return unavailable("store unusable: %s", errText(err))
+		return unavailable(storeAdvice(c, false), "store unusable: %s", errText(err))
 	}
 	defer st.Close()
 	if err := st.Writable(); err != nil {
-		return unavailable("%s cannot be written: %s", st, errText(err))
+		return unavailable(storeAdvice(c, true), "%s cannot be written: %s", st, errText(err))
 	}
 	avail, err := allocator.Available(st, c.Pool)
 	if err != nil {
-		return unavailable("store unusable: %s", errText(err))
+		return unavailable(storeAdvice(c, false), "store unusable: %s", errText(err))
 	}
-	var full []string
+	var full, described []string
 	for i, ok := range avail {
 		if !ok {
 			full = append(full, c.Pool.Sets[i].String())
+			described = append(described, allocator.Describe(i, c.Pool.Sets[i], c.Pool.Exclude))
 		}
 	}
 	if len(full) > 0 {
-		return unavailable("no free address in range set(s) %s", strings.Join(full, "; "))
+		return unavailable(strings.Join(described, "; ")+". "+remedies(c, st),
+			"no free address in range set(s) %s", strings.Join(full, "; "))
 	}
 	return nil
 }
