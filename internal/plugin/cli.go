@@ -33,6 +33,9 @@ Operator's commands:
   local-ipam release --conf FILE --node NAME
         etcd store: release every address a machine gone for good reserved, and
         free its node name for another machine (batch by batch; re-run to go on)
+  local-ipam lint    --conf FILE|- [--json]
+        check a network config or conflist: unknown or misspelled keys, ranges,
+        exclusions, gateways, store (docs/LINT.md); exit 1 on any finding
   local-ipam version
   local-ipam help
 
@@ -75,6 +78,8 @@ func (p *Plugin) dispatch(args []string, stdout io.Writer) error {
 		return p.cmdUsage(args[1:], stdout)
 	case "release":
 		return p.cmdRelease(args[1:], stdout)
+	case "lint":
+		return p.cmdLint(args[1:], os.Stdin, stdout)
 	}
 	return errUsage{fmt.Sprintf("unknown command %q", args[0])}
 }
