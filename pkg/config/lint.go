@@ -289,7 +289,9 @@ func (l *linter) pool(n *netJSON) {
 			case gw.Is4() && gw == ranges.LastAddr(r.Subnet):
 				l.add(path, SeverityWarning, "gateway %s is the broadcast address of %s", gw, r.Subnet)
 			}
-			if iv, ok := excl.Covering(gw); ok {
+			// subnet + 1 is the default and the usual router; an exclusion there (the
+			// first addresses kept for the infrastructure) is no mistake.
+			if iv, ok := excl.Covering(gw); ok && gw != r.Subnet.Addr().Next() {
 				l.add(path, SeverityWarning, "gateway %s is inside the exclusion %s-%s: is the gateway or the exclusion wrong?", gw, iv.From, iv.To)
 			}
 		}
