@@ -2,6 +2,8 @@ package allocator
 
 import (
 	"fmt"
+	"math"
+	"math/bits"
 	"net/netip"
 	"strings"
 
@@ -63,7 +65,7 @@ func Describe(idx int, set ranges.Set, excl ranges.Exclusions) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "range set %d assigns %s", idx, Assignable(set))
 	if exact {
-		fmt.Fprintf(&b, " (%d address%s", size, plural(size))
+		fmt.Fprintf(&b, " (%s address%s", count(size), plural(size))
 	} else {
 		b.WriteString(" (2^64 addresses or more")
 	}
@@ -76,6 +78,28 @@ func Describe(idx int, set ranges.Set, excl ranges.Exclusions) string {
 	}
 	fmt.Fprintf(&b, "), %d of them excluded, the rest reserved", excluded)
 	return b.String()
+}
+
+// count writes n in decimal, or as 2^k-d when it is just under a large power of two (an
+// IPv6 /64 less its gateway: 2^64-2), which no one reads in decimal.
+func count(n uint64) string {
+	if n < 1<<32 {
+		return fmt.Sprint(n)
+	}
+	k := bits.Len64(n)
+	var d uint64
+	if k == 64 {
+		d = math.MaxUint64 - n + 1
+	} else {
+		d = 1<<k - n
+	}
+	if d > 1<<16 {
+		return fmt.Sprint(n)
+	}
+	if d == 0 {
+		return fmt.Sprintf("2^%d", k)
+	}
+	return fmt.Sprintf("2^%d-%d", k, d)
 }
 
 func plural(n uint64) string {
