@@ -1,26 +1,12 @@
-package allocator
+package allocator_test
 
 import (
 	"net/netip"
 	"testing"
 
+	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 )
-
-func mustRange(t *testing.T, subnet, start, end, gw string) ranges.Range {
-	t.Helper()
-	addr := func(s string) netip.Addr {
-		if s == "" {
-			return netip.Addr{}
-		}
-		return netip.MustParseAddr(s)
-	}
-	r, err := ranges.New(netip.MustParsePrefix(subnet), addr(start), addr(end), addr(gw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 // TestDescribe: a range set as ADD may give it (gateways left out wherever they sit), with
 // its size and how many of its addresses are excluded.
@@ -48,7 +34,7 @@ func TestDescribe(t *testing.T) {
 		{"IPv6 /96", ranges.Set{mustRange(t, "fd00::/96", "", "", "")},
 			"range set 0 assigns fd00::2-fd00::ffff:ffff (4294967294 addresses; the gateway fd00::1 is never assigned), 0 of them excluded, the rest reserved"},
 	} {
-		if got := Describe(0, c.set, excl); got != c.want {
+		if got := allocator.Describe(0, c.set, excl); got != c.want {
 			t.Errorf("%s:\n got %s\nwant %s", c.name, got, c.want)
 		}
 	}
