@@ -338,3 +338,39 @@ func jsonKeys(typ reflect.Type) []string {
 	}
 	return keys
 }
+
+// FuzzExamine: lint never panics; each finding has a severity and a message; a config
+// a CNI call refuses always has an error among its findings, and the typos a CNI call
+// warns about are all among them.
+func FuzzExamine(f *testing.F) {
+	addSeeds(f)
+	f.Add([]byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","ipam":{"subnet":"10.1.0.0/24","exlcude":[]}}]}`), "")
+	f.Fuzz(func(t *testing.T, stdin []byte, _ string) {
+		if len(stdin) > maxStdin {
+			return
+		}
+		fs := config.Examine(stdin)
+		hasError := false
+		for _, x := range fs {
+			if (x.Severity != config.SeverityError && x.Severity != config.SeverityWarning) || x.Message == "" {
+				t.Fatalf("malformed finding %#v", x)
+			}
+			hasError = hasError || x.Severity == config.SeverityError
+		}
+		var top map[string]json.RawMessage
+		if json.Unmarshal(stdin, &top) == nil && top["plugins"] != nil {
+			return // a conflist: a CNI call never sees it whole
+		}
+		c, err := config.Load(stdin, "")
+		if err != nil && !hasError {
+			t.Fatalf("Load refuses (%v), lint finds no error: %v", err, fs)
+		}
+		if err == nil {
+			for _, typo := range c.Typos {
+				if !containsFinding(fs, typo) {
+					t.Fatalf("typo %v of a CNI call is not among lint's findings %v", typo, fs)
+				}
+			}
+		}
+	})
+}
