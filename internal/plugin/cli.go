@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/version"
@@ -40,7 +39,9 @@ Operator's commands:
   local-ipam help
 
 --data-dir defaults to ` + config.DefaultDataDir + `. --conf takes a network config or
-conflist; a network kept in etcd (ipam.store.type "etcd") is reached only through it.
+conflist, from a file, a pipe or - (stdin); a network kept in etcd (ipam.store.type
+"etcd") is reached only through it. Exit 2: a mistyped command line; exit 1: a failure,
+or a command that would do nothing (an unknown network, a release of nothing).
 `
 
 // errUsage marks a mistyped command line: one line, the usage, exit 2.
@@ -48,12 +49,38 @@ type errUsage struct{ msg string }
 
 func (e errUsage) Error() string { return e.msg }
 
+// errHelp: -h or --help after a command; the usage on stdout, exit 0.
+var errHelp = errors.New("help requested")
+
+// command runs one operator's command with its arguments (after the command's name).
+type command func(p *Plugin, args []string, stdout io.Writer) error
+
+// commands are the operator's commands by name, aliases included. A new command is one
+// line here and its lines in UsageText (the tests derive the command list from it). Each
+// parses its arguments with newFlags and parse, which refuse unknown flags and extra
+// arguments with exit 2.
+var commands = map[string]command{
+	"help":      cmdHelp,
+	"-h":        cmdHelp,
+	"-help":     cmdHelp,
+	"--help":    cmdHelp,
+	"version":   (*Plugin).cmdVersion,
+	"--version": (*Plugin).cmdVersion,
+	"list":      (*Plugin).cmdList,
+	"usage":     (*Plugin).cmdUsage,
+	"release":   (*Plugin).cmdRelease,
+	"lint":      (*Plugin).cmdLint,
+}
+
 // runCLI runs an operator's command and returns the exit code.
 func (p *Plugin) runCLI(args []string, stdout, stderr io.Writer) int {
 	err := p.dispatch(args, stdout)
 	var ue errUsage
 	switch {
 	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		fmt.Fprint(stdout, UsageText)
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "local-ipam: %s\n\n%s", ue.msg, UsageText)
@@ -65,53 +92,60 @@ func (p *Plugin) runCLI(args []string, stdout, stderr io.Writer) int {
 }
 
 func (p *Plugin) dispatch(args []string, stdout io.Writer) error {
-	switch args[0] {
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, UsageText)
-		return nil
-	case "version", "--version":
-		fmt.Fprintf(stdout, "%s %s\nCNI spec versions: %s\n", p.opts.Name, p.opts.Version, strings.Join(version.All.SupportedVersions(), ", "))
-		return nil
-	case "list":
-		return p.cmdList(args[1:], stdout)
-	case "usage":
-		return p.cmdUsage(args[1:], stdout)
-	case "release":
-		return p.cmdRelease(args[1:], stdout)
-	case "lint":
-		return p.cmdLint(args[1:], os.Stdin, stdout)
+	run, ok := commands[args[0]]
+	if !ok {
+		return errUsage{fmt.Sprintf("unknown command %q", args[0])}
 	}
-	return errUsage{fmt.Sprintf("unknown command %q", args[0])}
+	return run(p, args[1:], stdout)
 }
 
+func cmdHelp(_ *Plugin, args []string, stdout io.Writer) error {
+	if err := parse(newFlags("help"), args); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, UsageText)
+	return nil
+}
+
+func (p *Plugin) cmdVersion(args []string, stdout io.Writer) error {
+	if err := parse(newFlags("version"), args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s %s\nCNI spec versions: %s\n", p.opts.Name, p.opts.Version, strings.Join(version.All.SupportedVersions(), ", "))
+	return nil
+}
+
+// newFlags is a command's flag set; parse it with parse.
 func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	return fs
 }
 
+// parse parses a command's arguments: an unknown flag, a missing value, an argument that
+// is not a flag, or an empty --conf is a usage error (exit 2); -h or --help asks for the
+// usage. Every command parses with it.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return errUsage{fmt.Sprintf("%s: %v", fs.Name(), err)}
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		msg := err.Error()
+		if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+			msg = "unknown flag --" + name
+		}
+		return errUsage{fmt.Sprintf("%s: %s", fs.Name(), msg)}
 	}
 	if fs.NArg() > 0 {
 		return errUsage{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
 	}
-	return nil
-}
-
-// loadConf reads a network config or conflist file as the runtime would hand it to the
-// IPAM plugin.
-func loadConf(file string) (*config.Config, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	stdin, err := config.PluginConf(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", file, err)
-	}
-	return config.Load(stdin, "")
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == confFlag && f.Value.String() == "" {
+			err = errUsage{fmt.Sprintf("%s: --conf needs a file (or - for stdin)", fs.Name())}
+		}
+	})
+	return err
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -36,7 +36,12 @@ func findEtcdBinary() (string, bool) {
 
 // handoff replaces this process with local-ipam-etcd, same arguments and environment,
 // its stdin holding the config this process already read. It returns only on failure.
-func handoff(stdin []byte) error {
+func handoff(stdin []byte) error { return execEtcd(stdin, nil) }
+
+// execEtcd is handoff with the arguments args (nil: this process's own). An operator's
+// command passes its --conf as --conf=- with the bytes it read on stdin: the path may be
+// a pipe, a process substitution or stdin, which cannot be read a second time.
+func execEtcd(stdin []byte, args []string) error {
 	bin, ok := findEtcdBinary()
 	if !ok {
 		return cnierr.New(cnierr.PluginNotAvailable, "install "+EtcdBinary+" in the same directory as local-ipam",
@@ -65,7 +70,10 @@ func handoff(stdin []byte) error {
 			return cnierr.IO(err, "cannot hand the call to %s", bin)
 		}
 	}
-	argv := append([]string{bin}, os.Args[1:]...)
+	if args == nil {
+		args = os.Args[1:]
+	}
+	argv := append([]string{bin}, args...)
 	err := unix.Exec(bin, argv, os.Environ())
 	return cnierr.IO(err, "cannot run %s", bin)
 }

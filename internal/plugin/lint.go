@@ -3,16 +3,15 @@ package plugin
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/local-ipam/local-ipam/pkg/config"
 )
 
 // cmdLint checks a network config or conflist (config.Examine; docs/LINT.md): each
 // finding on a line with its JSON path and severity, or a JSON array with --json.
-func (p *Plugin) cmdLint(args []string, stdin io.Reader, stdout io.Writer) error {
+func (p *Plugin) cmdLint(args []string, stdout io.Writer) error {
 	fs := newFlags("lint")
-	confFile := fs.String("conf", "", "")
+	confFile := fs.String(confFlag, "", "")
 	asJSON := fs.Bool("json", false, "")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -20,16 +19,11 @@ func (p *Plugin) cmdLint(args []string, stdin io.Reader, stdout io.Writer) error
 	if *confFile == "" {
 		return errUsage{"lint: --conf FILE (or - for stdin) is required"}
 	}
-	var raw []byte
-	var err error
-	if *confFile == "-" {
-		raw, err = io.ReadAll(stdin)
-	} else {
-		raw, err = os.ReadFile(*confFile)
-	}
+	raw, err := readConf(*confFile)
 	if err != nil {
 		return err
 	}
+	name := confName(*confFile)
 	found := config.Examine(raw)
 	if *asJSON {
 		if found == nil {
@@ -43,14 +37,14 @@ func (p *Plugin) cmdLint(args []string, stdin io.Reader, stdout io.Writer) error
 			fmt.Fprintln(stdout, f)
 		}
 		if len(found) == 0 {
-			fmt.Fprintf(stdout, "%s: no findings\n", *confFile)
+			fmt.Fprintf(stdout, "%s: no findings\n", name)
 		}
 	}
 	switch len(found) {
 	case 0:
 		return nil
 	case 1:
-		return fmt.Errorf("%s: 1 finding", *confFile)
+		return fmt.Errorf("%s: 1 finding", name)
 	}
-	return fmt.Errorf("%s: %d findings", *confFile, len(found))
+	return fmt.Errorf("%s: %d findings", name, len(found))
 }

@@ -93,8 +93,10 @@ type Options struct {
 // Plugin is one run of a binary: a CNI call or an operator's command, each a method.
 type Plugin struct {
 	opts Options
-	// stdin is the CNI call's config, as read from stdin (nil for an operator's command).
+	// stdin is the config as read: the CNI call's stdin, or an operator's --conf.
 	stdin []byte
+	// argv is what a hand-off passes as arguments; nil passes this process's own.
+	argv []string
 }
 
 // New makes the plugin of the binary o describes.
@@ -169,7 +171,7 @@ var errNoNetwork = errors.New("no such network")
 // whether it frees on reboot is decided here.
 func (p *Plugin) openNetwork(c *config.Config, who Caller, diskOpts disk.Options) (Network, error) {
 	if p.handsOff(c) {
-		return nil, handoff(p.stdin) // returns only on failure
+		return nil, execEtcd(p.stdin, p.argv) // returns only on failure
 	}
 	if c.Store.Type == config.StoreEtcd {
 		return p.opts.OpenEtcd(c, who)
@@ -400,8 +402,10 @@ func parsePrev(c *config.Config) (*current.Result, error) {
 }
 
 // cmdGC releases every reservation of the network whose attachment is not in
-// cni.dev/valid-attachments. A config without the key is refused: host-local takes it as
-// "nothing is valid" and empties the network, which is never what a runtime means.
+// cni.dev/valid-attachments (or the older cni.dev/attachments). A config without a list,
+// or with null, lists nothing valid and releases everything, as host-local does: libcni
+// sends null for a runtime with no live attachment, and `cnitool gc` sends no list to
+// collect all.
 func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	c, err := p.load(args)
 	if err != nil {
@@ -409,9 +413,6 @@ func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	}
 	if c.AttachmentsErr != nil {
 		return cnierr.New(cnierr.InvalidConfig, c.AttachmentsErr.Error(), "GC: cannot read the valid attachments")
-	}
-	if !c.HasValidAttachments {
-		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
 	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{})
 	if err != nil {

@@ -34,15 +34,15 @@ type netUsage struct {
 // excluded and free (the math is ranges.Set.Usage).
 func (p *Plugin) cmdUsage(args []string, stdout io.Writer) error {
 	fs := newFlags("usage")
-	confFile := fs.String("conf", "", "")
+	confFile := fs.String(confFlag, "", "")
 	asJSON := fs.Bool("json", false, "")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *confFile == "" {
-		return errUsage{"usage: --conf FILE is required"}
+		return errUsage{"usage: --conf FILE (or - for stdin) is required"}
 	}
-	c, err := loadConf(*confFile)
+	c, err := p.loadConf(fs)
 	if err != nil {
 		return err
 	}

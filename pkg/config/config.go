@@ -42,9 +42,8 @@ type Config struct {
 	Routes     []*types.Route
 	ResolvConf string
 
-	// ValidAttachments is the GC list; HasValidAttachments tells an absent key from [].
-	ValidAttachments    []types.GCAttachment
-	HasValidAttachments bool
+	// ValidAttachments is the GC list; an absent or null list is empty (nothing is valid).
+	ValidAttachments []types.GCAttachment
 	// AttachmentsErr: a GC list that could not be read (GC refuses the config with it).
 	AttachmentsErr error
 	// RawPrevResult is the prevResult of CHECK (and DEL), as sent.
@@ -183,9 +182,9 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 	c.AttachmentsErr = n.AttachmentsErr
 	switch {
 	case n.ValidAttachments != nil:
-		c.ValidAttachments, c.HasValidAttachments = *n.ValidAttachments, true
+		c.ValidAttachments = *n.ValidAttachments
 	case n.LegacyAttachments != nil:
-		c.ValidAttachments, c.HasValidAttachments = *n.LegacyAttachments, true
+		c.ValidAttachments = *n.LegacyAttachments
 	}
 
 	if err := c.loadRequested(n, cniArgs); err != nil {
