@@ -99,21 +99,32 @@ func bootTime() (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// storeAdvice is the details of STATUS's code 50 when the store cannot be used.
-func storeAdvice(c *config.Config, writing bool) string {
+// storeAdvice is the details of STATUS's code 50 when the store cannot be used (err, from
+// opening or reading it) or written (writing).
+func storeAdvice(c *config.Config, err error, writing bool) string {
+	code := cnierr.Code(err)
 	if c.Store.Type == config.StoreEtcd {
-		if writing {
+		switch {
+		case writing:
 			return "etcd refuses writes: check the cluster's alarms (etcdctl alarm list; a full space quota refuses every write) and the user's permissions"
+		case code == cnierr.TryAgainLater:
+			return fmt.Sprintf("check that the etcd endpoints %s answer within %s, and ipam.store's TLS files and credentials",
+				strings.Join(c.Store.Endpoints, ","), c.Store.Timeout)
 		}
-		return fmt.Sprintf("check that the etcd endpoints %s answer within %s, and ipam.store's TLS files and credentials",
-			strings.Join(c.Store.Endpoints, ","), c.Store.Timeout)
+		return "the message says what the store refused; docs/ETCD.md says what to do about each case, and local-ipam list --conf FILE shows the reservations"
 	}
 	dir := c.DataDir + "/" + c.Name
-	if writing {
+	switch {
+	case writing:
 		return fmt.Sprintf("ADD would fail with code 5: free space on the file system of %s, mount it read-write, or let this user write there; "+
 			"local-ipam list --network %s --data-dir %s reads the reservations meanwhile", dir, shellWord(c.Name), shellWord(c.DataDir))
+	case code == cnierr.TryAgainLater:
+		return fmt.Sprintf("another process holds %s/lock: a call that hangs, or an operator's tool; local-ipam list --network %s --data-dir %s reads without the lock",
+			dir, shellWord(c.Name), shellWord(c.DataDir))
+	case code == cnierr.StoreCorrupt:
+		return fmt.Sprintf("%s is not what local-ipam keeps there (a symlink, or not a directory): look at it, and move it aside if it is not the network's", dir)
 	}
-	return fmt.Sprintf("check that %s can be created or opened and written by this user, and that no process holds its lock file for long", dir)
+	return fmt.Sprintf("check that %s can be created or opened and written by this user", dir)
 }
 
 // shellWord quotes s for a shell when it needs it.

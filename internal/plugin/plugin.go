@@ -442,15 +442,15 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{LockTimeout: statusLockTimeout})
 	if err != nil {
-		return unavailable(storeAdvice(c, false), "store unusable: %s", errText(err))
+		return unavailable(storeAdvice(c, err, false), "store unusable: %s", errText(err))
 	}
 	defer st.Close()
 	if err := st.Writable(); err != nil {
-		return unavailable(storeAdvice(c, true), "%s cannot be written: %s", st, errText(err))
+		return unavailable(storeAdvice(c, err, true), "%s cannot be written: %s", st, errText(err))
 	}
 	avail, err := allocator.Available(st, c.Pool)
 	if err != nil {
-		return unavailable(storeAdvice(c, false), "store unusable: %s", errText(err))
+		return unavailable(storeAdvice(c, err, false), "store unusable: %s", errText(err))
 	}
 	var full, described []string
 	for i, ok := range avail {
