@@ -27,10 +27,12 @@ all: build
 
 # local-ipam (disk store) and local-ipam-etcd (the same plus the etcd store; local-ipam
 # hands etcd networks to it). Two binaries: the etcd client would triple local-ipam's
-# start-up time.
+# start-up time. local-ipam-metrics writes `usage --format prometheus` (the Prometheus
+# libraries, kept out of the plugin for the same reason).
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/local-ipam ./cmd/local-ipam
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/local-ipam-etcd ./cmd/local-ipam-etcd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/local-ipam-metrics ./cmd/local-ipam-metrics
 
 peers:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(PEER_PKGS)
@@ -76,6 +78,7 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)
 	install -m 0755 $(BIN)/local-ipam $(DESTDIR)$(PREFIX)/local-ipam
 	install -m 0755 $(BIN)/local-ipam-etcd $(DESTDIR)$(PREFIX)/local-ipam-etcd
+	install -m 0755 $(BIN)/local-ipam-metrics $(DESTDIR)$(PREFIX)/local-ipam-metrics
 
 clean:
 	rm -rf $(BIN)

@@ -255,19 +255,19 @@ func listJSON(t testing.TB, args ...string) []listed {
 	return out
 }
 
-// diffMaps reports the differences between two name -> content maps.
-func diffMaps(got, want map[string]string) string {
+// diffMaps reports the differences between two name -> content (or value) maps.
+func diffMaps[V comparable](got, want map[string]V) string {
 	var d []string
 	for k, w := range want {
 		if g, ok := got[k]; !ok {
-			d = append(d, fmt.Sprintf("missing %s (%q)", k, w))
+			d = append(d, fmt.Sprintf("missing %s (%#v)", k, w))
 		} else if g != w {
-			d = append(d, fmt.Sprintf("%s = %q, want %q", k, g, w))
+			d = append(d, fmt.Sprintf("%s = %#v, want %#v", k, g, w))
 		}
 	}
 	for k, g := range got {
 		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("unexpected %s (%q)", k, g))
+			d = append(d, fmt.Sprintf("unexpected %s (%#v)", k, g))
 		}
 	}
 	sort.Strings(d)

@@ -91,6 +91,21 @@ func Bin(t testing.TB, name string) string {
 	return p
 }
 
+// Alone returns a copy of the built binary name in a directory of its own: without the
+// programs it runs from beside itself (local-ipam-etcd, local-ipam-metrics).
+func Alone(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(Bin(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // Out is what one execution left.
 type Out struct {
 	Stdout, Stderr string

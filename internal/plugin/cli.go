@@ -22,9 +22,12 @@ Operator's commands:
   local-ipam list    --conf FILE [--json]
         every allocation: network, address, container ID, ifname, when it was made
         (and by which node, for an etcd store)
-  local-ipam usage   --conf FILE [--json]
-        for a network config or conflist, per range set: size, in use, excluded,
-        free, percent used
+  local-ipam usage   --conf FILE [--json | --format table|json|prometheus]
+  local-ipam usage   --conf-dir DIR [--json | --format table|json|prometheus]
+        for a network config or conflist, or every local-ipam and host-local network
+        of a config directory, per range set: size, in use, excluded, free, percent
+        used; and whether the network can serve an ADD now (STATUS). Counts are exact
+        (2^64-2); in JSON, a string above 2^53. prometheus: runs local-ipam-metrics
   local-ipam release --network NAME --container ID [--ifname IF] [--data-dir DIR]
   local-ipam release --conf FILE --container ID [--ifname IF]
         release a container's addresses (all its interfaces unless --ifname), safely

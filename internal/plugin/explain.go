@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math/big"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -11,8 +13,11 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/local-ipam/local-ipam/internal/usage"
+	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/config"
+	"github.com/local-ipam/local-ipam/pkg/ranges"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
@@ -28,15 +33,113 @@ func warnTypos(c *config.Config) {
 	}
 }
 
-// noFreeDetails completes the details of ADD's code 100 (the allocator says what the
-// range set holds): the network, the commands that show and free its reservations, and
-// freeOnReboot when reservations made before this machine booted are there.
+// noFreeDetails gives ADD's code 100 its details: the network, what each range set that
+// has no address left holds, and the commands that show and free its reservations (with
+// freeOnReboot when reservations made before this machine booted are there). host-local's
+// message stays as it is.
 func noFreeDetails(err error, c *config.Config, st Network) error {
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != cnierr.NoFreeAddress {
 		return err
 	}
-	return &types.Error{Code: te.Code, Msg: te.Msg, Details: fmt.Sprintf("network %s: %s. %s", c.Name, te.Details, remedies(c, st))}
+	avail, aerr := allocator.Available(st, c.Pool)
+	if aerr != nil {
+		avail = nil
+	}
+	return &types.Error{Code: te.Code, Msg: te.Msg, Details: "network " + c.Name + ": " + fullDetails(c, st, avail)}
+}
+
+// notReady is why an ADD could not succeed now (STATUS's code 50; usage's "not ready"):
+// the message, and what to do, worked out only when asked for (usage shows the message).
+type notReady struct {
+	msg     string
+	details func() string
+}
+
+func (e *notReady) Error() string { return e.msg }
+
+func unready(msg, details string) *notReady {
+	return &notReady{msg, func() string { return details }}
+}
+
+// fullDetails describes each range set avail says has no free address, then the
+// remedies.
+func fullDetails(c *config.Config, st Network, avail []bool) string {
+	var sets []string
+	for i, ok := range avail {
+		if !ok {
+			sets = append(sets, describe(i, c.Pool.Sets[i], c.Pool.Exclude))
+		}
+	}
+	if len(sets) == 0 {
+		return remedies(c, st)
+	}
+	return strings.Join(sets, "; ") + ". " + remedies(c, st)
+}
+
+// assignable is set as ADD may give it out: each range without its gateway, in
+// host-local's "start-end" form joined by commas (a lone address as itself): for a /30
+// whose gateway is the first address, only the second.
+func assignable(set ranges.Set) string {
+	var parts []string
+	piece := func(from, to netip.Addr) {
+		switch from.Compare(to) {
+		case 0:
+			parts = append(parts, from.String())
+		case -1:
+			parts = append(parts, from.String()+"-"+to.String())
+		}
+	}
+	for _, r := range set {
+		if !r.Contains(r.Gateway) {
+			piece(r.Start, r.End)
+			continue
+		}
+		if r.Gateway != r.Start {
+			piece(r.Start, r.Gateway.Prev())
+		}
+		if r.Gateway != r.End {
+			piece(r.Gateway.Next(), r.End)
+		}
+	}
+	if len(parts) == 0 {
+		return "no address"
+	}
+	return strings.Join(parts, ",")
+}
+
+// describe says what range set idx holds, for an error that says it has no address to
+// give: its assignable addresses, how many (exactly, usage's short form for huge ones),
+// the gateways left out, and how many of them are excluded.
+func describe(idx int, set ranges.Set, excl ranges.Exclusions) string {
+	size, excluded := new(big.Int), new(big.Int)
+	one := big.NewInt(1)
+	var gws []string
+	for _, r := range set {
+		size.Add(size, ranges.Span(r.Start, r.End))
+		excluded.Add(excluded, excl.Count(r.Start, r.End))
+		if r.Contains(r.Gateway) {
+			size.Sub(size, one)
+			gws = append(gws, r.Gateway.String())
+			if _, ok := excl.Covering(r.Gateway); ok {
+				excluded.Sub(excluded, one)
+			}
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "range set %d assigns %s (%s address", idx, assignable(set), usage.NewCount(size).Readable())
+	if size.Cmp(one) != 0 {
+		b.WriteString("es")
+	}
+	switch len(gws) {
+	case 0:
+	case 1:
+		fmt.Fprintf(&b, "; the gateway %s is never assigned", gws[0])
+	default:
+		fmt.Fprintf(&b, "; the gateways %s are never assigned", strings.Join(gws, ", "))
+	}
+	fmt.Fprintf(&b, "), %s of them excluded, the rest reserved", usage.NewCount(excluded).Readable())
+	return b.String()
 }
 
 // remedies names the operator's commands for c's network, and freeOnReboot when it would

@@ -7,6 +7,7 @@ package plugin
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -437,31 +438,44 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	unavailable := func(details, format string, a ...any) error {
-		return cnierr.New(cnierr.PluginNotAvailable, details, "network %s: "+format, append([]any{c.Name}, a...)...)
-	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{LockTimeout: statusLockTimeout})
 	if err != nil {
-		return unavailable(storeAdvice(c, err, false), "store unusable: %s", errText(err))
+		err = unready("store unusable: "+errText(err), storeAdvice(c, err, false))
+	} else {
+		defer st.Close()
+		var avail []bool
+		if avail, err = allocator.Available(st, c.Pool); err != nil {
+			err = unready("store unusable: "+errText(err), storeAdvice(c, err, false))
+		} else {
+			err = ready(c, st, avail)
+		}
 	}
-	defer st.Close()
-	if err := st.Writable(); err != nil {
-		return unavailable(storeAdvice(c, err, true), "%s cannot be written: %s", st, errText(err))
-	}
-	avail, err := allocator.Available(st, c.Pool)
 	if err != nil {
-		return unavailable(storeAdvice(c, err, false), "store unusable: %s", errText(err))
+		details := ""
+		var nr *notReady
+		if errors.As(err, &nr) {
+			details = nr.details()
+		}
+		return cnierr.New(cnierr.PluginNotAvailable, details, "network %s: %s", c.Name, err)
 	}
-	var full, described []string
+	return nil
+}
+
+// ready tells whether an ADD could succeed now on c's network, open in st, whose range
+// sets have a free address where avail says so (STATUS's answer, also given by usage):
+// nil, or why not (a *notReady).
+func ready(c *config.Config, st Network, avail []bool) error {
+	if err := st.Writable(); err != nil {
+		return unready(fmt.Sprintf("%s cannot be written: %s", st, errText(err)), storeAdvice(c, err, true))
+	}
+	var full []string
 	for i, ok := range avail {
 		if !ok {
 			full = append(full, c.Pool.Sets[i].String())
-			described = append(described, allocator.Describe(i, c.Pool.Sets[i], c.Pool.Exclude))
 		}
 	}
 	if len(full) > 0 {
-		return unavailable(strings.Join(described, "; ")+". "+remedies(c, st),
-			"no free address in range set(s) %s", strings.Join(full, "; "))
+		return &notReady{"no free address in range set(s) " + strings.Join(full, "; "), func() string { return fullDetails(c, st, avail) }}
 	}
 	return nil
 }

@@ -150,8 +150,7 @@ func reserveNextOnce(st store.Store, set ranges.Set, excl ranges.Exclusions, idx
 		return Allocation{}, err
 	}
 	if !got.IsValid() {
-		// host-local's message (its tests check it); what the set holds in the details.
-		return Allocation{}, cnierr.New(cnierr.NoFreeAddress, Describe(idx, set, excl), "no IP addresses available in range set: %s", set)
+		return Allocation{}, cnierr.New(cnierr.NoFreeAddress, "", "no IP addresses available in range set: %s", set)
 	}
 	return alloc(set, idx, got), nil
 }

@@ -262,7 +262,7 @@ func (l *linter) pool(n *netJSON) {
 		hits := false
 		for _, s := range sets {
 			for _, r := range s.set {
-				if ranges.NewExclusions([]netip.Prefix{p}).Count(r.Start, r.End) > 0 {
+				if ranges.NewExclusions([]netip.Prefix{p}).Count(r.Start, r.End).Sign() > 0 {
 					hits = true
 				}
 			}
