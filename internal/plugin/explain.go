@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -145,19 +146,15 @@ func describe(idx int, set ranges.Set, excl ranges.Exclusions) string {
 // remedies names the operator's commands for c's network, and freeOnReboot when it would
 // help.
 func remedies(c *config.Config, st Network) string {
-	var where, release string
-	if c.Store.Type == config.StoreEtcd {
-		where = "--conf FILE"
-		release = where
-	} else {
-		where = "--network " + shellWord(c.Name)
+	net := "--conf FILE"
+	if c.Store.Type != config.StoreEtcd {
+		net = "--network " + shellWord(c.Name)
 		if c.DataDir != config.DefaultDataDir {
-			where += " --data-dir " + shellWord(c.DataDir)
+			net += " --data-dir " + shellWord(c.DataDir)
 		}
-		release = where
 	}
 	s := fmt.Sprintf("Who holds them: local-ipam list %s; counts: local-ipam usage --conf FILE (the network config file); "+
-		"free a gone container's: local-ipam release %s --container ID", where, release)
+		"free a gone container's: local-ipam release %s --container ID", net, net)
 	if n := fromEarlierBoot(c, st); n > 0 && !c.FreeOnReboot {
 		what := "1 reservation predates"
 		if n > 1 {
@@ -216,7 +213,7 @@ func storeAdvice(c *config.Config, err error, writing bool) string {
 		}
 		return "the message says what the store refused; docs/ETCD.md says what to do about each case, and local-ipam list --conf FILE shows the reservations"
 	}
-	dir := c.DataDir + "/" + c.Name
+	dir := filepath.Join(c.DataDir, c.Name)
 	switch {
 	case writing:
 		return fmt.Sprintf("ADD would fail with code 5: free space on the file system of %s, mount it read-write, or let this user write there; "+
