@@ -83,6 +83,9 @@ func wantCode(t testing.TB, o cniexec.Out, code uint, what string) cniexec.CNIEr
 	if !ok || e.Code != code {
 		t.Fatalf("%s: want CNI error code %d, got %s", what, code, o)
 	}
+	if (code == 50 || code == 100) && e.Details == "" {
+		t.Errorf("%s: code %d without details (what to do): %s", what, code, o)
+	}
 	return e
 }
 

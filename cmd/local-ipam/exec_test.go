@@ -133,6 +133,9 @@ func wantError(t testing.TB, o cniexec.Out, code uint) cniexec.CNIError {
 	if e.Code != code {
 		t.Fatalf("error code = %d, want %d: %s", e.Code, code, o)
 	}
+	if (code == 50 || code == 100) && e.Details == "" {
+		t.Errorf("code %d without details (what to do): %s", code, o)
+	}
 	return e
 }
 

@@ -42,6 +42,9 @@ Operator's commands:
         is not local-ipam as host-local.orig (once)
   local-ipam uninstall [--dir DIR] [--as NAME]
         remove them; --as host-local: put host-local.orig back as host-local
+  local-ipam lint    --conf FILE|- [--json]
+        check a network config or conflist: unknown or misspelled keys, ranges,
+        exclusions, gateways, store (docs/LINT.md); exit 1 on any finding
   local-ipam version
   local-ipam help
 
@@ -78,6 +81,7 @@ var commands = map[string]command{
 	"release":   (*Plugin).cmdRelease,
 	"install":   (*Plugin).cmdInstall,
 	"uninstall": (*Plugin).cmdUninstall,
+	"lint":      (*Plugin).cmdLint,
 }
 
 // runCLI runs an operator's command and returns the exit code.

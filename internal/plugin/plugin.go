@@ -224,6 +224,7 @@ func (p *Plugin) load(args *skel.CmdArgs) (*config.Config, error) {
 	if p.handsOff(c) {
 		return nil, handoff(args.StdinData)
 	}
+	warnTypos(c)
 	return c, nil
 }
 
@@ -256,6 +257,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	if c.Chained(selfType()) {
+		warnTypos(c)
 		// The main plugin before us got its addresses from local-ipam already.
 		prev, err := parsePrev(c)
 		if err != nil {
@@ -266,6 +268,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	if p.handsOff(c) {
 		return handoff(args.StdinData)
 	}
+	warnTypos(c)
 	dns, err := c.DNS()
 	if err != nil {
 		return err
@@ -278,7 +281,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	defer st.Close()
 	allocs, err := allocator.Allocate(st, c.Pool, o, c.Requested)
 	if err != nil {
-		return err
+		return noFreeDetails(err, c, st)
 	}
 	if err := st.Commit(); err != nil {
 		// The index could not be written (a full disk, say): give the addresses back
@@ -447,28 +450,33 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{LockTimeout: statusLockTimeout})
 	if err != nil {
-		err = fmt.Errorf("store unusable: %s", errText(err))
+		err = unready("store unusable: "+errText(err), storeAdvice(c, err, false))
 	} else {
 		defer st.Close()
 		var avail []bool
 		if avail, err = allocator.Available(st, c.Pool); err != nil {
-			err = fmt.Errorf("store unusable: %s", errText(err))
+			err = unready("store unusable: "+errText(err), storeAdvice(c, err, false))
 		} else {
 			err = ready(c, st, avail)
 		}
 	}
 	if err != nil {
-		return cnierr.New(cnierr.PluginNotAvailable, "", "network %s: %s", c.Name, err)
+		details := ""
+		var nr *notReady
+		if errors.As(err, &nr) {
+			details = nr.details()
+		}
+		return cnierr.New(cnierr.PluginNotAvailable, details, "network %s: %s", c.Name, err)
 	}
 	return nil
 }
 
 // ready tells whether an ADD could succeed now on c's network, open in st, whose range
 // sets have a free address where avail says so (STATUS's answer, also given by usage):
-// nil, or why not.
+// nil, or why not (a *notReady).
 func ready(c *config.Config, st Network, avail []bool) error {
 	if err := st.Writable(); err != nil {
-		return fmt.Errorf("%s cannot be written: %s", st, errText(err))
+		return unready(fmt.Sprintf("%s cannot be written: %s", st, errText(err)), storeAdvice(c, err, true))
 	}
 	var full []string
 	for i, ok := range avail {
@@ -477,7 +485,7 @@ func ready(c *config.Config, st Network, avail []bool) error {
 		}
 	}
 	if len(full) > 0 {
-		return fmt.Errorf("no free address in range set(s) %s", strings.Join(full, "; "))
+		return &notReady{"no free address in range set(s) " + strings.Join(full, "; "), func() string { return fullDetails(c, st, avail) }}
 	}
 	return nil
 }

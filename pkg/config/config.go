@@ -48,6 +48,10 @@ type Config struct {
 	AttachmentsErr error
 	// RawPrevResult is the prevResult of CHECK (and DEL), as sent.
 	RawPrevResult json.RawMessage
+	// Typos are the keys of ipam, its ranges and its store that look like misspellings of
+	// keys local-ipam reads: accepted and ignored, as host-local ignores unknown keys, but
+	// worth a line on stderr.
+	Typos []Finding
 }
 
 // Chained reports whether local-ipam runs as a plugin of a list after a main plugin that
@@ -93,6 +97,9 @@ type netJSON struct {
 	LegacyAttachments *[]types.GCAttachment
 	AttachmentsErr    error
 	PrevResult        json.RawMessage
+	// Typos are the keys of ipam, its ranges and its store that look like misspellings
+	// of keys local-ipam reads.
+	Typos []Finding
 }
 
 // envArgs is CNI_ARGS as host-local reads it: IP=, plus IgnoreUnknown.
@@ -160,6 +167,7 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 		ResolvConf:    n.IPAM.ResolvConf,
 		RawPrevResult: n.PrevResult,
 		FreeOnReboot:  n.IPAM.FreeOnReboot,
+		Typos:         n.Typos,
 	}
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
