@@ -63,7 +63,7 @@ stress: build peers
 # Each fuzz target for FUZZTIME (the committed corpora replay in `make test`).
 FUZZTIME ?= 10m
 fuzz:
-	@for t in pkg/config:FuzzLoad pkg/config:FuzzAgreesWithHostLocal pkg/ranges:FuzzWalk \
+	@for t in pkg/config:FuzzLoad pkg/config:FuzzAgreesWithHostLocal pkg/config:FuzzExamine pkg/ranges:FuzzWalk \
 		pkg/ranges:FuzzExclusions pkg/ranges:FuzzParse pkg/ranges:FuzzUint128 pkg/store:FuzzParseKey \
 		internal/bitmap:FuzzBitmap \
 		pkg/store/disk:FuzzRecordName pkg/store/disk:FuzzState pkg/store/disk:FuzzOwnerCodec \
