@@ -27,10 +27,12 @@ all: build
 
 # local-ipam (disk store) and local-ipam-etcd (the same plus the etcd store; local-ipam
 # hands etcd networks to it). Two binaries: the etcd client would triple local-ipam's
-# start-up time.
+# start-up time. local-ipam-metrics writes `usage --format prometheus` (the Prometheus
+# libraries, kept out of the plugin for the same reason).
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/local-ipam ./cmd/local-ipam
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/local-ipam-etcd ./cmd/local-ipam-etcd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/local-ipam-metrics ./cmd/local-ipam-metrics
 
 peers:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(PEER_PKGS)
@@ -61,7 +63,7 @@ stress: build peers
 # Each fuzz target for FUZZTIME (the committed corpora replay in `make test`).
 FUZZTIME ?= 10m
 fuzz:
-	@for t in pkg/config:FuzzLoad pkg/config:FuzzAgreesWithHostLocal pkg/ranges:FuzzWalk \
+	@for t in pkg/config:FuzzLoad pkg/config:FuzzAgreesWithHostLocal pkg/config:FuzzExamine pkg/ranges:FuzzWalk \
 		pkg/ranges:FuzzExclusions pkg/ranges:FuzzParse pkg/ranges:FuzzUint128 pkg/store:FuzzParseKey \
 		internal/bitmap:FuzzBitmap \
 		pkg/store/disk:FuzzRecordName pkg/store/disk:FuzzState pkg/store/disk:FuzzOwnerCodec \
@@ -72,10 +74,12 @@ fuzz:
 demo: build
 	@./scripts/demo.sh $(BIN)/local-ipam
 
+# `local-ipam install`: each binary by an atomic rename, safe while runtimes run plugins.
+# INSTALL_AS=host-local also installs local-ipam as host-local (docs/RUNTIMES.md).
+INSTALL_AS ?=
 install: build
 	install -d $(DESTDIR)$(PREFIX)
-	install -m 0755 $(BIN)/local-ipam $(DESTDIR)$(PREFIX)/local-ipam
-	install -m 0755 $(BIN)/local-ipam-etcd $(DESTDIR)$(PREFIX)/local-ipam-etcd
+	$(BIN)/local-ipam install --dir $(DESTDIR)$(PREFIX)$(if $(INSTALL_AS), --as $(INSTALL_AS))
 
 clean:
 	rm -rf $(BIN)

@@ -25,7 +25,12 @@ cat >"$conf" <<JSON
 }
 JSON
 
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+# Bold commands on a terminal only, and never when NO_COLOR is set (https://no-color.org).
+bold='' plain=''
+if [[ -t 1 && -z ${NO_COLOR:-} ]]; then
+	bold=$'\033[1m' plain=$'\033[0m'
+fi
+say() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; }
 cni() { # cni VERB CONTAINER: call the plugin as a runtime does
 	CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=/var/run/netns/$2 CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin \
 		"$bin" <"$conf"

@@ -83,6 +83,9 @@ func wantCode(t testing.TB, o cniexec.Out, code uint, what string) cniexec.CNIEr
 	if !ok || e.Code != code {
 		t.Fatalf("%s: want CNI error code %d, got %s", what, code, o)
 	}
+	if (code == 50 || code == 100) && e.Details == "" {
+		t.Errorf("%s: code %d without details (what to do): %s", what, code, o)
+	}
 	return e
 }
 
@@ -400,8 +403,13 @@ func TestAcrossMachines(t *testing.T) {
 		if want := []string{"a1@a", "a3@a", "b1@b", "b2@b"}; !slices.Equal(left, want) {
 			t.Errorf("after a's GC: %v, want %v", left, want)
 		}
-		// GC without the key is refused, as for the disk store.
-		wantCode(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, "a", nil)}), 7, "GC without valid-attachments")
+		// A list that is not a list is refused, as for the disk store, and frees nothing.
+		for _, v := range []any{"all", 3, map[string]any{}} {
+			wantCode(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, "a", map[string]any{"cni.dev/valid-attachments": v})}), 7, fmt.Sprintf("GC with valid-attachments %v", v))
+		}
+		if got := len(list(t, n)); got != 4 {
+			t.Fatalf("after GCs refused: %d reservations, want 4", got)
+		}
 		// Machine b is gone for good: the operator releases what it held.
 		conf := writeConf(t, n.conf(t, "op", nil))
 		o := operator(t, "release", "--conf", conf, "--node", "b")
@@ -420,6 +428,26 @@ func TestAcrossMachines(t *testing.T) {
 			t.Errorf("release with both --node and --container: want exit 2, got %s", o)
 		}
 	})
+
+	// No list (cnitool gc), null (libcni for a runtime with no live attachment) or []:
+	// nothing is valid, as host-local reads it; still only this node's reservations go.
+	for i, extra := range []map[string]any{nil, {"cni.dev/valid-attachments": nil}, {"cni.dev/valid-attachments": []any{}}} {
+		t.Run(fmt.Sprintf("GC with %v frees every reservation of its node", extra), func(t *testing.T) {
+			n := newEtcdNet(fmt.Sprintf("gcnone%d", i), eps, map[string]any{"subnet": "10.56.0.0/24"})
+			for _, c := range []string{"a1", "a2"} {
+				wantOK(t, add(t, n, "a", c), "ADD "+c)
+			}
+			wantOK(t, add(t, n, "b", "b1"), "ADD b1")
+			wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, "a", extra)}), "GC")
+			var left []string
+			for _, e := range list(t, n) {
+				left = append(left, e.ContainerID+"@"+e.Node)
+			}
+			if want := []string{"b1@b"}; !slices.Equal(left, want) {
+				t.Errorf("after a's GC: %v, want %v", left, want)
+			}
+		})
+	}
 
 	t.Run("freeOnReboot frees only the rebooted machine's reservations", func(t *testing.T) {
 		n := newEtcdNet("reboot", eps, map[string]any{"subnet": "10.51.0.0/24", "freeOnReboot": true})

@@ -98,7 +98,14 @@ func TestOperatorCommandsFreeNothing(t *testing.T) {
 			{"release", "--conf", conf, "--node", "nobody"},
 		} {
 			o := op.operator(t, args...)
-			wantOK(t, o, strings.Join(args, " "))
+			if args[0] == "release" && args[3] == "--container" {
+				// A release of nothing says so and exits 1; it must still free nothing.
+				if o.Exit != 1 || !strings.Contains(o.Stderr, "nothing reserved") {
+					t.Errorf("%v: exit=%d stderr=%q, want exit 1 and 'nothing reserved'", args, o.Exit, o.Stderr)
+				}
+			} else {
+				wantOK(t, o, strings.Join(args, " "))
+			}
 			if args[0] == "list" && !strings.Contains(o.Stdout, "c1") {
 				t.Errorf("%v printed no c1: %q", args, o.Stdout)
 			}
@@ -180,8 +187,10 @@ func TestNodeNameOfTwoMachines(t *testing.T) {
 		wantOK(t, a.call(t, n, "ADD", "n", "c1", nil), "ADD c1 on machine a")
 		wantOK(t, a.call(t, n, "ADD", "n", "c2", nil), "ADD c2 on machine a")
 		wantCode(t, b.call(t, n, "ADD", "n", "c3", nil), 7, "ADD on machine b")
-		// b's runtime knows none of a's containers: its GC would free them all.
+		// b's runtime knows none of a's containers: its GC, with an empty list or none,
+		// would free them all.
 		wantCode(t, b.call(t, n, "GC", "n", "", map[string]any{"cni.dev/valid-attachments": []any{}}), 7, "GC on machine b")
+		wantCode(t, b.call(t, n, "GC", "n", "", nil), 7, "GC without a list on machine b")
 		// DEL and CHECK act on a container, not on the node: any machine may.
 		wantOK(t, b.call(t, n, "DEL", "n", "c2", nil), "DEL c2 on machine b")
 		wantOK(t, a.call(t, n, "GC", "n", "", map[string]any{"cni.dev/valid-attachments": []any{

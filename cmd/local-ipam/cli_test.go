@@ -237,16 +237,19 @@ func TestOperatorCLI(t *testing.T) {
 		if o.Exit != 0 || !strings.Contains(o.Stdout, "10.72.0.3/24") {
 			t.Errorf("ADD of a released address: %s", o)
 		}
-		n.add(t, "ctr", "eth0")
+		held := n.add(t, "ctr", "eth0").Addrs() // 10.72.0.x/24, fd00:72::y/120
+		v4, _, _ := strings.Cut(held[0], "/")
+		v6, _, _ := strings.Cut(held[1], "/")
 
-		// Nothing reserved: exit 0 and says so.
-		o = release("--container", "nobody")
-		if !strings.Contains(o.Stdout, "nothing reserved") {
-			t.Errorf("release of an unknown container printed %q", o.Stdout)
+		// Nothing reserved: exit 1, saying so; for an ifname the container does not hold,
+		// naming those it does.
+		o = operator(t, "release", "--data-dir", n.dataDir, "--network", "rel", "--container", "nobody")
+		if o.Exit != 1 || o.Stdout != "" || !strings.Contains(o.Stderr, "nothing reserved for container nobody in network rel") {
+			t.Errorf("release of an unknown container: %s", o)
 		}
-		o = release("--container", "ctr", "--ifname", "net9")
-		if !strings.Contains(o.Stdout, "nothing reserved") {
-			t.Errorf("release of an unknown ifname printed %q", o.Stdout)
+		o = operator(t, "release", "--data-dir", n.dataDir, "--network", "rel", "--container", "ctr", "--ifname", "net9")
+		if want := "local-ipam: nothing reserved for container ctr on ifname net9 in network rel; it holds eth0 (" + v4 + ", " + v6 + "): "; o.Exit != 1 || o.Stdout != "" || !strings.HasPrefix(o.Stderr, want) {
+			t.Errorf("release of an unknown ifname: want exit 1 and %q, got %s", want, o)
 		}
 
 		// A legacy record of the container goes with a release of the container.
@@ -264,8 +267,8 @@ func TestOperatorCLI(t *testing.T) {
 		n.dataDir = dataDir
 		n.add(t, "ctr", "eth0")
 		o := operator(t, "release", "--data-dir", dataDir, "--network", "typo", "--container", "ctr")
-		if o.Exit != 0 || !strings.Contains(o.Stdout, "nothing reserved") {
-			t.Errorf("release from an unknown network: %s", o)
+		if want := `local-ipam: no network "typo" in ` + dataDir + "; the networks there: real\n"; o.Exit != 1 || o.Stderr != want {
+			t.Errorf("release from an unknown network: want exit 1 and %q, got %s", want, o)
 		}
 		if pathExists(filepath.Join(dataDir, "typo")) {
 			t.Errorf("release from an unknown network created %s: %v", filepath.Join(dataDir, "typo"), dirFiles(t, filepath.Join(dataDir, "typo")))

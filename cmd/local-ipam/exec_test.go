@@ -142,6 +142,9 @@ func wantError(t testing.TB, o cniexec.Out, code uint) cniexec.CNIError {
 	if e.Code != code {
 		t.Fatalf("error code = %d, want %d: %s", e.Code, code, o)
 	}
+	if (code == 50 || code == 100) && e.Details == "" {
+		t.Errorf("code %d without details (what to do): %s", code, o)
+	}
 	return e
 }
 
@@ -261,19 +264,19 @@ func listJSON(t testing.TB, args ...string) []listed {
 	return out
 }
 
-// diffMaps reports the differences between two name -> content maps.
-func diffMaps(got, want map[string]string) string {
+// diffMaps reports the differences between two name -> content (or value) maps.
+func diffMaps[V comparable](got, want map[string]V) string {
 	var d []string
 	for k, w := range want {
 		if g, ok := got[k]; !ok {
-			d = append(d, fmt.Sprintf("missing %s (%q)", k, w))
+			d = append(d, fmt.Sprintf("missing %s (%#v)", k, w))
 		} else if g != w {
-			d = append(d, fmt.Sprintf("%s = %q, want %q", k, g, w))
+			d = append(d, fmt.Sprintf("%s = %#v, want %#v", k, g, w))
 		}
 	}
 	for k, g := range got {
 		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("unexpected %s (%q)", k, g))
+			d = append(d, fmt.Sprintf("unexpected %s (%#v)", k, g))
 		}
 	}
 	sort.Strings(d)

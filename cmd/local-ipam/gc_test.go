@@ -117,16 +117,39 @@ func TestGC(t *testing.T) {
 		n.wantRecords(t, map[string]string{"10.16.0.3": recKey("keep", "eth0")}, "after GC")
 	})
 
-	t.Run("neither key: code 7 and the store is untouched", func(t *testing.T) {
-		t.Parallel()
-		n := gcNet(t, "gcnokey", "10.13.0.0/24", "a/eth0", "b/eth0")
-		writeIn(t, n.dir(), "notes.txt", "x")
-		before := dirFiles(t, n.dir())
-		wantError(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, nil)}), 7)
-		if d := diffMaps(dirFiles(t, n.dir()), before); d != "" {
-			t.Fatalf("GC without a list changed the store: %s", d)
-		}
-	})
+	// libcni sends null for a runtime with no live attachment; cnitool gc sends no list.
+	for _, tc := range []struct {
+		name  string
+		extra map[string]any
+	}{
+		{"no list", nil},
+		{"a null list", map[string]any{validAttachments: nil}},
+		{"a null list and a null older key", map[string]any{validAttachments: nil, "cni.dev/attachments": nil}},
+	} {
+		t.Run(tc.name+": nothing is valid, every record goes, as with host-local", func(t *testing.T) {
+			t.Parallel()
+			n := gcNet(t, "gcnolist", "10.13.0.0/24", "a/eth0", "b/eth0", "b/eth1")
+			writeIn(t, n.dir(), "10.13.0.100", "legacy")
+			writeIn(t, n.dir(), "notes.txt", "x")
+			gcSameAsHostLocal(t, n, tc.extra)
+			n.wantRecords(t, map[string]string{}, "after GC")
+			if got := n.add(t, "c", "eth0").Addrs(); len(got) != 1 || got[0] != "10.13.0.5/24" {
+				t.Errorf("ADD after GC got %v, want 10.13.0.5/24", got)
+			}
+		})
+	}
+
+	for _, v := range []any{"all", 3, map[string]any{"containerID": "a", "ifname": "eth0"}, []any{"a/eth0"}} {
+		t.Run(fmt.Sprintf("a list that is not a list (%v): code 7 and the store is untouched", v), func(t *testing.T) {
+			t.Parallel()
+			n := gcNet(t, "gcbadlist", "10.17.0.0/24", "a/eth0", "b/eth0")
+			before := dirFiles(t, n.dir())
+			wantError(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, map[string]any{validAttachments: v})}), 7)
+			if d := diffMaps(dirFiles(t, n.dir()), before); d != "" {
+				t.Fatalf("a GC refused changed the store: %s", d)
+			}
+		})
+	}
 
 	t.Run("after a takeover from host-local: same records as host-local's own GC", func(t *testing.T) {
 		t.Parallel()
@@ -152,23 +175,8 @@ func TestGC(t *testing.T) {
 		writeIn(t, n.dir(), "10.14.0.18", "")
 		writeIn(t, n.dir(), "notes.txt", "x")
 
-		ref := filepath.Join(t.TempDir(), "ref")
-		if out, err := exec.Command("cp", "-a", n.dataDir, ref).CombinedOutput(); err != nil {
-			t.Fatalf("cp -a: %v %s", err, out)
-		}
-		refNet := *n
-		refNet.dataDir = ref
-		gc := map[string]any{validAttachments: attachments(
-			"c0/eth0", "c1/eth1", "c3/eth0", "c3/eth1", "c5/eth1", "c6/eth0", "c9/eth0", "legacy-kept/eth0", "c2/eth0")}
-		wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, gc)}), "local-ipam GC")
-		if o := cniexec.CNI(t, hl, cniexec.Call{Cmd: "GC", Conf: refNet.conf(t, gc)}); o.Exit != 0 {
-			t.Fatalf("host-local GC: %s", o)
-		}
-		got, want := dirFiles(t, n.dir()), dirFiles(t, refNet.dir())
-		delete(got, ".local-ipam")
-		if d := diffMaps(got, want); d != "" {
-			t.Fatalf("local-ipam's GC and host-local's differ (got = local-ipam): %s", d)
-		}
+		gcSameAsHostLocal(t, n, map[string]any{validAttachments: attachments(
+			"c0/eth0", "c1/eth1", "c3/eth0", "c3/eth1", "c5/eth1", "c6/eth0", "c9/eth0", "legacy-kept/eth0", "c2/eth0")})
 		if len(recordFiles(t, n.dir())) < 5 {
 			t.Fatalf("suspiciously few records kept: %v", recordFiles(t, n.dir()))
 		}
@@ -205,4 +213,27 @@ func TestGC(t *testing.T) {
 		wantOK(t, n.gc(t, validAttachments, "d/eth0"), "GC once the record can be removed")
 		n.wantRecords(t, map[string]string{"10.15.0.5": recKey("d", "eth0")}, "after the second GC")
 	})
+}
+
+// gcSameAsHostLocal runs host-local's GC on a copy of the network's directory and
+// local-ipam's on the network, both with extra, and requires the same files to be left
+// (local-ipam's index aside).
+func gcSameAsHostLocal(t *testing.T, n *netw, extra map[string]any) {
+	t.Helper()
+	ref := filepath.Join(t.TempDir(), "ref")
+	if out, err := exec.Command("cp", "-a", n.dataDir, ref).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v %s", err, out)
+	}
+	refNet := *n
+	refNet.dataDir = ref
+	wantOK(t, plugin(t, cniexec.Call{Cmd: "GC", Conf: n.conf(t, extra)}), "local-ipam GC")
+	if o := cniexec.CNI(t, cniexec.Bin(t, "host-local"), cniexec.Call{Cmd: "GC", Conf: refNet.conf(t, extra)}); o.Exit != 0 {
+		t.Fatalf("host-local GC: %s", o)
+	}
+	got, want := dirFiles(t, n.dir()), dirFiles(t, refNet.dir())
+	delete(got, ".local-ipam")
+	delete(want, ".local-ipam")
+	if d := diffMaps(got, want); d != "" {
+		t.Fatalf("local-ipam's GC and host-local's differ (got = local-ipam): %s", d)
+	}
 }

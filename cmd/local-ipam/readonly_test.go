@@ -45,15 +45,19 @@ func TestOperatorReadsTakeNoLock(t *testing.T) {
 		{[]string{"list", "--data-dir", n.dataDir}, "10.75.0.7"},
 		{[]string{"list", "--data-dir", n.dataDir, "--network", "ro", "--json"}, `"10.75.0.7"`},
 		{[]string{"list", "--conf", conf}, "10.75.0.7"},
-		{[]string{"list", "--data-dir", n.dataDir, "--network", "typo"}, "NETWORK"},
+		{[]string{"list", "--data-dir", n.dataDir, "--network", "typo"}, `no network "typo"`},
 		{[]string{"usage", "--conf", conf}, "0 253 1 0 252 0.4% 10.75.0.1-10.75.0.254"},
 		{[]string{"usage", "--conf", conf, "--json"}, `"inUse": 1`},
 	} {
 		// A command that waited for the lock would be killed here, long before its
 		// own 60 s wait ended.
 		o, err := cniexec.Exec(context.Background(), bin, cniexec.Options{Args: c.args, Timeout: 20 * time.Second})
-		if err != nil || o.Exit != 0 || !strings.Contains(strings.Join(strings.Fields(o.Stdout), " "), c.want) {
-			t.Errorf("%v while the lock is held: %v, %s; want exit 0 and %q", c.args, err, o, c.want)
+		want, out := 0, o.Stdout
+		if c.args[len(c.args)-1] == "typo" {
+			want, out = 1, o.Stderr // a network the data dir does not hold
+		}
+		if err != nil || o.Exit != want || !strings.Contains(strings.Join(strings.Fields(out), " "), c.want) {
+			t.Errorf("%v while the lock is held: %v, %s; want exit %d and %q", c.args, err, o, want, c.want)
 		}
 	}
 	if d := diffMaps(dirFiles(t, n.dataDir), before); d != "" {

@@ -83,6 +83,27 @@ func Bin(t testing.TB, name string) string {
 	return p
 }
 
+// Alone returns a copy of the built binary name in a directory of its own: without the
+// programs it runs from beside itself (local-ipam-etcd, local-ipam-metrics).
+func Alone(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	CopyExecutable(t, Bin(t, name), p)
+	return p
+}
+
+// CopyExecutable copies the file src to dst, mode 0755.
+func CopyExecutable(t testing.TB, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Out is what one execution left.
 type Out struct {
 	Stdout, Stderr string

@@ -73,12 +73,8 @@ func BuildMiddleman(dir string) (*Middleman, string) {
 // toolchain's), with env added to this process's environment and the build flags given;
 // the error holds what the command printed.
 func GoBuild(out, pkg, env string, flags ...string) error {
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	args := append(append([]string{"build"}, flags...), "-o", out, pkg)
-	c := exec.Command(goCmd, args...)
+	c := exec.Command(GoCmd(), args...)
 	if env != "" {
 		c.Env = append(os.Environ(), env)
 	}
@@ -86,6 +82,14 @@ func GoBuild(out, pkg, env string, flags ...string) error {
 		return fmt.Errorf("go build %s: %v: %s", pkg, err, strings.TrimSpace(string(msg)))
 	}
 	return nil
+}
+
+// GoCmd is the go command: from PATH, else this toolchain's.
+func GoCmd() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // env is the middleman's environment: env (nil: this process's) and m.Env.

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/version"
@@ -23,9 +22,12 @@ Operator's commands:
   local-ipam list    --conf FILE [--json]
         every allocation: network, address, container ID, ifname, when it was made
         (and by which node, for an etcd store)
-  local-ipam usage   --conf FILE [--json]
-        for a network config or conflist, per range set: size, in use, excluded,
-        free, percent used
+  local-ipam usage   --conf FILE [--json | --format table|json|prometheus]
+  local-ipam usage   --conf-dir DIR [--json | --format table|json|prometheus]
+        for a network config or conflist, or every local-ipam and host-local network
+        of a config directory, per range set: size, in use, excluded, free, percent
+        used; and whether the network can serve an ADD now (STATUS). Counts are exact
+        (2^64-2); in JSON, a string above 2^53. prometheus: runs local-ipam-metrics
   local-ipam release --network NAME --container ID [--ifname IF] [--data-dir DIR]
   local-ipam release --conf FILE --container ID [--ifname IF]
         release a container's addresses (all its interfaces unless --ifname), safely
@@ -33,11 +35,23 @@ Operator's commands:
   local-ipam release --conf FILE --node NAME
         etcd store: release every address a machine gone for good reserved, and
         free its node name for another machine (batch by batch; re-run to go on)
+  local-ipam install   [--dir DIR] [--as NAME]
+        put local-ipam, and local-ipam-etcd (and local-ipam-metrics) from beside it, in
+        the plugin directory DIR (default ` + DefaultInstallDir + `), each by an atomic rename;
+        --as host-local: also as DIR/host-local, keeping a host-local there that
+        is not local-ipam as host-local.orig (once)
+  local-ipam uninstall [--dir DIR] [--as NAME]
+        remove them; --as host-local: put host-local.orig back as host-local
+  local-ipam lint    --conf FILE|- [--json]
+        check a network config or conflist: unknown or misspelled keys, ranges,
+        exclusions, gateways, store (docs/LINT.md); exit 1 on any finding
   local-ipam version
   local-ipam help
 
 --data-dir defaults to ` + config.DefaultDataDir + `. --conf takes a network config or
-conflist; a network kept in etcd (ipam.store.type "etcd") is reached only through it.
+conflist, from a file, a pipe or - (stdin); a network kept in etcd (ipam.store.type
+"etcd") is reached only through it. Exit 2: a mistyped command line; exit 1: a failure,
+or a command that would do nothing (an unknown network, a release of nothing).
 `
 
 // errUsage marks a mistyped command line: one line, the usage, exit 2.
@@ -45,12 +59,40 @@ type errUsage struct{ msg string }
 
 func (e errUsage) Error() string { return e.msg }
 
+// errHelp: -h or --help after a command; the usage on stdout, exit 0.
+var errHelp = errors.New("help requested")
+
+// command runs one operator's command with its arguments (after the command's name).
+type command func(p *Plugin, args []string, stdout io.Writer) error
+
+// commands are the operator's commands by name, aliases included. A new command is one
+// line here and its lines in UsageText (the tests derive the command list from it). Each
+// parses its arguments with newFlags and parse, which refuse unknown flags and extra
+// arguments with exit 2.
+var commands = map[string]command{
+	"help":      cmdHelp,
+	"-h":        cmdHelp,
+	"-help":     cmdHelp,
+	"--help":    cmdHelp,
+	"version":   (*Plugin).cmdVersion,
+	"--version": (*Plugin).cmdVersion,
+	"list":      (*Plugin).cmdList,
+	"usage":     (*Plugin).cmdUsage,
+	"release":   (*Plugin).cmdRelease,
+	"install":   (*Plugin).cmdInstall,
+	"uninstall": (*Plugin).cmdUninstall,
+	"lint":      (*Plugin).cmdLint,
+}
+
 // runCLI runs an operator's command and returns the exit code.
 func (p *Plugin) runCLI(args []string, stdout, stderr io.Writer) int {
 	err := p.dispatch(args, stdout)
 	var ue errUsage
 	switch {
 	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		fmt.Fprint(stdout, UsageText)
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "local-ipam: %s\n\n%s", ue.msg, UsageText)
@@ -62,51 +104,60 @@ func (p *Plugin) runCLI(args []string, stdout, stderr io.Writer) int {
 }
 
 func (p *Plugin) dispatch(args []string, stdout io.Writer) error {
-	switch args[0] {
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, UsageText)
-		return nil
-	case "version", "--version":
-		fmt.Fprintf(stdout, "%s %s\nCNI spec versions: %s\n", p.opts.Name, p.opts.Version, strings.Join(version.All.SupportedVersions(), ", "))
-		return nil
-	case "list":
-		return p.cmdList(args[1:], stdout)
-	case "usage":
-		return p.cmdUsage(args[1:], stdout)
-	case "release":
-		return p.cmdRelease(args[1:], stdout)
+	run, ok := commands[args[0]]
+	if !ok {
+		return errUsage{fmt.Sprintf("unknown command %q", args[0])}
 	}
-	return errUsage{fmt.Sprintf("unknown command %q", args[0])}
+	return run(p, args[1:], stdout)
 }
 
+func cmdHelp(_ *Plugin, args []string, stdout io.Writer) error {
+	if err := parse(newFlags("help"), args); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, UsageText)
+	return nil
+}
+
+func (p *Plugin) cmdVersion(args []string, stdout io.Writer) error {
+	if err := parse(newFlags("version"), args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s %s\nCNI spec versions: %s\n", p.opts.Name, p.opts.Version, strings.Join(version.All.SupportedVersions(), ", "))
+	return nil
+}
+
+// newFlags is a command's flag set; parse it with parse.
 func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	return fs
 }
 
+// parse parses a command's arguments: an unknown flag, a missing value, an argument that
+// is not a flag, or an empty --conf is a usage error (exit 2); -h or --help asks for the
+// usage. Every command parses with it.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return errUsage{fmt.Sprintf("%s: %v", fs.Name(), err)}
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		msg := err.Error()
+		if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+			msg = "unknown flag --" + name
+		}
+		return errUsage{fmt.Sprintf("%s: %s", fs.Name(), msg)}
 	}
 	if fs.NArg() > 0 {
 		return errUsage{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
 	}
-	return nil
-}
-
-// loadConf reads a network config or conflist file as the runtime would hand it to the
-// IPAM plugin.
-func loadConf(file string) (*config.Config, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	stdin, err := config.PluginConf(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", file, err)
-	}
-	return config.Load(stdin, "")
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == confFlag && f.Value.String() == "" {
+			err = errUsage{fmt.Sprintf("%s: --conf needs a file (or - for stdin)", fs.Name())}
+		}
+	})
+	return err
 }
 
 func writeJSON(w io.Writer, v any) error {

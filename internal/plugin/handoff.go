@@ -36,11 +36,20 @@ func findEtcdBinary() (string, bool) {
 
 // handoff replaces this process with local-ipam-etcd, same arguments and environment,
 // its stdin holding the config this process already read. It returns only on failure.
-func handoff(stdin []byte) error {
+func handoff(stdin []byte) error { return execEtcd(stdin, nil) }
+
+// execEtcd is handoff with the arguments args (nil: this process's own). An operator's
+// command passes its --conf as --conf=- with the bytes it read on stdin: the path may be
+// a pipe, a process substitution or stdin, which cannot be read a second time.
+func execEtcd(stdin []byte, args []string) error {
 	bin, ok := findEtcdBinary()
 	if !ok {
+		dir := "this program's directory"
+		if self, err := os.Executable(); err == nil {
+			dir = filepath.Dir(self)
+		}
 		return cnierr.New(cnierr.PluginNotAvailable, "install "+EtcdBinary+" in the same directory as local-ipam",
-			"the network's store is etcd, served by %s, which is not installed next to %s nor in CNI_PATH", EtcdBinary, os.Args[0])
+			"the network's store is etcd, served by %s, which is neither in %s, local-ipam's directory, nor in CNI_PATH", EtcdBinary, dir)
 	}
 	if stdin != nil {
 		// A memory file rather than a pipe: nothing has to stay behind to feed it.
@@ -65,7 +74,10 @@ func handoff(stdin []byte) error {
 			return cnierr.IO(err, "cannot hand the call to %s", bin)
 		}
 	}
-	argv := append([]string{bin}, os.Args[1:]...)
+	if args == nil {
+		args = os.Args[1:]
+	}
+	argv := append([]string{bin}, args...)
 	err := unix.Exec(bin, argv, os.Environ())
 	return cnierr.IO(err, "cannot run %s", bin)
 }

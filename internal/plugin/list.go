@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -29,7 +32,7 @@ func (p *Plugin) cmdList(args []string, stdout io.Writer) error {
 	fs := newFlags("list")
 	dataDir := fs.String("data-dir", config.DefaultDataDir, "")
 	network := fs.String("network", "", "")
-	confFile := fs.String("conf", "", "")
+	confFile := fs.String(confFlag, "", "")
 	asJSON := fs.Bool("json", false, "")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -37,7 +40,7 @@ func (p *Plugin) cmdList(args []string, stdout io.Writer) error {
 	var nets []*config.Config
 	cluster := false // an etcd network: its entries name their node
 	if *confFile != "" {
-		c, err := loadConf(*confFile)
+		c, err := p.loadConf(fs)
 		if err != nil {
 			return err
 		}
@@ -49,9 +52,9 @@ func (p *Plugin) cmdList(args []string, stdout io.Writer) error {
 	}
 	if !cluster {
 		names := []string{*network}
-		if *network == "" {
+		if *confFile == "" {
 			var err error
-			if names, err = disk.Networks(*dataDir); err != nil {
+			if names, err = diskNetworks(*dataDir, *network); err != nil {
 				return err
 			}
 		}
@@ -101,4 +104,51 @@ func (p *Plugin) cmdList(args []string, stdout io.Writer) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// diskNetworks checks an operator's --data-dir and --network: the data dir must not be a
+// network's own directory, and a named network must have a directory in it, or the
+// command would answer with an empty success. It returns the networks to read: the named
+// one, or every one of the data dir.
+func diskNetworks(dataDir, network string) ([]string, error) {
+	if looksLikeNetworkDir(dataDir) {
+		dir := filepath.Clean(dataDir)
+		return nil, fmt.Errorf("%s looks like a network's own directory (it holds a lock file and address records), not a data dir: use its parent, --data-dir %s (and --network %s)",
+			dir, filepath.Dir(dir), filepath.Base(dir))
+	}
+	names, err := disk.Networks(dataDir)
+	if err != nil || network == "" {
+		return names, err
+	}
+	if fi, err := os.Lstat(filepath.Join(dataDir, network)); err == nil && fi.IsDir() {
+		return []string{network}, nil
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no network %q in %s, which holds no network", network, dataDir)
+	}
+	return nil, fmt.Errorf("no network %q in %s; the networks there: %s", network, dataDir, strings.Join(names, ", "))
+}
+
+// looksLikeNetworkDir tells whether dir holds a lock file and records (files named as
+// addresses, or host-local's last_reserved_ip.N): what a network's directory holds and a
+// data dir, which holds network directories, does not.
+func looksLikeNetworkDir(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	lock, records := false, false
+	for _, e := range ents {
+		switch name := e.Name(); {
+		case name == "lock" && e.Type().IsRegular():
+			lock = true
+		case e.Type().IsRegular() && strings.HasPrefix(name, "last_reserved_ip."):
+			records = true
+		case e.Type().IsRegular():
+			if _, err := netip.ParseAddr(name); err == nil {
+				records = true
+			}
+		}
+	}
+	return lock && records
 }

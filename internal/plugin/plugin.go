@@ -7,6 +7,7 @@ package plugin
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -93,8 +94,10 @@ type Options struct {
 // Plugin is one run of a binary: a CNI call or an operator's command, each a method.
 type Plugin struct {
 	opts Options
-	// stdin is the CNI call's config, as read from stdin (nil for an operator's command).
+	// stdin is the config as read: the CNI call's stdin, or an operator's --conf.
 	stdin []byte
+	// argv is what a hand-off passes as arguments; nil passes this process's own.
+	argv []string
 }
 
 // New makes the plugin of the binary o describes.
@@ -169,7 +172,7 @@ var errNoNetwork = errors.New("no such network")
 // whether it frees on reboot is decided here.
 func (p *Plugin) openNetwork(c *config.Config, who Caller, diskOpts disk.Options) (Network, error) {
 	if p.handsOff(c) {
-		return nil, handoff(p.stdin) // returns only on failure
+		return nil, execEtcd(p.stdin, p.argv) // returns only on failure
 	}
 	if c.Store.Type == config.StoreEtcd {
 		return p.opts.OpenEtcd(c, who)
@@ -221,6 +224,7 @@ func (p *Plugin) load(args *skel.CmdArgs) (*config.Config, error) {
 	if p.handsOff(c) {
 		return nil, handoff(args.StdinData)
 	}
+	warnTypos(c)
 	return c, nil
 }
 
@@ -237,12 +241,23 @@ func (p *Plugin) open(args *skel.CmdArgs) (*config.Config, Network, error) {
 	return c, st, nil
 }
 
+// selfType is the plugin type this binary answers to in a chained list: the name it runs
+// as, except host-local, which names the plugin local-ipam stands in for (run as
+// host-local, it behaves exactly as run as local-ipam).
+func selfType() string {
+	if name := filepath.Base(os.Args[0]); name != "host-local" {
+		return name
+	}
+	return selfName
+}
+
 func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	c, err := config.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	if c.Chained(filepath.Base(os.Args[0])) {
+	if c.Chained(selfType()) {
+		warnTypos(c)
 		// The main plugin before us got its addresses from local-ipam already.
 		prev, err := parsePrev(c)
 		if err != nil {
@@ -253,6 +268,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	if p.handsOff(c) {
 		return handoff(args.StdinData)
 	}
+	warnTypos(c)
 	dns, err := c.DNS()
 	if err != nil {
 		return err
@@ -265,7 +281,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	defer st.Close()
 	allocs, err := allocator.Allocate(st, c.Pool, o, c.Requested)
 	if err != nil {
-		return err
+		return noFreeDetails(err, c, st)
 	}
 	if err := st.Commit(); err != nil {
 		// The index could not be written (a full disk, say): give the addresses back
@@ -397,8 +413,10 @@ func parsePrev(c *config.Config) (*current.Result, error) {
 }
 
 // cmdGC releases every reservation of the network whose attachment is not in
-// cni.dev/valid-attachments. A config without the key is refused: host-local takes it as
-// "nothing is valid" and empties the network, which is never what a runtime means.
+// cni.dev/valid-attachments (or the older cni.dev/attachments). A config without a list,
+// or with null, lists nothing valid and releases everything, as host-local does: libcni
+// sends null for a runtime with no live attachment, and `cnitool gc` sends no list to
+// collect all.
 func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	c, err := p.load(args)
 	if err != nil {
@@ -406,9 +424,6 @@ func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	}
 	if c.AttachmentsErr != nil {
 		return cnierr.New(cnierr.InvalidConfig, c.AttachmentsErr.Error(), "GC: cannot read the valid attachments")
-	}
-	if !c.HasValidAttachments {
-		return cnierr.New(cnierr.InvalidConfig, "", "GC needs cni.dev/valid-attachments (an empty list means every attachment is stale)")
 	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{})
 	if err != nil {
@@ -433,21 +448,35 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	unavailable := func(format string, a ...any) error {
-		e := cnierr.New(cnierr.PluginNotAvailable, "", "network %s: "+format, append([]any{c.Name}, a...)...)
-		return e
-	}
 	st, err := p.openNetwork(c, CNICall, disk.Options{LockTimeout: statusLockTimeout})
 	if err != nil {
-		return unavailable("store unusable: %s", errText(err))
+		err = unready("store unusable: "+errText(err), storeAdvice(c, err, false))
+	} else {
+		defer st.Close()
+		var avail []bool
+		if avail, err = allocator.Available(st, c.Pool); err != nil {
+			err = unready("store unusable: "+errText(err), storeAdvice(c, err, false))
+		} else {
+			err = ready(c, st, avail)
+		}
 	}
-	defer st.Close()
-	if err := st.Writable(); err != nil {
-		return unavailable("%s cannot be written: %s", st, errText(err))
-	}
-	avail, err := allocator.Available(st, c.Pool)
 	if err != nil {
-		return unavailable("store unusable: %s", errText(err))
+		details := ""
+		var nr *notReady
+		if errors.As(err, &nr) {
+			details = nr.details()
+		}
+		return cnierr.New(cnierr.PluginNotAvailable, details, "network %s: %s", c.Name, err)
+	}
+	return nil
+}
+
+// ready tells whether an ADD could succeed now on c's network, open in st, whose range
+// sets have a free address where avail says so (STATUS's answer, also given by usage):
+// nil, or why not (a *notReady).
+func ready(c *config.Config, st Network, avail []bool) error {
+	if err := st.Writable(); err != nil {
+		return unready(fmt.Sprintf("%s cannot be written: %s", st, errText(err)), storeAdvice(c, err, true))
 	}
 	var full []string
 	for i, ok := range avail {
@@ -456,7 +485,7 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 		}
 	}
 	if len(full) > 0 {
-		return unavailable("no free address in range set(s) %s", strings.Join(full, "; "))
+		return &notReady{"no free address in range set(s) " + strings.Join(full, "; "), func() string { return fullDetails(c, st, avail) }}
 	}
 	return nil
 }

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/config"
@@ -19,7 +22,7 @@ func (p *Plugin) cmdRelease(args []string, stdout io.Writer) error {
 	fs := newFlags("release")
 	dataDir := fs.String("data-dir", config.DefaultDataDir, "")
 	network := fs.String("network", "", "")
-	confFile := fs.String("conf", "", "")
+	confFile := fs.String(confFlag, "", "")
 	container := fs.String("container", "", "")
 	ifname := fs.String("ifname", "", "")
 	node := fs.String("node", "", "")
@@ -34,7 +37,7 @@ func (p *Plugin) cmdRelease(args []string, stdout io.Writer) error {
 	}
 	var st Network
 	if *confFile != "" {
-		c, err := loadConf(*confFile)
+		c, err := p.loadConf(fs)
 		if err != nil {
 			return err
 		}
@@ -51,12 +54,16 @@ func (p *Plugin) cmdRelease(args []string, stdout io.Writer) error {
 		return errUsage{"release: --network (or --conf) is required"}
 	}
 	if st == nil {
+		if *confFile == "" {
+			if _, err := diskNetworks(*dataDir, *network); err != nil {
+				return err
+			}
+		}
 		var err error
 		st, err = p.openNetwork(diskNetwork(*dataDir, *network), Operator, disk.Options{})
 		if errors.Is(err, errNoNetwork) {
-			fmt.Fprintf(stdout, "nothing reserved for container %s in network %s (no directory %s)\n",
+			return fmt.Errorf("nothing reserved for container %s in network %s: it has no directory %s (nothing was ever allocated from it)",
 				*container, *network, filepath.Join(*dataDir, *network))
-			return nil
 		}
 		if err != nil {
 			return err
@@ -102,13 +109,47 @@ func (p *Plugin) cmdRelease(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(done) == 0 {
-		fmt.Fprintf(stdout, "nothing reserved for container %s in network %s\n", *container, *network)
-		return nil
+		return nothingReleased(st, *container, *ifname, *network)
 	}
+	slices.SortFunc(done, func(a, b freed) int { return a.addr.Compare(b.addr) })
 	for _, f := range done {
 		printReleased(stdout, f.addr, f.o)
 	}
 	return nil
+}
+
+// nothingReleased is the error of a release that matched nothing; for --ifname it names
+// the interfaces the container does hold.
+func nothingReleased(st Network, container, ifname, network string) error {
+	held := map[string][]netip.Addr{}
+	if ifname != "" {
+		err := st.List(container, func(e store.Entry) error {
+			name := e.Owner.IfName
+			if name == "" {
+				name = "-" // an ID-only record (a release by ifname would have taken it)
+			}
+			held[name] = append(held[name], e.Addr)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(held) == 0 {
+		return fmt.Errorf("nothing reserved for container %s in network %s ('list' shows what is)", container, network)
+	}
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(held)) {
+		addrs := held[name]
+		slices.SortFunc(addrs, netip.Addr.Compare)
+		s := make([]string, len(addrs))
+		for i, a := range addrs {
+			s[i] = a.String()
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", name, strings.Join(s, ", ")))
+	}
+	return fmt.Errorf("nothing reserved for container %s on ifname %s in network %s; it holds %s: name one of these with --ifname, or leave --ifname out to release them all",
+		container, ifname, network, strings.Join(parts, "; "))
 }
 
 func printReleased(w io.Writer, a netip.Addr, o store.Owner) {
@@ -137,11 +178,11 @@ func releaseNode(st Network, node, network string, stdout io.Writer) error {
 	announced := 0
 	n, cleared, err := nr.ReleaseNode(node, func(es []store.Entry) {
 		announced += len(es)
-		for _, e := range es {
+		for _, e := range byAddress(es) {
 			printRelease(stdout, "releasing", e.Addr, e.Owner)
 		}
 	}, func(es []store.Entry) {
-		for _, e := range es {
+		for _, e := range byAddress(es) {
 			printReleased(stdout, e.Addr, e.Owner)
 		}
 	})
@@ -158,4 +199,11 @@ func releaseNode(st Network, node, network string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "node name %s is no longer bound to a machine in network %s\n", node, network)
 	}
 	return nil
+}
+
+// byAddress is es sorted by address (IPv4 first), for output that does not vary.
+func byAddress(es []store.Entry) []store.Entry {
+	es = slices.Clone(es)
+	slices.SortFunc(es, func(a, b store.Entry) int { return a.Addr.Compare(b.Addr) })
+	return es
 }

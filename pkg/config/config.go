@@ -42,13 +42,16 @@ type Config struct {
 	Routes     []*types.Route
 	ResolvConf string
 
-	// ValidAttachments is the GC list; HasValidAttachments tells an absent key from [].
-	ValidAttachments    []types.GCAttachment
-	HasValidAttachments bool
+	// ValidAttachments is the GC list; an absent or null list is empty (nothing is valid).
+	ValidAttachments []types.GCAttachment
 	// AttachmentsErr: a GC list that could not be read (GC refuses the config with it).
 	AttachmentsErr error
 	// RawPrevResult is the prevResult of CHECK (and DEL), as sent.
 	RawPrevResult json.RawMessage
+	// Typos are the keys of ipam, its ranges and its store that look like misspellings of
+	// keys local-ipam reads: accepted and ignored, as host-local ignores unknown keys, but
+	// worth a line on stderr.
+	Typos []Finding
 }
 
 // Chained reports whether local-ipam runs as a plugin of a list after a main plugin that
@@ -94,6 +97,9 @@ type netJSON struct {
 	LegacyAttachments *[]types.GCAttachment
 	AttachmentsErr    error
 	PrevResult        json.RawMessage
+	// Typos are the keys of ipam, its ranges and its store that look like misspellings
+	// of keys local-ipam reads.
+	Typos []Finding
 }
 
 // envArgs is CNI_ARGS as host-local reads it: IP=, plus IgnoreUnknown.
@@ -161,6 +167,7 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 		ResolvConf:    n.IPAM.ResolvConf,
 		RawPrevResult: n.PrevResult,
 		FreeOnReboot:  n.IPAM.FreeOnReboot,
+		Typos:         n.Typos,
 	}
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
@@ -175,9 +182,9 @@ func Load(stdin []byte, cniArgs string) (*Config, error) {
 	c.AttachmentsErr = n.AttachmentsErr
 	switch {
 	case n.ValidAttachments != nil:
-		c.ValidAttachments, c.HasValidAttachments = *n.ValidAttachments, true
+		c.ValidAttachments = *n.ValidAttachments
 	case n.LegacyAttachments != nil:
-		c.ValidAttachments, c.HasValidAttachments = *n.LegacyAttachments, true
+		c.ValidAttachments = *n.LegacyAttachments
 	}
 
 	if err := c.loadRequested(n, cniArgs); err != nil {

@@ -164,16 +164,24 @@ func TestArgsTakePrecedence(t *testing.T) {
 }
 
 func TestGCAttachments(t *testing.T) {
-	c, _ := config.Load(full(`{"ipam":{"subnet":"10.1.2.0/24"}}`), "")
-	if c.HasValidAttachments {
-		t.Error("no key, but HasValidAttachments")
-	}
-	c, _ = config.Load(full(`{"ipam":{"subnet":"10.1.2.0/24"},"cni.dev/valid-attachments":[]}`), "")
-	if !c.HasValidAttachments || len(c.ValidAttachments) != 0 {
-		t.Error("empty list not seen as an empty list")
-	}
-	c, _ = config.Load(full(`{"ipam":{"subnet":"10.1.2.0/24"},"cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}`), "")
-	if !c.HasValidAttachments || len(c.ValidAttachments) != 1 {
-		t.Error("legacy key not read")
+	for _, tc := range []struct {
+		extra string
+		want  int // attachments read; -1: the list cannot be read
+	}{
+		{``, 0}, // no list: nothing is valid, as host-local reads it
+		{`,"cni.dev/valid-attachments":null`, 0},
+		{`,"cni.dev/valid-attachments":[]`, 0},
+		{`,"cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]`, 1},
+		{`,"cni.dev/valid-attachments":null,"cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]`, 1},
+		{`,"cni.dev/valid-attachments":"all"`, -1},
+		{`,"cni.dev/valid-attachments":{}`, -1},
+	} {
+		c, err := config.Load(full(`{"ipam":{"subnet":"10.1.2.0/24"}`+tc.extra+`}`), "")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.extra, err)
+		}
+		if (c.AttachmentsErr != nil) != (tc.want < 0) || (tc.want >= 0 && len(c.ValidAttachments) != tc.want) {
+			t.Errorf("%q: %d attachments, error %v; want %d", tc.extra, len(c.ValidAttachments), c.AttachmentsErr, tc.want)
+		}
 	}
 }

@@ -25,6 +25,15 @@ type object struct {
 
 var null = []byte("null")
 
+// pathError is a value of the wrong JSON type, at its JSON path (lint reports it there).
+type pathError struct {
+	Path string
+	Err  error
+}
+
+func (e *pathError) Error() string { return e.Path + ": " + e.Err.Error() }
+func (e *pathError) Unwrap() error { return e.Err }
+
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || bytes.Equal(raw, null) }
 
 // decodeObject reads a JSON object; absent or null gives nil.
@@ -34,7 +43,7 @@ func decodeObject(raw json.RawMessage, where string) (*object, error) {
 	}
 	o := &object{raw: raw}
 	if err := json.Unmarshal(raw, &o.m); err != nil {
-		return nil, fmt.Errorf("%s: want an object: %w", where, err)
+		return nil, &pathError{where, fmt.Errorf("want an object: %w", err)}
 	}
 	return o, nil
 }
@@ -89,7 +98,7 @@ func (o *object) decode(key, where string, dst any) error {
 		return nil
 	}
 	if err := json.Unmarshal(raw, dst); err != nil {
-		return fmt.Errorf("%s%s: %w", where, key, err)
+		return &pathError{where + key, err}
 	}
 	return nil
 }
@@ -107,14 +116,15 @@ func (o *object) rangeJSON(where string) (rangeJSON, error) {
 	return r, nil
 }
 
-// rangeSets reads a list of range sets (the shape of "ranges" and "ipRanges").
-func rangeSets(raw json.RawMessage, where string) ([][]rangeJSON, error) {
+// rangeSets reads a list of range sets (the shape of "ranges" and "ipRanges"), adding to
+// typos the misspelled keys of its ranges.
+func rangeSets(raw json.RawMessage, where string, typos *[]Finding) ([][]rangeJSON, error) {
 	if isNull(raw) {
 		return nil, nil
 	}
 	var sets [][]json.RawMessage
 	if err := json.Unmarshal(raw, &sets); err != nil {
-		return nil, fmt.Errorf("%s: want a list of lists of ranges: %w", where, err)
+		return nil, &pathError{where, fmt.Errorf("want a list of lists of ranges: %w", err)}
 	}
 	out := make([][]rangeJSON, 0, len(sets))
 	for i, set := range sets {
@@ -129,6 +139,7 @@ func rangeSets(raw json.RawMessage, where string) ([][]rangeJSON, error) {
 			if err != nil {
 				return nil, err
 			}
+			*typos = append(*typos, misspelled(o, RangeKeys, w, false)...)
 			rs = append(rs, r)
 		}
 		out = append(out, rs)
@@ -175,6 +186,7 @@ func decodeNet(stdin []byte) (*netJSON, error) {
 	}
 	if ipam != nil {
 		n.IPAM = &ipamJSON{}
+		n.Typos = misspelled(ipam, IPAMKeys, "ipam", false)
 		if n.IPAM.rangeJSON, err = ipam.rangeJSON("ipam."); err != nil {
 			return nil, err
 		}
@@ -189,10 +201,10 @@ func decodeNet(stdin []byte) (*netJSON, error) {
 				return nil, err
 			}
 		}
-		if n.IPAM.Ranges, err = rangeSets(ipam.get("ranges"), "ipam.ranges"); err != nil {
+		if n.IPAM.Ranges, err = rangeSets(ipam.get("ranges"), "ipam.ranges", &n.Typos); err != nil {
 			return nil, err
 		}
-		if n.IPAM.Store, err = decodeStore(ipam.get("store")); err != nil {
+		if n.IPAM.Store, err = decodeStore(ipam.get("store"), &n.Typos); err != nil {
 			return nil, err
 		}
 	}
@@ -202,7 +214,7 @@ func decodeNet(stdin []byte) (*netJSON, error) {
 		return nil, err
 	}
 	if rc != nil {
-		if n.RuntimeConfig.IPRanges, err = rangeSets(rc.get("ipRanges"), "runtimeConfig.ipRanges"); err != nil {
+		if n.RuntimeConfig.IPRanges, err = rangeSets(rc.get("ipRanges"), "runtimeConfig.ipRanges", &n.Typos); err != nil {
 			return nil, err
 		}
 		if err := rc.decode("ips", "runtimeConfig.", &n.RuntimeConfig.IPs); err != nil {

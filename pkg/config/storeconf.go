@@ -51,11 +51,12 @@ type storeJSON struct {
 	Node                             string
 }
 
-func decodeStore(raw json.RawMessage) (*storeJSON, error) {
+func decodeStore(raw json.RawMessage, typos *[]Finding) (*storeJSON, error) {
 	o, err := decodeObject(raw, "ipam.store")
 	if err != nil || o == nil {
 		return nil, err
 	}
+	*typos = append(*typos, misspelled(o, StoreKeys, "ipam.store", false)...)
 	s := &storeJSON{}
 	for _, f := range []struct {
 		key string

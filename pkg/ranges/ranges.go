@@ -224,19 +224,6 @@ func setHostBits(b []byte, prefixLen int) {
 	}
 }
 
-// Size returns the number of addresses in [from, to]; ok is false when it is 2^64 or
-// more (then n is math.MaxUint64): plenty for reporting huge IPv6 stretches.
-func Size(from, to netip.Addr) (n uint64, ok bool) {
-	if from.Compare(to) > 0 {
-		return 0, true
-	}
-	d := ToUint128(to).Sub(ToUint128(from))
-	if d.Hi > 0 || d.Lo == ^uint64(0) {
-		return ^uint64(0), false
-	}
-	return d.Lo + 1, true
-}
-
 // ParseAddr parses an address as host-local does (net.ParseIP), with IPv4-mapped IPv6
 // addresses turned into IPv4.
 func ParseAddr(s string) (netip.Addr, error) {
@@ -311,29 +298,6 @@ func (e Exclusions) Covering(a netip.Addr) (Interval, bool) {
 		return e[lo], true
 	}
 	return Interval{}, false
-}
-
-// Count returns how many addresses of [from, to] are excluded.
-func (e Exclusions) Count(from, to netip.Addr) uint64 {
-	var n uint64
-	for _, iv := range e {
-		if iv.From.BitLen() != from.BitLen() {
-			continue
-		}
-		lo, hi := iv.From, iv.To
-		if lo.Compare(from) < 0 {
-			lo = from
-		}
-		if hi.Compare(to) > 0 {
-			hi = to
-		}
-		if s, ok := Size(lo, hi); !ok || n+s < n {
-			n = ^uint64(0)
-		} else {
-			n += s
-		}
-	}
-	return n
 }
 
 func slicesSortIntervals(ivs []Interval) {

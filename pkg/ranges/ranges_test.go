@@ -40,25 +40,22 @@ func TestUint128RoundTrip(t *testing.T) {
 	}
 }
 
-func TestSize(t *testing.T) {
+func TestSpan(t *testing.T) {
 	m := netip.MustParseAddr
-	for _, c := range []struct {
-		from, to string
-		want     uint64
-		exact    bool
-	}{
-		{"10.0.0.1", "10.0.0.1", 1, true},
-		{"10.0.0.1", "10.0.0.254", 254, true},
-		{"10.0.0.5", "10.0.0.1", 0, true},
-		{"0.0.0.0", "255.255.255.255", 1 << 32, true},
-		{"2001:db8::1", "2001:db8::ffff:ffff:ffff:ffff", ^uint64(0), true}, // 2^64-1
-		{"2001:db8::", "2001:db8::ffff:ffff:ffff:ffff", ^uint64(0), false}, // 2^64
-		{"2001:db8::", "2001:db8:1::", ^uint64(0), false},
-		{"2001:db8::ffff:ffff:ffff:fff0", "2001:db8:0:1::f", 32, true}, // across the 64-bit boundary
-		{"2001:db8::", "2001:db8::ffff", 65536, true},
+	for _, c := range []struct{ from, to, want string }{
+		{"10.0.0.1", "10.0.0.1", "1"},
+		{"10.0.0.1", "10.0.0.254", "254"},
+		{"10.0.0.5", "10.0.0.1", "0"},
+		{"0.0.0.0", "255.255.255.255", "4294967296"},
+		{"2001:db8::1", "2001:db8::ffff:ffff:ffff:ffff", "18446744073709551615"}, // 2^64-1
+		{"2001:db8::", "2001:db8::ffff:ffff:ffff:ffff", "18446744073709551616"},  // 2^64
+		{"2001:db8::", "2001:db8:1::", "1208925819614629174706177"},              // 2^80+1
+		{"2001:db8::ffff:ffff:ffff:fff0", "2001:db8:0:1::f", "32"},               // across the 64-bit boundary
+		{"2001:db8::", "2001:db8::ffff", "65536"},
+		{"::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "340282366920938463463374607431768211456"}, // 2^128
 	} {
-		if got, exact := Size(m(c.from), m(c.to)); got != c.want || exact != c.exact {
-			t.Errorf("Size(%s, %s) = %d, %v; want %d, %v", c.from, c.to, got, exact, c.want, c.exact)
+		if got := Span(m(c.from), m(c.to)); got.String() != c.want {
+			t.Errorf("Span(%s, %s) = %s; want %s", c.from, c.to, got, c.want)
 		}
 	}
 }

@@ -499,9 +499,17 @@ func differentialScenarios() []scenario {
 			checkFail("g-06"),
 			addOK("g-07", "10.16.0.9/24"),
 			op{Cmd: "GC", Want: "fail", Conf: cfg("1.1.0", `{"type": "local-ipam"}`)},
-			// No key at all: host-local treats it as an empty list and empties the network;
-			// local-ipam refuses the config (code 7). The stores part here: last step.
-			op{Cmd: "GC", Want: "ok"}.ours("fail", 7),
+			// No key at all (cnitool gc) and null (libcni with no live attachment): nothing
+			// is valid, the network is emptied. A value that is not a list fails.
+			op{Cmd: "GC", Want: "ok"},
+			checkFail("g-07"),
+			addOK("g-08", "10.16.0.10/24"),
+			op{Cmd: "GC", Want: "fail", Extra: map[string]any{"cni.dev/valid-attachments": "all"}},
+			op{Cmd: "GC", Want: "fail", Extra: map[string]any{"cni.dev/valid-attachments": map[string]any{}}},
+			check("g-08"),
+			op{Cmd: "GC", Want: "ok", Extra: map[string]any{"cni.dev/valid-attachments": nil}},
+			checkFail("g-08"),
+			addOK("g-09", "10.16.0.11/24"),
 		),
 	})
 

@@ -100,7 +100,14 @@ func randomOps(rng *rand.Rand, n int) []op {
 					valid = append(valid, fmt.Sprintf("r-%02d/%s", i, ifn()))
 				}
 			}
-			ops = append(ops, op{Cmd: "GC", Extra: map[string]any{"cni.dev/valid-attachments": idList(valid...)}})
+			extra := map[string]any{"cni.dev/valid-attachments": idList(valid...)}
+			switch rng.Intn(8) {
+			case 0:
+				extra = nil // cnitool gc: nothing is valid
+			case 1:
+				extra["cni.dev/valid-attachments"] = nil // libcni with no live attachment
+			}
+			ops = append(ops, op{Cmd: "GC", Extra: extra})
 		}
 	}
 	return ops

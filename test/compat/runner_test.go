@@ -26,7 +26,7 @@ type op struct {
 	Want    string         // "ok" or "fail": what host-local does (checked on the reference side); "" = not asserted
 	WantIPs []string       // on a successful ADD: the addresses host-local hands out, in order
 	// Ours is what local-ipam deliberately does instead of host-local ("ok", or "fail"
-	// with code OursCode when non-zero), documented in README.md. When the side under test
+	// with code OursCode when non-zero), documented in docs/MIGRATION.md. When the side under test
 	// runs local-ipam, its outcome is checked against Ours rather than against host-local's,
 	// and the stores are not compared after this step (so such a step that changes one
 	// store only must end its scenario).

@@ -107,15 +107,21 @@ func TestStatusExhausted(t *testing.T) {
 		t.Errorf("bridge STATUS: code %d msg %q; its IPAM said %d %q", brCode, brMsg, ipamCode, wantMsg)
 	}
 
-	// cnitool: exit status 1, and on stderr cobra's "Error: <msg>" (then its usage text, then
-	// the msg once more from cnitool's main); the code itself is not printed.
+	// The details (what the set holds, the commands that help) pass through bridge too.
+	ipamErr, _, _ := cniexec.ParseError(ipamOut.Stdout)
+	if brErr, _, _ := cniexec.ParseError(brOut.Stdout); ipamErr.Details == "" || brErr.Details != ipamErr.Details {
+		t.Errorf("bridge STATUS details %q; its IPAM said %q", brErr.Details, ipamErr.Details)
+	}
+
+	// cnitool: exit status 1, and on stderr cobra's "Error: <msg>; <details>" (then its usage
+	// text, then the same once more from cnitool's main); the code itself is not printed.
 	_, err := n.cnitool("status", netns)
 	if err == nil {
 		t.Fatal("cnitool status passed on a full pool")
 	}
 	t.Logf("cnitool status on the full pool: %v", err)
-	if !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(err.Error(), "stderr: Error: "+wantMsg+"\n") {
-		t.Errorf("cnitool status: want exit status 1 and %q on stderr", "Error: "+wantMsg)
+	if want := "stderr: Error: " + wantMsg + "; " + ipamErr.Details + "\n"; !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(err.Error(), want) {
+		t.Errorf("cnitool status: want exit status 1 and %q on stderr", want)
 	}
 
 	// What a runtime sees through libcni: a *types.Error with code 50.

@@ -3,7 +3,9 @@
 // set-ups a user meets:
 //
 //   - a conflist written by hand that names local-ipam as the bridge plugin's IPAM;
-//   - an unchanged conflist that names host-local, with local-ipam installed as host-local;
+//   - an unchanged conflist that names host-local, with local-ipam installed as host-local
+//     by `local-ipam install --as host-local` over the reference host-local (kept as
+//     host-local.orig, never run, and put back by `local-ipam uninstall --as host-local`);
 //   - a network made by `podman network create` (it always writes host-local), again with
 //     local-ipam installed as host-local.
 //

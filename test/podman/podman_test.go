@@ -26,6 +26,10 @@ type scenario struct {
 	// generated: the network comes from `podman network create`; otherwise from a conflist
 	// the test writes, naming installAs as the bridge's IPAM, with a dataDir in the rig.
 	generated bool
+	// overReference: the plugin directory holds the reference host-local first, and
+	// `local-ipam install --as host-local` replaces it (keeping it as host-local.orig);
+	// otherwise the binary is copied in by hand.
+	overReference bool
 }
 
 // A conflist that names local-ipam: podman runs the plugin under its own name.
@@ -35,7 +39,7 @@ func TestConflistNamesLocalIPAM(t *testing.T) {
 
 // A conflist written for host-local, unchanged, with local-ipam installed as host-local.
 func TestInstalledAsHostLocal(t *testing.T) {
-	runScenario(t, scenario{tag: "b", subnet: netip.MustParsePrefix("10.123.2.0/24"), installAs: "host-local"})
+	runScenario(t, scenario{tag: "b", subnet: netip.MustParsePrefix("10.123.2.0/24"), installAs: "host-local", overReference: true})
 }
 
 // A network `podman network create` made (it writes host-local as the IPAM, with
@@ -47,13 +51,21 @@ func TestNetworkCreateWithLocalIPAMAsHostLocal(t *testing.T) {
 func runScenario(t *testing.T, sc scenario) {
 	start := time.Now()
 	r := newRig(t, sc.tag)
-	r.installPlugin(cniexec.Bin(t, "local-ipam"), sc.installAs)
+	if sc.overReference {
+		r.installPlugin(cniexec.Bin(t, "host-local"), "host-local")
+		o := cniexec.Run(t, cniexec.Bin(t, "local-ipam"), nil, nil, "install", "--dir", r.pluginDir(), "--as", sc.installAs)
+		if !o.OK() || !strings.Contains(o.Stdout, "as "+filepath.Join(r.pluginDir(), "host-local.orig")) {
+			t.Fatalf("local-ipam install --as %s over the reference host-local: %s", sc.installAs, o)
+		}
+	} else {
+		r.installPlugin(cniexec.Bin(t, "local-ipam"), sc.installAs)
+	}
 	ours := filepath.Join(r.pluginDir(), sc.installAs)
 
 	// Every host-local podman could run instead of ours: the reference one next to
-	// local-ipam, and any in podman's built-in plugin directories.
+	// local-ipam, the one install kept, and any in podman's built-in plugin directories.
 	binDir, _ := cniexec.BinDir()
-	foreign := []string{filepath.Join(binDir, "host-local")}
+	foreign := []string{filepath.Join(binDir, "host-local"), filepath.Join(r.pluginDir(), "host-local.orig")}
 	for _, d := range defaultPluginDirs {
 		foreign = append(foreign, filepath.Join(d, "host-local"))
 	}
@@ -157,9 +169,18 @@ func runScenario(t *testing.T, sc scenario) {
 	}
 
 	checkExecs(t, watch, ours, "rm -f")
+	if sc.overReference {
+		o := cniexec.Run(t, cniexec.Bin(t, "local-ipam"), nil, nil, "uninstall", "--dir", r.pluginDir(), "--as", sc.installAs)
+		if !o.OK() || !sameFile(filepath.Join(r.pluginDir(), "host-local"), cniexec.Bin(t, "host-local")) {
+			t.Errorf("local-ipam uninstall --as %s did not put the reference host-local back: %s", sc.installAs, o)
+		}
+	}
 	ipamType := sc.installAs
 	if sc.generated {
 		ipamType = "host-local, written by podman network create"
+	}
+	if sc.overReference {
+		ipamType += ", local-ipam install over the reference host-local"
 	}
 	t.Logf("%d containers on %s (IPAM %q, local-ipam installed as %s, records in %s): run %v, restart %v, rm -f %v; %d pings answered; restart kept %d of %d addresses; other host-local binaries watched: %v; total %v",
 		containers, sc.subnet, ipamType,
@@ -450,6 +471,13 @@ func localIPAMList(t *testing.T, dataDir, network string) (map[netip.Addr]string
 		m[addr] = e.ContainerID + "\r\n" + e.IfName
 	}
 	return m, nil
+}
+
+// sameFile tells whether two files hold the same bytes.
+func sameFile(a, b string) bool {
+	da, errA := os.ReadFile(a)
+	db, errB := os.ReadFile(b)
+	return errA == nil && errB == nil && string(da) == string(db)
 }
 
 func sameMap(a, b map[netip.Addr]string) bool {

@@ -287,8 +287,10 @@ var hostileCases = []hostileCase{
 	{name: "CHECK with config version 0.3.1", verb: "CHECK", conf: edit("cniVersion", "0.3.1"), codes: []uint{1}},
 	{name: "CHECK with a prevResult that is a string", verb: "CHECK", conf: edit("prevResult", "x"), codes: []uint{6}},
 	{name: "CHECK with a prevResult holding a bad address", verb: "CHECK", conf: edit("prevResult", map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.60.0.999/24"}}}), codes: []uint{6}},
-	{name: "GC without cni.dev/valid-attachments", verb: "GC", codes: []uint{7}, host: anyExp},
+	{name: "GC without cni.dev/valid-attachments (nothing is valid)", verb: "GC", want: expectOK},
+	{name: "GC with cni.dev/valid-attachments null (nothing is valid)", verb: "GC", conf: edit("cni.dev/valid-attachments", rawJSON("null")), want: expectOK},
 	{name: "GC with cni.dev/valid-attachments a string", verb: "GC", conf: edit("cni.dev/valid-attachments", "all"), codes: []uint{6, 7}, host: anyExp},
+	{name: "GC with cni.dev/valid-attachments an object", verb: "GC", conf: edit("cni.dev/valid-attachments", map[string]any{}), codes: []uint{6, 7}, host: anyExp},
 	{name: "GC with 200,000 valid attachments (9 MB)", verb: "GC", conf: func(h *hctx) []byte {
 		return h.base(map[string]any{"cni.dev/valid-attachments": jsonList(h.n(200000), func(i int) string {
 			return fmt.Sprintf(`{"containerID":"container-%08d","ifname":"eth0"}`, i)

@@ -103,6 +103,20 @@ func (r *Reader) List(id string, fn func(store.Entry) error) error {
 	return r.Store.List(id, fn)
 }
 
+// Writable is Store.Writable; for a network without a directory, whether the first ADD
+// could create it: the nearest existing directory above it is writable.
+func (r *Reader) Writable() error {
+	if r.netfd >= 0 {
+		return r.Store.Writable()
+	}
+	for d := filepath.Dir(r.dir); ; d = filepath.Dir(d) {
+		err := unix.Faccessat(unix.AT_FDCWD, d, unix.W_OK, unix.AT_EACCESS)
+		if !errors.Is(err, unix.ENOENT) || d == filepath.Dir(d) {
+			return err
+		}
+	}
+}
+
 // CountReserved is Store.CountReserved over one walk of the records, made by the first
 // call: the counts of one Reader add up.
 func (r *Reader) CountReserved(from, to netip.Addr) (int, error) {

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/local-ipam/local-ipam/internal/cniexec"
+	ipam "github.com/local-ipam/local-ipam/internal/plugin"
+)
+
+// helpCommands are the operator's commands the help text describes ("  local-ipam NAME ..."
+// lines): a command added to the help is tested without a change here.
+func helpCommands(t *testing.T) []string {
+	var cmds []string
+	for _, m := range regexp.MustCompile(`(?m)^\s+local-ipam (\S+)`).FindAllStringSubmatch(ipam.UsageText, -1) {
+		if !slices.Contains(cmds, m[1]) {
+			cmds = append(cmds, m[1])
+		}
+	}
+	if len(cmds) < 5 {
+		t.Fatalf("the help text names only the commands %v", cmds)
+	}
+	return cmds
+}
+
+// TestEveryCommandRefusesMistypes: every command of the help text, and the aliases, in
+// both binaries, refuses an unknown flag and an extra argument with exit 2, one line
+// naming it, and the usage; nothing on stdout.
+func TestEveryCommandRefusesMistypes(t *testing.T) {
+	t.Parallel()
+	cmds := append(helpCommands(t), "--help", "-h", "--version")
+	for _, bin := range []string{"local-ipam", "local-ipam-etcd"} {
+		path := cniexec.Bin(t, bin)
+		for _, cmd := range cmds {
+			for _, c := range []struct {
+				args []string
+				msg  string
+			}{
+				{[]string{cmd, "--no-such-flag"}, "unknown flag --no-such-flag"},
+				{[]string{cmd, "-no-such-flag=1"}, "unknown flag --no-such-flag"},
+				{[]string{cmd, "extra-arg"}, `unexpected argument "extra-arg"`},
+				{[]string{cmd, "--", "extra-arg"}, `unexpected argument "extra-arg"`},
+			} {
+				o := cniexec.Run(t, path, nil, nil, c.args...)
+				first, rest, _ := strings.Cut(o.Stderr, "\n")
+				if o.Exit != 2 || o.Stdout != "" || !strings.HasPrefix(first, "local-ipam: ") || !strings.Contains(first, c.msg) || strings.TrimLeft(rest, "\n") != ipam.UsageText {
+					t.Errorf("%s %v: want exit 2, nothing on stdout, a line with %q and the usage on stderr; got exit %d, stdout %q, stderr %q...", bin, c.args, c.msg, o.Exit, o.Stdout, first)
+				}
+			}
+		}
+	}
+	// -h after a command asks for the usage.
+	for _, cmd := range helpCommands(t) {
+		if o := operator(t, cmd, "-h"); o.Exit != 0 || o.Stdout != ipam.UsageText || o.Stderr != "" {
+			t.Errorf("local-ipam %s -h: want exit 0 and the usage on stdout, got %s", cmd, o)
+		}
+	}
+	if o := operator(t, "list", "--conf="); o.Exit != 2 || !strings.Contains(o.Stderr, "list: --conf needs a file (or - for stdin)") {
+		t.Errorf("list --conf=: want exit 2 naming --conf, got %s", o)
+	}
+}
+
+// TestNoSilentNoOps: a command that would find nothing because of a mistyped name or path
+// says so and fails, rather than print an empty answer with exit 0.
+func TestNoSilentNoOps(t *testing.T) {
+	t.Parallel()
+	n := newNet(t, "1.1.0", "mynet", map[string]any{"ranges": []any{
+		[]any{map[string]any{"subnet": "10.75.0.0/24"}},
+		[]any{map[string]any{"subnet": "fd00:75::/120"}},
+	}})
+	n.add(t, "ctr", "eth0")
+	other := &netw{version: "1.1.0", name: "other", dataDir: n.dataDir, ipam: n.ipam}
+	other.add(t, "x", "eth0")
+	fails := func(want string, args ...string) {
+		t.Helper()
+		if o := operator(t, args...); o.Exit != 1 || o.Stdout != "" || o.Stderr != "local-ipam: "+want+"\n" {
+			t.Errorf("local-ipam %v: want exit 1 and %q, got %s", args, want, o)
+		}
+	}
+
+	// A network the data dir does not hold: the error names those it does.
+	fails(`no network "nosuch" in `+n.dataDir+"; the networks there: mynet, other", "list", "--data-dir", n.dataDir, "--network", "nosuch")
+	fails(`no network "nosuch" in `+n.dataDir+"; the networks there: mynet, other", "release", "--data-dir", n.dataDir, "--network", "nosuch", "--container", "ctr")
+	empty := t.TempDir()
+	fails(`no network "mynet" in `+empty+", which holds no network", "list", "--data-dir", empty, "--network", "mynet")
+
+	// The network's own directory given as the data dir: a hint to use its parent.
+	hint := n.dir() + " looks like a network's own directory (it holds a lock file and address records), not a data dir: use its parent, --data-dir " + n.dataDir + " (and --network mynet)"
+	fails(hint, "list", "--data-dir", n.dir())
+	fails(hint, "list", "--data-dir", n.dir()+"/", "--json")
+	fails(hint, "release", "--data-dir", n.dir(), "--network", "mynet", "--container", "ctr")
+	// ... also once every address was released (the lock and last_reserved_ip.N stay).
+	n.del(t, "ctr", "eth0")
+	fails(hint, "list", "--data-dir", n.dir())
+	if _, err := os.Stat(filepath.Join(n.dir(), "mynet")); err == nil {
+		t.Errorf("a refused command created %s", filepath.Join(n.dir(), "mynet"))
+	}
+
+	// release output is in address order, IPv4 first, every time.
+	for i := range 6 {
+		n.add(t, "ctr", "eth0")
+		n.add(t, "ctr", "net1")
+		o := operator(t, "release", "--data-dir", n.dataDir, "--network", "mynet", "--container", "ctr")
+		lines := strings.Split(strings.TrimSpace(o.Stdout), "\n")
+		var addrs []string
+		for _, l := range lines {
+			f := strings.Fields(l)
+			if len(f) > 1 {
+				addrs = append(addrs, f[1])
+			}
+		}
+		sorted := slices.Clone(addrs)
+		slices.SortFunc(sorted, func(a, b string) int { return netip.MustParseAddr(a).Compare(netip.MustParseAddr(b)) })
+		if o.Exit != 0 || len(addrs) != 4 || !slices.Equal(addrs, sorted) {
+			t.Fatalf("release %d: want 4 addresses in address order, got %s", i, o)
+		}
+	}
+}
