@@ -6,7 +6,6 @@ package main
 // LOCAL_IPAM_BOOT_ID_FILE.
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/local-ipam/local-ipam/internal/cniexec"
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
@@ -236,12 +234,7 @@ func TestNodeNameOfTwoMachines(t *testing.T) {
 // record), under the prefix n.conf gives.
 func putKey(t *testing.T, n *etcdNet, key, value string) {
 	t.Helper()
-	cli := etcdtest.Client(t, n.endpoints)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := cli.Put(ctx, "/t/"+t.Name()+"/"+n.name+"/"+key, value); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.Put(t, etcdtest.Client(t, n.endpoints), "/t/"+t.Name()+"/"+n.name+"/"+key, value)
 }
 
 // A damaged node record (not JSON, not a boot ID) must not pass for an earlier version's

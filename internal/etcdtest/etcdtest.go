@@ -6,6 +6,7 @@ package etcdtest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -410,4 +411,15 @@ func Client(t testing.TB, eps []string) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// Put writes value at key straight into etcd, as damage or an earlier version would
+// have left it; it fails the test if etcd does not take it within 10 s.
+func Put(t testing.TB, cli *clientv3.Client, key, value string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, key, value); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -252,12 +252,7 @@ func TestErrors(t *testing.T) {
 	network := newNetwork()
 	s := mustOpen(t, cfgFor(shared, "n"), network)
 	cli := etcdtest.Client(t, shared)
-	ctx := context.Background()
-	put := func(k, v string) {
-		if _, err := cli.Put(ctx, k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	put := func(k, v string) { etcdtest.Put(t, cli, k, v) }
 	put(s.pageKey(pageID{n: ranges.Uint128{Hi: 0, Lo: 0x0a000}}), "short")
 	s = mustOpen(t, cfgFor(shared, "n"), network)
 	if _, _, err := s.FirstFree(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.9")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), "page/4-0a000") {

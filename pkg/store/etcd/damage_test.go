@@ -88,9 +88,7 @@ func TestRandomDamage(t *testing.T) {
 				continue
 			}
 			v := garbage(k)
-			if _, err := cli.Put(ctx, k, v); err != nil {
-				t.Fatal(err)
-			}
+			etcdtest.Put(t, cli, k, v)
 			damaged = append(damaged, fmt.Sprintf("%s = %q", k, v))
 		}
 		t.Logf("round %d: %s", round, strings.Join(damaged, "; "))

@@ -69,9 +69,7 @@ func TestNodeBinding(t *testing.T) {
 	// keeps the boot ID (the same boot frees nothing).
 	const boot1 = "0f5b2c1e-7d44-4b8a-9c3e-2a6d8e1f4b70"
 	a := mustOpen(t, onMachine("n", machineA), network)
-	if _, err := cli.Put(ctx, a.bootKey(), boot1); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.Put(t, cli, a.bootKey(), boot1)
 	a = mustOpen(t, onMachine("n", machineA), network)
 	mustReserve(t, a, "10.5.0.1", own("c1", "eth0"))
 	a = mustOpen(t, onMachine("n", machineA), network)
@@ -149,9 +147,7 @@ func TestNodeBinding(t *testing.T) {
 	// A damaged node record: what acts for the node is refused with code 104 naming the
 	// key; ReleaseNode removes it.
 	k := mustOpen(t, onMachine("k", machineA), network)
-	if _, err := cli.Put(ctx, k.bootKey(), `{"machine":"not hex"}`); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.Put(t, cli, k.bootKey(), `{"machine":"not hex"}`)
 	k = mustOpen(t, onMachine("k", machineA), network)
 	if _, err := k.Reserve(netip.MustParseAddr("10.5.3.1"), own("k1", "eth0")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), k.bootKey()) {
 		t.Errorf("Reserve with a damaged node record = %v; want code 104 naming it", err)
@@ -240,9 +236,7 @@ func TestNodeRecordNotBootID(t *testing.T) {
 		"5e0c6d3b_2a9e_4d5c_9a57_0f1e3c8b7a6d",    // not the dashes
 		"5e0c6d3b-2a9e-4d5c-9a57-0f1e3c8b7a6d\nx", // something after it
 	} {
-		if _, err := cli.Put(ctx, a.bootKey(), v); err != nil {
-			t.Fatal(err)
-		}
+		etcdtest.Put(t, cli, a.bootKey(), v)
 		for _, m := range []string{machineA, machineB} {
 			what := fmt.Sprintf("node record %q, machine %s", v, m[:4])
 			s := mustOpen(t, onMachine("g", m), network)
@@ -298,9 +292,7 @@ func TestOldNodeRecord(t *testing.T) {
 
 	// The boot differs from machine b's: a reboot, or another machine? b binds the name
 	// and frees nothing.
-	if _, err := cli.Put(ctx, a.bootKey(), oldBoot); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.Put(t, cli, a.bootKey(), oldBoot)
 	b := mustOpen(t, onMachine("u", machineB), network)
 	if n, err := b.FreeOnReboot(newBoot); err != nil || n != 0 {
 		t.Fatalf("FreeOnReboot on an old record of another boot = %d, %v; want 0, nil", n, err)
@@ -313,9 +305,7 @@ func TestOldNodeRecord(t *testing.T) {
 	}
 
 	// As the kernel writes it, with a line break, and the same boot: bound, kept.
-	if _, err := cli.Put(ctx, a.bootKey(), oldBoot+"\n"); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.Put(t, cli, a.bootKey(), oldBoot+"\n")
 	if n, err := mustOpen(t, onMachine("u", machineA), network).FreeOnReboot(oldBoot); err != nil || n != 0 {
 		t.Fatalf("FreeOnReboot on an old record of this boot = %d, %v", n, err)
 	}
@@ -329,8 +319,8 @@ func TestOldNodeRecord(t *testing.T) {
 			if _, err := cli.Delete(ctx, a.bootKey()); err != nil {
 				t.Fatal(err)
 			}
-		} else if _, err := cli.Put(ctx, a.bootKey(), rec); err != nil {
-			t.Fatal(err)
+		} else {
+			etcdtest.Put(t, cli, a.bootKey(), rec)
 		}
 		if removed, err := mustOpen(t, onMachine("u", machineB), network).GC(nil); err != nil || len(removed) != 0 {
 			t.Fatalf("GC on an unbound record (%q) = %v, %v; want nothing removed", rec, removed, err)
