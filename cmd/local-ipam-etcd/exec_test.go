@@ -95,12 +95,19 @@ func operator(t testing.TB, args ...string) cniexec.Out {
 	return cniexec.Run(t, cniexec.Bin(t, "local-ipam"), nil, nil, args...)
 }
 
+// writeFile writes b to the file at path, mode 0644.
+func writeFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeConf writes a network config to a file of its own, for the operator's --conf.
 func writeConf(t testing.TB, b []byte) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "net.conf")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p, b)
 	return p
 }
 
@@ -453,9 +460,7 @@ func TestAcrossMachines(t *testing.T) {
 		n := newEtcdNet("reboot", eps, map[string]any{"subnet": "10.51.0.0/24", "freeOnReboot": true})
 		boot := filepath.Join(t.TempDir(), "boot_id")
 		setBoot := func(id string) []string {
-			if err := os.WriteFile(boot, []byte(id+"\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			writeFile(t, boot, []byte(id+"\n"))
 			return []string{"LOCAL_IPAM_BOOT_ID_FILE=" + boot}
 		}
 		env := setBoot("boot-1")

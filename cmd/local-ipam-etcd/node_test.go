@@ -46,9 +46,7 @@ func newMachine(t testing.TB, boot string) *machine {
 // reboot gives the machine a new boot ID (its machine ID stays).
 func (m *machine) reboot(t testing.TB, boot string) {
 	t.Helper()
-	if err := os.WriteFile(m.bootFile, []byte(boot+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, m.bootFile, []byte(boot+"\n"))
 }
 
 // call runs a CNI verb on the machine, as node.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,11 +18,7 @@ import (
 func TestUsageConfDir(t *testing.T) {
 	eps := etcdtest.StartEmbedded(t)
 	dir := t.TempDir()
-	write := func(name string, b []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(name string, b []byte) { writeFile(t, filepath.Join(dir, name), b) }
 	cluster := newDualStack("cluster", eps, "10.60.0.0/29", "fd00:60::/64")
 	for i := range 4 {
 		wantOK(t, add(t, cluster, "a", fmt.Sprint("c", i)), "ADD")
