@@ -95,11 +95,17 @@ func Alone(t testing.TB, name string) string {
 // CopyExecutable copies the file src to dst, mode 0755.
 func CopyExecutable(t testing.TB, src, dst string) {
 	t.Helper()
+	CopyFile(t, src, dst, 0o755)
+}
+
+// CopyFile copies the file src to dst, with mode.
+func CopyFile(t testing.TB, src, dst string, mode os.FileMode) {
+	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
+	if err := os.WriteFile(dst, b, mode); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -128,7 +128,7 @@ func buildSuite(t *testing.T) suiteBin {
 		t.Fatal(err)
 	}
 	for _, f := range append(specs, shim) {
-		copyFile(t, f, filepath.Join(dir, filepath.Base(f)))
+		cniexec.CopyFile(t, f, filepath.Join(dir, filepath.Base(f)), 0o644)
 	}
 	gomod, err := os.ReadFile(modFile)
 	if err != nil {
@@ -138,7 +138,7 @@ func buildSuite(t *testing.T) suiteBin {
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), gomod, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	copyFile(t, filepath.Join(root, "go.sum"), filepath.Join(dir, "go.sum"))
+	cniexec.CopyFile(t, filepath.Join(root, "go.sum"), filepath.Join(dir, "go.sum"), 0o644)
 
 	bin := filepath.Join(dir, "host-local.test")
 	goOut(t, dir, "test", "-c", "-o", bin, ".")
@@ -200,15 +200,4 @@ func goOut(t *testing.T, dir string, args ...string) string {
 		t.Fatalf("go %s (in %s): %v\n%s%s", strings.Join(args, " "), dir, err, out, stderr.String())
 	}
 	return strings.TrimSpace(string(out))
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
