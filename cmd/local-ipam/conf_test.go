@@ -29,11 +29,8 @@ func TestConfForms(t *testing.T) {
 				t.Errorf("list: want the 2 entries of network forms, got %s", o)
 			}
 			o = form.Run(t, bin, conf, "usage", "--json")
-			var u struct {
-				Network   string           `json:"network"`
-				RangeSets []map[string]any `json:"rangeSets"`
-			}
-			if o.Exit != 0 || json.Unmarshal([]byte(o.Stdout), &u) != nil || u.Network != "forms" || len(u.RangeSets) != 1 || fmt.Sprint(u.RangeSets[0]["inUse"]) != "2" {
+			var u usageJSON
+			if o.Exit != 0 || json.Unmarshal([]byte(o.Stdout), &u) != nil || u.Network != "forms" || len(u.RangeSets) != 1 || u.RangeSets[0].InUse != 2 {
 				t.Errorf("usage: want network forms with 2 in use, got %s", o)
 			}
 			o = form.Run(t, bin, conf, "release", "--container", "gone")
