@@ -67,7 +67,9 @@ func (p *cutProxy) pipe(from, to net.Conn, counted bool, done <-chan struct{}) {
 	}
 }
 
-var releasedLine = regexp.MustCompile(`^released (\S+) \(container (\S+), ifname eth0\)$`)
+// releaseLine is a line release prints: "releasing" before etcd is asked, "released"
+// once it answered; the address and the container.
+var releaseLine = regexp.MustCompile(`^(releasing|released) (\S+) \(container (\S+), ifname eth0\)$`)
 
 // TestReleaseLargeNode: release --node of a node holding thousands of reservations, with
 // a timeout much shorter than the whole job: each batch has the timeout of its own, every
@@ -102,17 +104,17 @@ func TestReleaseLargeNode(t *testing.T) {
 	take := func(what, stdout string) int {
 		k := 0
 		for _, l := range strings.Split(strings.TrimRight(stdout, "\n"), "\n") {
-			m := releasedLine.FindStringSubmatch(l)
-			if m == nil {
+			m := releaseLine.FindStringSubmatch(l)
+			if m == nil || m[1] != "released" {
 				continue
 			}
-			if released[m[1]] {
-				t.Errorf("%s: %s printed as released twice", what, m[1])
+			if released[m[2]] {
+				t.Errorf("%s: %s printed as released twice", what, m[2])
 			}
-			if !strings.HasPrefix(m[2], "c") {
-				t.Errorf("%s: released %s of container %s, not node gone's", what, m[1], m[2])
+			if !strings.HasPrefix(m[3], "c") {
+				t.Errorf("%s: released %s of container %s, not node gone's", what, m[2], m[3])
 			}
-			released[m[1]] = true
+			released[m[2]] = true
 			k++
 		}
 		return k
@@ -190,8 +192,6 @@ func startSlowProxy(t *testing.T, target string, delay time.Duration) *etcdtest.
 		}
 	})
 }
-
-var releaseLine = regexp.MustCompile(`^(releasing|released) (\S+) \(container (\S+), ifname eth0\)$`)
 
 // TestReleaseNodeKilled: release --node killed (SIGKILL) after etcd applied a batch and
 // before its answer came: every address it may have released was printed before, as
