@@ -219,6 +219,40 @@ func TestInstall(t *testing.T) {
 		wantPluginDir(t, dir, installed, "after the refused uninstall")
 	})
 
+	t.Run("copies left by a killed install or uninstall are removed by the next one", func(t *testing.T) {
+		t.Parallel()
+		b := buildDir(t, false)
+		dir := t.TempDir()
+		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, "bridge"))
+		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		// What install leaves when killed during a copy: the part written, mode 0600,
+		// named as place names it. Another plugin's dot file is not install's.
+		partial := []string{".local-ipam-etcd.new-1986181206", ".local-ipam.new-42", ".host-local.new-7"}
+		for _, name := range partial {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte("\x7fELF part"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, ".bridge.new-1"))
+		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
+		o := install(t, b, "install", "--dir", dir, "--as", "host-local")
+		wantInstallOK(t, o, dir, "removed DIR/.host-local.new-7, DIR/.local-ipam-etcd.new-1986181206, DIR/.local-ipam.new-42 (left by an interrupted install)",
+			"installed DIR/local-ipam-etcd", "installed DIR/local-ipam",
+			"kept DIR/host-local (github.com/containernetworking/plugins/plugins/ipam/host-local "+goVersion(t)+") as DIR/host-local.orig",
+			"installed DIR/host-local (local-ipam)")
+		wantPluginDir(t, dir, map[string]string{"bridge": bridge, ".bridge.new-1": bridge, "host-local.orig": hostLocal,
+			"host-local": self, "local-ipam": self, "local-ipam-etcd": etcd}, "after install")
+
+		if err := os.WriteFile(filepath.Join(dir, partial[0]), []byte("part"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		wantInstallOK(t, install(t, b, "uninstall", "--dir", dir, "--as", "host-local"), dir,
+			"put DIR/host-local.orig back as DIR/host-local",
+			"removed DIR/.local-ipam-etcd.new-1986181206 (left by an interrupted install)",
+			"removed DIR/local-ipam", "removed DIR/local-ipam-etcd")
+		wantPluginDir(t, dir, map[string]string{"bridge": bridge, ".bridge.new-1": bridge, "host-local": hostLocal}, "after uninstall")
+	})
+
 	t.Run("concurrent installs and uninstalls as host-local: the original is never lost", func(t *testing.T) {
 		t.Parallel()
 		b := buildDir(t, true)

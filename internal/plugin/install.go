@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -107,6 +108,37 @@ func (d *pluginDir) sync() error {
 	return nil
 }
 
+// tempPattern is the name place gives a copy before renaming it over name.
+func tempPattern(name string) string { return "." + name + ".new-*" }
+
+// removeInterrupted removes the copies that an install killed while copying left beside
+// names (a partial file each, of any size): with the directory locked, no copy of a
+// running install can be among them. Another plugin's files are not touched.
+func (d *pluginDir) removeInterrupted(names []string, stdout io.Writer) error {
+	var removed []string
+	for _, name := range names {
+		matches, err := filepath.Glob(filepath.Join(d.path, tempPattern(name)))
+		if err != nil {
+			return err
+		}
+		for _, m := range matches {
+			if fi, err := os.Lstat(m); err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			removed = append(removed, m)
+		}
+	}
+	if len(removed) == 0 {
+		return nil
+	}
+	slices.Sort(removed)
+	fmt.Fprintf(stdout, "removed %s (left by an interrupted install)\n", strings.Join(removed, ", "))
+	return d.sync()
+}
+
 // place puts a copy of src in the directory as name: written to a new file beside it,
 // synced, made executable, renamed over name, and the directory synced.
 func (d *pluginDir) place(src, name string) (err error) {
@@ -115,7 +147,7 @@ func (d *pluginDir) place(src, name string) (err error) {
 		return err
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(d.path, "."+name+".new-*")
+	tmp, err := os.CreateTemp(d.path, tempPattern(name))
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -184,6 +216,13 @@ func (p *Plugin) cmdInstall(args []string, stdout io.Writer) error {
 		return fmt.Errorf("install: %v", err)
 	}
 	defer d.close()
+	var names []string
+	for _, c := range plan {
+		names = append(names, c.name)
+	}
+	if err := d.removeInterrupted(names, stdout); err != nil {
+		return fmt.Errorf("install: %v", err)
+	}
 	for _, c := range plan {
 		if c.name == as && as != selfName {
 			if err := d.keepOriginal(as, stdout); err != nil {
@@ -245,6 +284,9 @@ func (p *Plugin) cmdUninstall(args []string, stdout io.Writer) error {
 	} else if ours, _ := ourBinary(d.join("host-local")); ours {
 		// It would lose local-ipam-etcd, and the node its host-local.
 		return fmt.Errorf("uninstall: %s is local-ipam: run uninstall --as host-local, which puts the original back", d.join("host-local"))
+	}
+	if err := d.removeInterrupted([]string{as, selfName, metricsName, EtcdBinary}, stdout); err != nil {
+		return fmt.Errorf("uninstall: %v", err)
 	}
 	// The reverse of install's order: local-ipam before what it hands calls to.
 	removed := 0
