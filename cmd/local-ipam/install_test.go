@@ -373,7 +373,7 @@ func TestInstallErrors(t *testing.T) {
 			{[]string{"install", "--dri", dir}, "install: unknown flag --dri"},
 			{[]string{"uninstall", "--force"}, "uninstall: unknown flag --force"},
 			{[]string{"install", "--dir", dir, "extra"}, `install: unexpected argument "extra"`},
-			{[]string{"install", "--dir", ""}, "install: --dir is empty"},
+			{[]string{"install", "--dir", ""}, "install: --dir needs a value"},
 			{[]string{"install", "--dir", dir, "--as", "a/b"}, `install: --as "a/b" is not a file name`},
 			{[]string{"install", "--dir", dir, "--as", ".."}, `install: --as ".." is not a file name`},
 			{[]string{"install", "--dir", dir, "--as", "local-ipam-etcd"}, `install: --as "local-ipam-etcd"`},

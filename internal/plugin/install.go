@@ -50,11 +50,8 @@ func installFlags(cmd string, args []string) (dir, as string, err error) {
 	if err := parse(fs, args); err != nil {
 		return "", "", err
 	}
-	if dir == "" {
-		return "", "", errUsage{cmd + ": --dir is empty"}
-	}
 	switch {
-	case as == "" || as == "." || as == ".." || strings.ContainsRune(as, '/'):
+	case as == "." || as == ".." || strings.ContainsRune(as, '/'):
 		return "", "", errUsage{fmt.Sprintf("%s: --as %q is not a file name", cmd, as)}
 	case as == EtcdBinary || as == metricsName || strings.HasSuffix(as, origSuffix):
 		return "", "", errUsage{fmt.Sprintf("%s: --as %q: that name is local-ipam's own or keeps an original", cmd, as)}
