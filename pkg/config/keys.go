@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -152,8 +155,57 @@ func misspelled(o *object, keys []string, where string, unknownToo bool) []Findi
 				fmt.Sprintf("unknown key %q: local-ipam ignores it", k)})
 		}
 	}
+	out = append(out, repeated(o, keys, where)...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
+}
+
+// repeated reports each known key that the object gives more than once, exactly or in
+// another case: only the last one counts, as in encoding/json (and host-local), so that
+// {"exclude": [...], "Exclude": []} silently excludes nothing.
+func repeated(o *object, keys []string, where string) []Finding {
+	dec := json.NewDecoder(bytes.NewReader(o.raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	seen := map[string][]string{}
+	var order []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil
+		}
+		k, _ := t.(string)
+		for _, known := range keys {
+			if strings.EqualFold(k, known) {
+				if seen[known] == nil {
+					order = append(order, known)
+				}
+				seen[known] = append(seen[known], k)
+				break
+			}
+		}
+	}
+	var out []Finding
+	for _, known := range order {
+		if as := seen[known]; len(as) > 1 {
+			out = append(out, Finding{joinPath(where, as[len(as)-1]), SeverityError,
+				fmt.Sprintf("key %q is given %d times (as %s): only the last one counts", known, len(as), quoteAll(as))})
+		}
+	}
+	return out
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }
 
 // joinPath appends key to a JSON path.
