@@ -164,6 +164,18 @@ func misspelled(o *object, keys []string, where string, unknownToo bool) []Findi
 // another case: only the last one counts, as in encoding/json (and host-local), so that
 // {"exclude": [...], "Exclude": []} silently excludes nothing.
 func repeated(o *object, keys []string, where string) []Finding {
+	// Walking the members is slow on a huge object: only when some known key's name is
+	// found more than once in it (nested objects and values included).
+	lower, again := bytes.ToLower(o.raw), false
+	for _, k := range keys {
+		if bytes.Count(lower, []byte(`"`+strings.ToLower(k)+`"`)) > 1 {
+			again = true
+			break
+		}
+	}
+	if !again {
+		return nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(o.raw))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil
