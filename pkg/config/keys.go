@@ -176,32 +176,19 @@ func repeated(o *object, keys []string, where string) []Finding {
 	if !again {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(o.raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil
-	}
 	seen := map[string][]string{}
 	var order []string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil
-		}
-		k, _ := t.(string)
+	eachMember(o.raw, func(k string, _ json.RawMessage) {
 		for _, known := range keys {
 			if strings.EqualFold(k, known) {
 				if seen[known] == nil {
 					order = append(order, known)
 				}
 				seen[known] = append(seen[known], k)
-				break
+				return
 			}
 		}
-	}
+	})
 	var out []Finding
 	for _, known := range order {
 		if as := seen[known]; len(as) > 1 {
