@@ -253,6 +253,23 @@ func TestInstall(t *testing.T) {
 		wantPluginDir(t, dir, map[string]string{"bridge": bridge, ".bridge.new-1": bridge, "host-local": hostLocal}, "after uninstall")
 	})
 
+	t.Run("uninstall as host-local after an install killed once it kept the original", func(t *testing.T) {
+		t.Parallel()
+		b := buildDir(t, false)
+		dir := t.TempDir()
+		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		wantInstallOK(t, install(t, b, "install", "--dir", dir), dir, "installed DIR/local-ipam-etcd", "installed DIR/local-ipam")
+		// install --as host-local links host-local.orig to host-local before it
+		// replaces host-local: killed in between, both are the original.
+		if err := os.Link(filepath.Join(dir, "host-local"), filepath.Join(dir, "host-local.orig")); err != nil {
+			t.Fatal(err)
+		}
+		wantInstallOK(t, install(t, b, "uninstall", "--dir", dir, "--as", "host-local"), dir,
+			"DIR/host-local.orig is DIR/host-local itself (kept by an install that did not finish): removed it; DIR/host-local left as it is",
+			"removed DIR/local-ipam", "removed DIR/local-ipam-etcd")
+		wantPluginDir(t, dir, map[string]string{"host-local": hostLocal}, "after uninstall")
+	})
+
 	t.Run("concurrent installs and uninstalls as host-local: the original is never lost", func(t *testing.T) {
 		t.Parallel()
 		b := buildDir(t, true)

@@ -333,6 +333,18 @@ func (d *pluginDir) restoreOriginal(name string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "no %s to put back, and %s is not local-ipam: left as it is\n", orig, cur)
 		return nil
 	}
+	if curExists && !ours && sameFile(cur, orig) {
+		// An install killed between keeping the original and replacing it: name.orig is
+		// a second link to name, which is still the original.
+		if err := os.Remove(orig); err != nil {
+			return err
+		}
+		if err := d.sync(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s is %s itself (kept by an install that did not finish): removed it; %s left as it is\n", orig, cur, cur)
+		return nil
+	}
 	if curExists && !ours {
 		return fmt.Errorf("%s is not local-ipam (%s): it was replaced since the install; nothing changed (%s left as it is)", cur, what, orig)
 	}
@@ -344,6 +356,13 @@ func (d *pluginDir) restoreOriginal(name string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "put %s back as %s\n", orig, cur)
 	return nil
+}
+
+// sameFile tells whether the names a and b are links to one file (symlinks not followed).
+func sameFile(a, b string) bool {
+	fa, err1 := os.Lstat(a)
+	fb, err2 := os.Lstat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
 }
 
 // ourBinary tells whether the file at path (a symlink followed) is a build of this
