@@ -161,8 +161,10 @@ func misspelled(o *object, keys []string, where string, unknownToo bool) []Findi
 }
 
 // repeated reports each known key that the object gives more than once, exactly or in
-// another case: only the last one counts, as in encoding/json (and host-local), so that
-// {"exclude": [...], "Exclude": []} silently excludes nothing.
+// another case: only one of them counts, so that {"exclude": [...], "Exclude": []} may
+// silently exclude nothing. Which one is the runtime's doing: the last as written for a
+// config handed on as it is (encoding/json, host-local), the last in byte order for a
+// conflist's plugin, which libcni decodes and encodes again (keys sorted).
 func repeated(o *object, keys []string, where string) []Finding {
 	// Walking the members is slow on a huge object: only when some known key's name is
 	// found more than once in it (nested objects and values included).
@@ -193,7 +195,7 @@ func repeated(o *object, keys []string, where string) []Finding {
 	for _, known := range order {
 		if as := seen[known]; len(as) > 1 {
 			out = append(out, Finding{joinPath(where, as[len(as)-1]), SeverityError,
-				fmt.Sprintf("key %q is given %d times (as %s): only the last one counts", known, len(as), quoteAll(as))})
+				fmt.Sprintf("key %q is given %d times (as %s): only one of them counts (which one depends on the runtime): keep one", known, len(as), quoteAll(as))})
 		}
 	}
 	return out
