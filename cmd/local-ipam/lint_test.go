@@ -52,6 +52,14 @@ func TestTypoWarning(t *testing.T) {
 		t.Errorf("ADD with a key given twice: want the result of the config without it and stderr %q, got %s", w, o)
 	}
 
+	// A key with a line break in it: still one line on stderr.
+	nl := clean.with(map[string]any{"exclude\n": []string{"10.40.0.0/28"}})
+	nl.dataDir = t.TempDir()
+	o = plugin(t, cniexec.Call{Cmd: "ADD", ID: "a", IfName: "eth0", Conf: nl.conf(t, nil)})
+	if w := `local-ipam: unknown key "exclude\n", did you mean "exclude"? (at ipam["exclude\n"])` + "\n"; o.Exit != 0 || o.Stderr != w {
+		t.Errorf("ADD with a key holding a line break: want stderr %q, got %s", w, o)
+	}
+
 	// The other verbs, and a range's and the store's keys, with their paths.
 	more := typo.with(map[string]any{"freeOnReboo": true, "store": map[string]any{"type": "disk", "nodes": "x"},
 		"subnet": nil, "ranges": []any{[]any{map[string]any{"subnet": "10.40.0.0/24", "rangeStrat": "10.40.0.9"}}}})

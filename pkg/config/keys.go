@@ -209,9 +209,21 @@ func quoteAll(ss []string) string {
 	return strings.Join(q, ", ")
 }
 
-// joinPath appends key to a JSON path.
+// joinPath appends key to a JSON path: as .key, or as ["key"] quoted when it holds a
+// character that is not printable, a space, a quote or a bracket, so that a key cannot
+// break the line it is printed on (a runtime's log) or pass for another path.
 func joinPath(where, key string) string {
-	if where == "" {
+	plain := key != ""
+	for _, r := range key {
+		if !strconv.IsPrint(r) || r == ' ' || r == '"' || r == '[' || r == ']' || r == '\\' {
+			plain = false
+			break
+		}
+	}
+	switch {
+	case !plain:
+		return where + "[" + strconv.Quote(key) + "]"
+	case where == "":
 		return key
 	}
 	return where + "." + key
