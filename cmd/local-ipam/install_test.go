@@ -270,6 +270,27 @@ func TestInstall(t *testing.T) {
 		wantPluginDir(t, dir, map[string]string{"host-local": hostLocal}, "after uninstall")
 	})
 
+	t.Run("uninstall leaves local-ipam-etcd while another name is local-ipam", func(t *testing.T) {
+		t.Parallel()
+		b := buildDir(t, false)
+		dir := t.TempDir()
+		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
+		if o := install(t, b, "install", "--dir", dir, "--as", "host-local"); o.Exit != 0 {
+			t.Fatalf("install: %s", o)
+		}
+		if o := install(t, b, "install", "--dir", dir, "--as", "my-ipam"); o.Exit != 0 {
+			t.Fatalf("install: %s", o)
+		}
+		installed := map[string]string{"host-local.orig": hostLocal, "host-local": self, "my-ipam": self, "local-ipam": self, "local-ipam-etcd": etcd}
+		// A mistyped --as (or a plain uninstall) would take local-ipam-etcd from under
+		// host-local and my-ipam, which hand etcd networks to it.
+		wantInstallFail(t, install(t, b, "uninstall", "--dir", dir, "--as", "hostlocal"), 1, dir+"/host-local is local-ipam", "uninstall --as host-local")
+		wantInstallFail(t, install(t, b, "uninstall", "--dir", dir, "--as", "host-local"), 1, dir+"/my-ipam is local-ipam", "uninstall --as my-ipam")
+		wantInstallFail(t, install(t, b, "uninstall", "--dir", dir), 1, dir+"/host-local is local-ipam", "uninstall --as host-local")
+		wantPluginDir(t, dir, installed, "after the refused uninstalls")
+	})
+
 	t.Run("concurrent installs and uninstalls as host-local: the original is never lost", func(t *testing.T) {
 		t.Parallel()
 		b := buildDir(t, true)

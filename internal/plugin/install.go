@@ -274,13 +274,16 @@ func (p *Plugin) cmdUninstall(args []string, stdout io.Writer) error {
 		return fmt.Errorf("uninstall: %v", err)
 	}
 	defer d.close()
+	// Another name that is local-ipam would lose local-ipam-etcd, and the node that plugin.
+	if other, err := d.otherInstall(as); err != nil {
+		return fmt.Errorf("uninstall: %v", err)
+	} else if other != "" {
+		return fmt.Errorf("uninstall: %s is local-ipam: run uninstall --as %s, which puts the original back", d.join(other), other)
+	}
 	if as != selfName {
 		if err := d.restoreOriginal(as, stdout); err != nil {
 			return fmt.Errorf("uninstall: %v", err)
 		}
-	} else if ours, _ := ourBinary(d.join("host-local")); ours {
-		// It would lose local-ipam-etcd, and the node its host-local.
-		return fmt.Errorf("uninstall: %s is local-ipam: run uninstall --as host-local, which puts the original back", d.join("host-local"))
 	}
 	if err := d.removeInterrupted([]string{as, selfName, metricsName, EtcdBinary}, stdout); err != nil {
 		return fmt.Errorf("uninstall: %v", err)
@@ -309,6 +312,34 @@ func (p *Plugin) cmdUninstall(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "nothing of local-ipam's to remove in %s\n", d.path)
 	}
 	return nil
+}
+
+// otherInstall names a file of the directory, other than local-ipam's own names and as,
+// that is local-ipam (installed with --as): host-local first, then in name order; "" when
+// there is none.
+func (d *pluginDir) otherInstall(as string) (string, error) {
+	entries, err := os.ReadDir(d.path)
+	if err != nil {
+		return "", err
+	}
+	names := []string{"host-local"}
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	for _, name := range names {
+		switch {
+		case name == as || name == selfName || name == metricsName || name == EtcdBinary,
+			strings.HasPrefix(name, "."), strings.HasSuffix(name, origSuffix):
+			continue
+		}
+		if fi, err := os.Stat(d.join(name)); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if ours, _ := ourBinary(d.join(name)); ours {
+			return name, nil
+		}
+	}
+	return "", nil
 }
 
 // restoreOriginal renames name.orig over name, which must be local-ipam (or absent). With
