@@ -253,3 +253,19 @@ func TestLintFindings(t *testing.T) {
 		t.Errorf("lint of a non-JSON config: %s", o)
 	}
 }
+
+// TestLintSecondIPAM: a conflist with two plugins that have an ipam section gets a warning
+// at the second: the operator's commands given it by --conf read only the first's store,
+// so a release through it would leave the second's addresses reserved.
+func TestLintSecondIPAM(t *testing.T) {
+	t.Parallel()
+	list := `{"cniVersion":"1.0.0","name":"n","plugins":[
+		{"type":"bridge","ipam":{"type":"local-ipam","subnet":"10.40.0.0/24"}},
+		{"type":"portmap","capabilities":{"portMappings":true}},
+		{"type":"macvlan","master":"eth0","ipam":{"type":"host-local","subnet":"10.41.0.0/24","dataDir":"/run/other"}}]}`
+	o := lint(t, list, false)
+	want := "warning: plugins[2].ipam: a second plugin with an ipam section: local-ipam's commands given this conflist by --conf (list, usage, release) read only the first one's (plugins[0])\n"
+	if o.Exit != 1 || o.Stdout != want {
+		t.Errorf("lint: want exit 1 and\n%s got %s", want, o)
+	}
+}
