@@ -30,6 +30,17 @@ func buildDir(t *testing.T, metrics bool) string {
 	return dir
 }
 
+// pluginDirWith is a build directory (without local-ipam-metrics) and a plugin directory
+// holding copies of the given peer binaries (name -> path).
+func pluginDirWith(t *testing.T, peers map[string]string) (build, dir string) {
+	t.Helper()
+	build, dir = buildDir(t, false), t.TempDir()
+	for name, path := range peers {
+		cniexec.CopyExecutable(t, path, filepath.Join(dir, name))
+	}
+	return build, dir
+}
+
 // openTempDir is a temporary directory of mode 0755 (t.TempDir's are 0700), removed at the
 // end of the test.
 func openTempDir(t *testing.T, pattern string) string {
@@ -146,10 +157,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("as host-local over the reference host-local, kept once as host-local.orig and put back", func(t *testing.T) {
 		t.Parallel()
-		b := buildDir(t, false)
-		dir := t.TempDir()
-		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
-		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, "bridge"))
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal, "bridge": bridge})
 		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
 		installed := map[string]string{"bridge": bridge, "host-local.orig": hostLocal, "host-local": self, "local-ipam": self, "local-ipam-etcd": etcd}
 
@@ -180,9 +188,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("as host-local again after another host-local replaced it: host-local.orig is never overwritten", func(t *testing.T) {
 		t.Parallel()
-		b := buildDir(t, false)
-		dir := t.TempDir()
-		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal})
 		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
 		wantInstallOK(t, install(t, b, "install", "--dir", dir, "--as", "host-local"), dir,
 			"installed DIR/local-ipam-etcd", "installed DIR/local-ipam",
@@ -221,10 +227,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("copies left by a killed install or uninstall are removed by the next one", func(t *testing.T) {
 		t.Parallel()
-		b := buildDir(t, false)
-		dir := t.TempDir()
-		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, "bridge"))
-		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal, "bridge": bridge})
 		// What install leaves when killed during a copy: the part written, mode 0600,
 		// named as place names it. Another plugin's dot file is not install's.
 		partial := []string{".local-ipam-etcd.new-1986181206", ".local-ipam.new-42", ".host-local.new-7"}
@@ -255,9 +258,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("uninstall as host-local after an install killed once it kept the original", func(t *testing.T) {
 		t.Parallel()
-		b := buildDir(t, false)
-		dir := t.TempDir()
-		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal})
 		wantInstallOK(t, install(t, b, "install", "--dir", dir), dir, "installed DIR/local-ipam-etcd", "installed DIR/local-ipam")
 		// install --as host-local links host-local.orig to host-local before it
 		// replaces host-local: killed in between, both are the original.
@@ -272,9 +273,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("uninstall leaves local-ipam-etcd while another name is local-ipam", func(t *testing.T) {
 		t.Parallel()
-		b := buildDir(t, false)
-		dir := t.TempDir()
-		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal})
 		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
 		if o := install(t, b, "install", "--dir", dir, "--as", "host-local"); o.Exit != 0 {
 			t.Fatalf("install: %s", o)
