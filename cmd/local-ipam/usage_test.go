@@ -4,8 +4,10 @@ import (
 	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -353,5 +355,26 @@ func TestPluginLinksNoPrometheus(t *testing.T) {
 	}
 	if h := heavy("local-ipam-metrics"); !slices.Contains(h, "github.com/prometheus/client_golang") {
 		t.Errorf("local-ipam-metrics does not link client_golang (%v): the check above sees nothing", h)
+	}
+}
+
+// TestUsageConfDirNullIPAM: a conflist whose first plugin says "ipam": null (a meta plugin
+// generated with every field) has its network in the next plugin's ipam section, as the
+// runtime runs it: usage --conf-dir shows it rather than skip it without a word.
+func TestUsageConfDirNullIPAM(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	list := `{"cniVersion":"1.1.0","name":"nullfirst","plugins":[{"type":"tuning","ipam":null},` +
+		`{"type":"bridge","ipam":{"type":"host-local","dataDir":` + strconv.Quote(t.TempDir()) + `,"subnet":"10.77.0.0/24"}}]}`
+	if err := os.WriteFile(filepath.Join(dir, "10-nullfirst.conflist"), []byte(list), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := operator(t, "usage", "--conf-dir", dir)
+	if o.Exit != 0 || !strings.Contains(o.Stdout, "network nullfirst ") || !strings.Contains(o.Stdout, "10.77.0.1-10.77.0.254") {
+		t.Errorf("usage --conf-dir: want the network nullfirst, got %s", o)
+	}
+	o = operator(t, "usage", "--conf", filepath.Join(dir, "10-nullfirst.conflist"))
+	if o.Exit != 0 || !strings.Contains(o.Stdout, "network nullfirst ") {
+		t.Errorf("usage --conf: want the network nullfirst, got %s", o)
 	}
 }
