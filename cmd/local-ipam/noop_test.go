@@ -86,6 +86,11 @@ func TestNoSilentNoOps(t *testing.T) {
 	// A network the data dir does not hold: the error names those it does.
 	fails(`no network "nosuch" in `+n.dataDir+"; the networks there: mynet, other", "list", "--data-dir", n.dataDir, "--network", "nosuch")
 	fails(`no network "nosuch" in `+n.dataDir+"; the networks there: mynet, other", "release", "--data-dir", n.dataDir, "--network", "nosuch", "--container", "ctr")
+	// A name that is no network's ("..", the data dir's parent; "."): refused, as CNI calls
+	// refuse it, rather than listed as an empty network.
+	fails(`invalid network name ".."`, "list", "--data-dir", n.dataDir, "--network", "..")
+	fails(`invalid network name "."`, "list", "--data-dir", n.dataDir, "--network", ".")
+	fails(`invalid network name "mynet/.."`, "list", "--data-dir", n.dataDir, "--network", "mynet/..")
 	empty := t.TempDir()
 	fails(`no network "mynet" in `+empty+", which holds no network", "list", "--data-dir", empty, "--network", "mynet")
 
