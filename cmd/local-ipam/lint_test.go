@@ -178,6 +178,7 @@ func TestLintFindings(t *testing.T) {
 		{"bad store", `"subnet":"10.40.0.0/24","store":{"type":"etcd"}`, "ipam.store", "error", "endpoints"},
 		{"etcd field with the disk store", `"subnet":"10.40.0.0/24","store":{"type":"disk","certFile":"/c.pem"}`, "ipam.store.certFile", "warning", "only the etcd store"},
 		{"no ranges", `"type":"local-ipam"`, "", "error", "no IP ranges"},
+		{"resolvConf that cannot be read", `"subnet":"10.40.0.0/24","resolvConf":"/nonexistent/resolv.conf"`, "ipam.resolvConf", "warning", "no such file or directory (on this machine): every ADD fails where it cannot be read"},
 		// A key given twice counts only the last time (encoding/json, host-local): an
 		// exclusion or a gateway silently undone.
 		{"key given twice", `"subnet":"10.40.0.0/24","exclude":["10.40.0.0/28"],"exclude":[]`, "ipam.exclude", "error", `key "exclude" is given 2 times (as "exclude", "exclude"): only one of them counts`},

@@ -116,6 +116,10 @@ func examinePlugin(raw []byte, at string) []Finding {
 			l.add("ipam.store", SeverityError, "%s", msgOf(err))
 		}
 		l.storeFields(n.IPAM.Store)
+		// ADD reads it every time and fails without it (as host-local does).
+		if _, err := (&Config{ResolvConf: n.IPAM.ResolvConf}).DNS(); err != nil {
+			l.add("ipam.resolvConf", SeverityWarning, "%s (on this machine): every ADD fails where it cannot be read", msgOf(err))
+		}
 	}
 	// What the checks above do not cover (no ipam, no ranges, a cniVersion that allows
 	// one set per family, requested addresses): as a CNI call would refuse the config.
