@@ -30,6 +30,17 @@ func buildDir(t *testing.T, metrics bool) string {
 	return dir
 }
 
+// pluginDirWith is a build directory (without local-ipam-metrics) and a plugin directory
+// holding copies of the given peer binaries (name -> path).
+func pluginDirWith(t *testing.T, peers map[string]string) (build, dir string) {
+	t.Helper()
+	build, dir = buildDir(t, false), t.TempDir()
+	for name, path := range peers {
+		cniexec.CopyExecutable(t, path, filepath.Join(dir, name))
+	}
+	return build, dir
+}
+
 // openTempDir is a temporary directory of mode 0755 (t.TempDir's are 0700), removed at the
 // end of the test.
 func openTempDir(t *testing.T, pattern string) string {
@@ -146,10 +157,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("as host-local over the reference host-local, kept once as host-local.orig and put back", func(t *testing.T) {
 		t.Parallel()
-		b := buildDir(t, false)
-		dir := t.TempDir()
-		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
-		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, "bridge"))
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal, "bridge": bridge})
 		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
 		installed := map[string]string{"bridge": bridge, "host-local.orig": hostLocal, "host-local": self, "local-ipam": self, "local-ipam-etcd": etcd}
 
@@ -180,9 +188,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("as host-local again after another host-local replaced it: host-local.orig is never overwritten", func(t *testing.T) {
 		t.Parallel()
-		b := buildDir(t, false)
-		dir := t.TempDir()
-		cniexec.CopyExecutable(t, hostLocal, filepath.Join(dir, "host-local"))
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal})
 		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
 		wantInstallOK(t, install(t, b, "install", "--dir", dir, "--as", "host-local"), dir,
 			"installed DIR/local-ipam-etcd", "installed DIR/local-ipam",
@@ -217,6 +223,71 @@ func TestInstall(t *testing.T) {
 		wantInstallFail(t, install(t, b, "uninstall", "--dir", dir, "--as", "host-local"), 1,
 			dir+"/host-local is local-ipam and there is no "+dir+"/host-local.orig to put back", "nothing changed", "delete "+dir+"/host-local yourself")
 		wantPluginDir(t, dir, installed, "after the refused uninstall")
+	})
+
+	t.Run("copies left by a killed install or uninstall are removed by the next one", func(t *testing.T) {
+		t.Parallel()
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal, "bridge": bridge})
+		// What install leaves when killed during a copy: the part written, mode 0600,
+		// named as place names it. Another plugin's dot file is not install's.
+		partial := []string{".local-ipam-etcd.new-1986181206", ".local-ipam.new-42", ".host-local.new-7"}
+		for _, name := range partial {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte("\x7fELF part"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cniexec.CopyExecutable(t, bridge, filepath.Join(dir, ".bridge.new-1"))
+		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
+		o := install(t, b, "install", "--dir", dir, "--as", "host-local")
+		wantInstallOK(t, o, dir, "removed DIR/.host-local.new-7, DIR/.local-ipam-etcd.new-1986181206, DIR/.local-ipam.new-42 (left by an interrupted install)",
+			"installed DIR/local-ipam-etcd", "installed DIR/local-ipam",
+			"kept DIR/host-local (github.com/containernetworking/plugins/plugins/ipam/host-local "+goVersion(t)+") as DIR/host-local.orig",
+			"installed DIR/host-local (local-ipam)")
+		wantPluginDir(t, dir, map[string]string{"bridge": bridge, ".bridge.new-1": bridge, "host-local.orig": hostLocal,
+			"host-local": self, "local-ipam": self, "local-ipam-etcd": etcd}, "after install")
+
+		if err := os.WriteFile(filepath.Join(dir, partial[0]), []byte("part"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		wantInstallOK(t, install(t, b, "uninstall", "--dir", dir, "--as", "host-local"), dir,
+			"put DIR/host-local.orig back as DIR/host-local",
+			"removed DIR/.local-ipam-etcd.new-1986181206 (left by an interrupted install)",
+			"removed DIR/local-ipam", "removed DIR/local-ipam-etcd")
+		wantPluginDir(t, dir, map[string]string{"bridge": bridge, ".bridge.new-1": bridge, "host-local": hostLocal}, "after uninstall")
+	})
+
+	t.Run("uninstall as host-local after an install killed once it kept the original", func(t *testing.T) {
+		t.Parallel()
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal})
+		wantInstallOK(t, install(t, b, "install", "--dir", dir), dir, "installed DIR/local-ipam-etcd", "installed DIR/local-ipam")
+		// install --as host-local links host-local.orig to host-local before it
+		// replaces host-local: killed in between, both are the original.
+		if err := os.Link(filepath.Join(dir, "host-local"), filepath.Join(dir, "host-local.orig")); err != nil {
+			t.Fatal(err)
+		}
+		wantInstallOK(t, install(t, b, "uninstall", "--dir", dir, "--as", "host-local"), dir,
+			"DIR/host-local.orig is DIR/host-local itself (kept by an install that did not finish): removed it; DIR/host-local left as it is",
+			"removed DIR/local-ipam", "removed DIR/local-ipam-etcd")
+		wantPluginDir(t, dir, map[string]string{"host-local": hostLocal}, "after uninstall")
+	})
+
+	t.Run("uninstall leaves local-ipam-etcd while another name is local-ipam", func(t *testing.T) {
+		t.Parallel()
+		b, dir := pluginDirWith(t, map[string]string{"host-local": hostLocal})
+		self, etcd := filepath.Join(b, "local-ipam"), filepath.Join(b, "local-ipam-etcd")
+		if o := install(t, b, "install", "--dir", dir, "--as", "host-local"); o.Exit != 0 {
+			t.Fatalf("install: %s", o)
+		}
+		if o := install(t, b, "install", "--dir", dir, "--as", "my-ipam"); o.Exit != 0 {
+			t.Fatalf("install: %s", o)
+		}
+		installed := map[string]string{"host-local.orig": hostLocal, "host-local": self, "my-ipam": self, "local-ipam": self, "local-ipam-etcd": etcd}
+		// A mistyped --as (or a plain uninstall) would take local-ipam-etcd from under
+		// host-local and my-ipam, which hand etcd networks to it.
+		wantInstallFail(t, install(t, b, "uninstall", "--dir", dir, "--as", "hostlocal"), 1, dir+"/host-local is local-ipam", "uninstall --as host-local")
+		wantInstallFail(t, install(t, b, "uninstall", "--dir", dir, "--as", "host-local"), 1, dir+"/my-ipam is local-ipam", "uninstall --as my-ipam")
+		wantInstallFail(t, install(t, b, "uninstall", "--dir", dir), 1, dir+"/host-local is local-ipam", "uninstall --as host-local")
+		wantPluginDir(t, dir, installed, "after the refused uninstalls")
 	})
 
 	t.Run("concurrent installs and uninstalls as host-local: the original is never lost", func(t *testing.T) {
@@ -339,7 +410,7 @@ func TestInstallErrors(t *testing.T) {
 			{[]string{"install", "--dri", dir}, "install: unknown flag --dri"},
 			{[]string{"uninstall", "--force"}, "uninstall: unknown flag --force"},
 			{[]string{"install", "--dir", dir, "extra"}, `install: unexpected argument "extra"`},
-			{[]string{"install", "--dir", ""}, "install: --dir is empty"},
+			{[]string{"install", "--dir", ""}, "install: --dir needs a value"},
 			{[]string{"install", "--dir", dir, "--as", "a/b"}, `install: --as "a/b" is not a file name`},
 			{[]string{"install", "--dir", dir, "--as", ".."}, `install: --as ".." is not a file name`},
 			{[]string{"install", "--dir", dir, "--as", "local-ipam-etcd"}, `install: --as "local-ipam-etcd"`},

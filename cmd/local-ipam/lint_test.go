@@ -42,6 +42,24 @@ func TestTypoWarning(t *testing.T) {
 		t.Errorf("ADD got %v: the misspelled exclusion was applied, or the walk changed", got)
 	}
 
+	// A key given twice: ADD goes on as host-local does (the last one as written counts)
+	// and says so.
+	twice := clean.with(nil)
+	twice.dataDir = t.TempDir()
+	conf := strings.Replace(string(twice.conf(t, nil)), `"subnet":`, `"exclude":["10.40.0.0/28"],"Exclude":[],"subnet":`, 1)
+	o = plugin(t, cniexec.Call{Cmd: "ADD", ID: "a", IfName: "eth0", Conf: []byte(conf)})
+	if w := `local-ipam: key "exclude" is given 2 times (as "exclude", "Exclude"): only one of them counts (which one depends on the runtime): keep one (at ipam.Exclude)` + "\n"; o.Exit != 0 || o.Stderr != w || o.Stdout != ref.Stdout {
+		t.Errorf("ADD with a key given twice: want the result of the config without it and stderr %q, got %s", w, o)
+	}
+
+	// A key with a line break in it: still one line on stderr.
+	nl := clean.with(map[string]any{"exclude\n": []string{"10.40.0.0/28"}})
+	nl.dataDir = t.TempDir()
+	o = plugin(t, cniexec.Call{Cmd: "ADD", ID: "a", IfName: "eth0", Conf: nl.conf(t, nil)})
+	if w := `local-ipam: unknown key "exclude\n", did you mean "exclude"? (at ipam["exclude\n"])` + "\n"; o.Exit != 0 || o.Stderr != w {
+		t.Errorf("ADD with a key holding a line break: want stderr %q, got %s", w, o)
+	}
+
 	// The other verbs, and a range's and the store's keys, with their paths.
 	more := typo.with(map[string]any{"freeOnReboo": true, "store": map[string]any{"type": "disk", "nodes": "x"},
 		"subnet": nil, "ranges": []any{[]any{map[string]any{"subnet": "10.40.0.0/24", "rangeStrat": "10.40.0.9"}}}})
@@ -160,6 +178,13 @@ func TestLintFindings(t *testing.T) {
 		{"bad store", `"subnet":"10.40.0.0/24","store":{"type":"etcd"}`, "ipam.store", "error", "endpoints"},
 		{"etcd field with the disk store", `"subnet":"10.40.0.0/24","store":{"type":"disk","certFile":"/c.pem"}`, "ipam.store.certFile", "warning", "only the etcd store"},
 		{"no ranges", `"type":"local-ipam"`, "", "error", "no IP ranges"},
+		{"resolvConf that cannot be read", `"subnet":"10.40.0.0/24","resolvConf":"/nonexistent/resolv.conf"`, "ipam.resolvConf", "warning", "no such file or directory (on this machine): every ADD fails where it cannot be read"},
+		// A key given twice counts only the last time (encoding/json, host-local): an
+		// exclusion or a gateway silently undone.
+		{"key given twice", `"subnet":"10.40.0.0/24","exclude":["10.40.0.0/28"],"exclude":[]`, "ipam.exclude", "error", `key "exclude" is given 2 times (as "exclude", "exclude"): only one of them counts`},
+		{"key given again in another case", `"subnet":"10.40.0.0/24","exclude":["10.40.0.0/28"],"Exclude":[]`, "ipam.Exclude", "error", `(as "exclude", "Exclude")`},
+		{"range key given twice", `"ranges":[[{"subnet":"10.40.0.0/24","gateway":"10.40.0.1","GATEWAY":"10.40.0.9"}]]`, "ipam.ranges[0][0].GATEWAY", "error", `key "gateway" is given 2 times`},
+		{"store key given twice", `"subnet":"10.40.0.0/24","store":{"type":"etcd","endpoints":["http://e:2379"],"prefix":"/a","prefix":"/b"}`, "ipam.store.prefix", "error", `key "prefix" is given 2 times`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -227,5 +252,21 @@ func TestLintFindings(t *testing.T) {
 	}
 	if o := lint(t, "not json", true); o.Exit != 1 || !strings.Contains(o.Stdout, "error: (config): not a JSON object") {
 		t.Errorf("lint of a non-JSON config: %s", o)
+	}
+}
+
+// TestLintSecondIPAM: a conflist with two plugins that have an ipam section gets a warning
+// at the second: the operator's commands given it by --conf read only the first's store,
+// so a release through it would leave the second's addresses reserved.
+func TestLintSecondIPAM(t *testing.T) {
+	t.Parallel()
+	list := `{"cniVersion":"1.0.0","name":"n","plugins":[
+		{"type":"bridge","ipam":{"type":"local-ipam","subnet":"10.40.0.0/24"}},
+		{"type":"portmap","capabilities":{"portMappings":true}},
+		{"type":"macvlan","master":"eth0","ipam":{"type":"host-local","subnet":"10.41.0.0/24","dataDir":"/run/other"}}]}`
+	o := lint(t, list, false)
+	want := "warning: plugins[2].ipam: a second plugin with an ipam section: local-ipam's commands given this conflist by --conf (list, usage, release) read only the first one's (plugins[0])\n"
+	if o.Exit != 1 || o.Stdout != want {
+		t.Errorf("lint: want exit 1 and\n%s got %s", want, o)
 	}
 }

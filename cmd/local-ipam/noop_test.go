@@ -86,6 +86,11 @@ func TestNoSilentNoOps(t *testing.T) {
 	// A network the data dir does not hold: the error names those it does.
 	fails(`no network "nosuch" in `+n.dataDir+"; the networks there: mynet, other", "list", "--data-dir", n.dataDir, "--network", "nosuch")
 	fails(`no network "nosuch" in `+n.dataDir+"; the networks there: mynet, other", "release", "--data-dir", n.dataDir, "--network", "nosuch", "--container", "ctr")
+	// A name that is no network's ("..", the data dir's parent; "."): refused, as CNI calls
+	// refuse it, rather than listed as an empty network.
+	fails(`invalid network name ".."`, "list", "--data-dir", n.dataDir, "--network", "..")
+	fails(`invalid network name "."`, "list", "--data-dir", n.dataDir, "--network", ".")
+	fails(`invalid network name "mynet/.."`, "list", "--data-dir", n.dataDir, "--network", "mynet/..")
 	empty := t.TempDir()
 	fails(`no network "mynet" in `+empty+", which holds no network", "list", "--data-dir", empty, "--network", "mynet")
 
@@ -120,4 +125,39 @@ func TestNoSilentNoOps(t *testing.T) {
 			t.Fatalf("release %d: want 4 addresses in address order, got %s", i, o)
 		}
 	}
+}
+
+// TestEmptyOrIgnoredFlags: a flag given with an empty value (a shell variable that was not
+// set) or one that --conf overrides is refused with exit 2, rather than widen what the
+// command does: `release --ifname ""` would release every interface of a live container,
+// whose addresses could then be handed out a second time.
+func TestEmptyOrIgnoredFlags(t *testing.T) {
+	t.Parallel()
+	n := newNet(t, "1.1.0", "mynet", map[string]any{"ranges": []any{[]any{map[string]any{"subnet": "10.76.0.0/24"}}}})
+	n.add(t, "ctr", "eth0")
+	n.add(t, "ctr", "net1")
+	conf := filepath.Join(t.TempDir(), "mynet.conf")
+	if err := os.WriteFile(conf, n.conf(t, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"release", "--data-dir", n.dataDir, "--network", "mynet", "--container", "ctr", "--ifname", ""}, "release: --ifname needs a value"},
+		{[]string{"release", "--conf", conf, "--container", "ctr", "--ifname="}, "release: --ifname needs a value"},
+		{[]string{"release", "--data-dir", n.dataDir, "--network", "mynet", "--container", ""}, "release: --container needs a value"},
+		{[]string{"list", "--data-dir", n.dataDir, "--network="}, "list: --network needs a value"},
+		{[]string{"list", "--data-dir", "", "--network", "mynet"}, "list: --data-dir needs a value"},
+		{[]string{"list", "--conf", conf, "--network", "other"}, "list: --conf names the network and its data dir: leave out --network"},
+		{[]string{"release", "--conf", conf, "--data-dir", n.dataDir, "--container", "ctr"}, "release: --conf names the network and its data dir: leave out --data-dir"},
+		{[]string{"install", "--dir="}, "install: --dir needs a value"},
+	} {
+		o := operator(t, c.args...)
+		first, _, _ := strings.Cut(o.Stderr, "\n")
+		if o.Exit != 2 || o.Stdout != "" || first != "local-ipam: "+c.msg {
+			t.Errorf("local-ipam %q: want exit 2 and %q, got %s", c.args, c.msg, o)
+		}
+	}
+	n.wantRecords(t, map[string]string{"10.76.0.2": recKey("ctr", "eth0"), "10.76.0.3": recKey("ctr", "net1")}, "after the refused commands")
 }

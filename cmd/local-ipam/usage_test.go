@@ -4,8 +4,10 @@ import (
 	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -353,5 +355,55 @@ func TestPluginLinksNoPrometheus(t *testing.T) {
 	}
 	if h := heavy("local-ipam-metrics"); !slices.Contains(h, "github.com/prometheus/client_golang") {
 		t.Errorf("local-ipam-metrics does not link client_golang (%v): the check above sees nothing", h)
+	}
+}
+
+// TestUsageConfDirNullIPAM: a conflist whose first plugin says "ipam": null (a meta plugin
+// generated with every field) has its network in the next plugin's ipam section, as the
+// runtime runs it: usage --conf-dir shows it rather than skip it without a word.
+func TestUsageConfDirNullIPAM(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	list := `{"cniVersion":"1.1.0","name":"nullfirst","plugins":[{"type":"tuning","ipam":null},` +
+		`{"type":"bridge","ipam":{"type":"host-local","dataDir":` + strconv.Quote(t.TempDir()) + `,"subnet":"10.77.0.0/24"}}]}`
+	if err := os.WriteFile(filepath.Join(dir, "10-nullfirst.conflist"), []byte(list), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := operator(t, "usage", "--conf-dir", dir)
+	if o.Exit != 0 || !strings.Contains(o.Stdout, "network nullfirst ") || !strings.Contains(o.Stdout, "10.77.0.1-10.77.0.254") {
+		t.Errorf("usage --conf-dir: want the network nullfirst, got %s", o)
+	}
+	o = operator(t, "usage", "--conf", filepath.Join(dir, "10-nullfirst.conflist"))
+	if o.Exit != 0 || !strings.Contains(o.Stdout, "network nullfirst ") {
+		t.Errorf("usage --conf: want the network nullfirst, got %s", o)
+	}
+}
+
+// TestUsageConfDirNothingOrEtcdType: a network whose ipam type is local-ipam-etcd (the
+// form that skips the hand-off) is counted, not skipped; a directory with no network to
+// count is an error (exit 1) naming what it read, not an empty answer with exit 0.
+func TestUsageConfDirNothingOrEtcdType(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, conf string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("10-dhcp.conf", `{"cniVersion":"1.1.0","name":"d","type":"macvlan","ipam":{"type":"dhcp"}}`)
+	o := operator(t, "usage", "--conf-dir", dir)
+	if want := "local-ipam: no local-ipam or host-local network in " + dir + " (1 config file read)\n"; o.Exit != 1 || o.Stdout != "" || o.Stderr != want {
+		t.Errorf("usage --conf-dir of no network: want exit 1 and %q, got %s", want, o)
+	}
+	empty := t.TempDir()
+	if o := operator(t, "usage", "--conf-dir", empty, "--json"); o.Exit != 1 || !strings.Contains(o.Stderr, "no local-ipam or host-local network in "+empty+" (0 config files read)") {
+		t.Errorf("usage --conf-dir of an empty directory: %s", o)
+	}
+	// The disk store served by local-ipam-etcd directly (it serves both stores).
+	write("20-direct.conf", `{"cniVersion":"1.1.0","name":"direct","type":"bridge","ipam":{"type":"local-ipam-etcd","dataDir":`+strconv.Quote(t.TempDir())+`,"subnet":"10.78.0.0/24"}}`)
+	o = operator(t, "usage", "--conf-dir", dir)
+	if o.Exit != 0 || !strings.Contains(o.Stdout, "network direct ") {
+		t.Errorf("usage --conf-dir with a local-ipam-etcd network: want it counted, got %s", o)
 	}
 }

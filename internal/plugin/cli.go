@@ -134,9 +134,9 @@ func newFlags(name string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses a command's arguments: an unknown flag, a missing value, an argument that
-// is not a flag, or an empty --conf is a usage error (exit 2); -h or --help asks for the
-// usage. Every command parses with it.
+// parse parses a command's arguments: an unknown flag, a missing or empty value, an
+// argument that is not a flag, or --network or --data-dir beside --conf is a usage error
+// (exit 2); -h or --help asks for the usage. Every command parses with it.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -151,12 +151,29 @@ func parse(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return errUsage{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
 	}
+	// A flag given an empty value (an unset shell variable) is refused rather than read
+	// as left out: `release --ifname ""` would release every interface of the container.
+	// So is a flag that --conf overrides.
 	var err error
+	conf := false
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == confFlag && f.Value.String() == "" {
+		switch {
+		case err != nil:
+		case f.Name == confFlag && f.Value.String() == "":
 			err = errUsage{fmt.Sprintf("%s: --conf needs a file (or - for stdin)", fs.Name())}
+		case f.Value.String() == "":
+			err = errUsage{fmt.Sprintf("%s: --%s needs a value", fs.Name(), f.Name)}
+		case f.Name == confFlag:
+			conf = true
 		}
 	})
+	if err == nil && conf {
+		fs.Visit(func(f *flag.Flag) {
+			if err == nil && (f.Name == "network" || f.Name == "data-dir") {
+				err = errUsage{fmt.Sprintf("%s: --conf names the network and its data dir: leave out --%s", fs.Name(), f.Name)}
+			}
+		})
+	}
 	return err
 }
 

@@ -139,6 +139,11 @@ func describe(idx int, set ranges.Set, excl ranges.Exclusions) string {
 	default:
 		fmt.Fprintf(&b, "; the gateways %s are never assigned", strings.Join(gws, ", "))
 	}
+	if size.Sign() > 0 && excluded.Cmp(size) == 0 {
+		// Nothing is reserved: list and release cannot help.
+		b.WriteString("), every one of them excluded by ipam.exclude: none can be assigned until the exclusions change")
+		return b.String()
+	}
 	fmt.Fprintf(&b, "), %s of them excluded, the rest reserved", usage.NewCount(excluded).Readable())
 	return b.String()
 }

@@ -24,6 +24,8 @@ func TestDescribe(t *testing.T) {
 			"range set 0 assigns no address (0 addresses; the gateway 10.0.5.1 is never assigned), 0 of them excluded, the rest reserved"},
 		{"two gateways", `"ranges":[[{"subnet":"10.0.6.0/30"},{"subnet":"10.0.7.0/30"}]]`,
 			"range set 0 assigns 10.0.6.2,10.0.7.2 (2 addresses; the gateways 10.0.6.1, 10.0.7.1 are never assigned), 0 of them excluded, the rest reserved"},
+		{"every address excluded: the way out is the exclusion, not a release", `"subnet":"10.0.8.0/29","exclude":["10.0.8.0/29"]`,
+			"range set 0 assigns 10.0.8.2-10.0.8.6 (5 addresses; the gateway 10.0.8.1 is never assigned), every one of them excluded by ipam.exclude: none can be assigned until the exclusions change"},
 		{"IPv6 /64", `"subnet":"fd00::/64","exclude":["fd00::/65"]`,
 			"range set 0 assigns fd00::2-fd00::ffff:ffff:ffff:ffff (2^64-2 addresses; the gateway fd00::1 is never assigned), 2^63-2 of them excluded, the rest reserved"},
 		{"IPv6 /96", `"subnet":"fd00::/96"`,

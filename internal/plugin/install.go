@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -49,11 +50,8 @@ func installFlags(cmd string, args []string) (dir, as string, err error) {
 	if err := parse(fs, args); err != nil {
 		return "", "", err
 	}
-	if dir == "" {
-		return "", "", errUsage{cmd + ": --dir is empty"}
-	}
 	switch {
-	case as == "" || as == "." || as == ".." || strings.ContainsRune(as, '/'):
+	case as == "." || as == ".." || strings.ContainsRune(as, '/'):
 		return "", "", errUsage{fmt.Sprintf("%s: --as %q is not a file name", cmd, as)}
 	case as == EtcdBinary || as == metricsName || strings.HasSuffix(as, origSuffix):
 		return "", "", errUsage{fmt.Sprintf("%s: --as %q: that name is local-ipam's own or keeps an original", cmd, as)}
@@ -107,6 +105,37 @@ func (d *pluginDir) sync() error {
 	return nil
 }
 
+// tempPattern is the name place gives a copy before renaming it over name.
+func tempPattern(name string) string { return "." + name + ".new-*" }
+
+// removeInterrupted removes the copies that an install killed while copying left beside
+// names (a partial file each, of any size): with the directory locked, no copy of a
+// running install can be among them. Another plugin's files are not touched.
+func (d *pluginDir) removeInterrupted(names []string, stdout io.Writer) error {
+	var removed []string
+	for _, name := range names {
+		matches, err := filepath.Glob(filepath.Join(d.path, tempPattern(name)))
+		if err != nil {
+			return err
+		}
+		for _, m := range matches {
+			if fi, err := os.Lstat(m); err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			removed = append(removed, m)
+		}
+	}
+	if len(removed) == 0 {
+		return nil
+	}
+	slices.Sort(removed)
+	fmt.Fprintf(stdout, "removed %s (left by an interrupted install)\n", strings.Join(removed, ", "))
+	return d.sync()
+}
+
 // place puts a copy of src in the directory as name: written to a new file beside it,
 // synced, made executable, renamed over name, and the directory synced.
 func (d *pluginDir) place(src, name string) (err error) {
@@ -115,7 +144,7 @@ func (d *pluginDir) place(src, name string) (err error) {
 		return err
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(d.path, "."+name+".new-*")
+	tmp, err := os.CreateTemp(d.path, tempPattern(name))
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -184,6 +213,13 @@ func (p *Plugin) cmdInstall(args []string, stdout io.Writer) error {
 		return fmt.Errorf("install: %v", err)
 	}
 	defer d.close()
+	var names []string
+	for _, c := range plan {
+		names = append(names, c.name)
+	}
+	if err := d.removeInterrupted(names, stdout); err != nil {
+		return fmt.Errorf("install: %v", err)
+	}
 	for _, c := range plan {
 		if c.name == as && as != selfName {
 			if err := d.keepOriginal(as, stdout); err != nil {
@@ -238,13 +274,19 @@ func (p *Plugin) cmdUninstall(args []string, stdout io.Writer) error {
 		return fmt.Errorf("uninstall: %v", err)
 	}
 	defer d.close()
+	// Another name that is local-ipam would lose local-ipam-etcd, and the node that plugin.
+	if other, err := d.otherInstall(as); err != nil {
+		return fmt.Errorf("uninstall: %v", err)
+	} else if other != "" {
+		return fmt.Errorf("uninstall: %s is local-ipam: run uninstall --as %s, which puts the original back", d.join(other), other)
+	}
 	if as != selfName {
 		if err := d.restoreOriginal(as, stdout); err != nil {
 			return fmt.Errorf("uninstall: %v", err)
 		}
-	} else if ours, _ := ourBinary(d.join("host-local")); ours {
-		// It would lose local-ipam-etcd, and the node its host-local.
-		return fmt.Errorf("uninstall: %s is local-ipam: run uninstall --as host-local, which puts the original back", d.join("host-local"))
+	}
+	if err := d.removeInterrupted([]string{as, selfName, metricsName, EtcdBinary}, stdout); err != nil {
+		return fmt.Errorf("uninstall: %v", err)
 	}
 	// The reverse of install's order: local-ipam before what it hands calls to.
 	removed := 0
@@ -272,6 +314,34 @@ func (p *Plugin) cmdUninstall(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// otherInstall names a file of the directory, other than local-ipam's own names and as,
+// that is local-ipam (installed with --as): host-local first, then in name order; "" when
+// there is none.
+func (d *pluginDir) otherInstall(as string) (string, error) {
+	entries, err := os.ReadDir(d.path)
+	if err != nil {
+		return "", err
+	}
+	names := []string{"host-local"}
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	for _, name := range names {
+		switch {
+		case name == as || name == selfName || name == metricsName || name == EtcdBinary,
+			strings.HasPrefix(name, "."), strings.HasSuffix(name, origSuffix):
+			continue
+		}
+		if fi, err := os.Stat(d.join(name)); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if ours, _ := ourBinary(d.join(name)); ours {
+			return name, nil
+		}
+	}
+	return "", nil
+}
+
 // restoreOriginal renames name.orig over name, which must be local-ipam (or absent). With
 // no name.orig, a name that is local-ipam is an error (removing it would leave the node
 // without that plugin), and any other name is left as it is.
@@ -294,6 +364,18 @@ func (d *pluginDir) restoreOriginal(name string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "no %s to put back, and %s is not local-ipam: left as it is\n", orig, cur)
 		return nil
 	}
+	if curExists && !ours && sameFile(cur, orig) {
+		// An install killed between keeping the original and replacing it: name.orig is
+		// a second link to name, which is still the original.
+		if err := os.Remove(orig); err != nil {
+			return err
+		}
+		if err := d.sync(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s is %s itself (kept by an install that did not finish): removed it; %s left as it is\n", orig, cur, cur)
+		return nil
+	}
 	if curExists && !ours {
 		return fmt.Errorf("%s is not local-ipam (%s): it was replaced since the install; nothing changed (%s left as it is)", cur, what, orig)
 	}
@@ -305,6 +387,13 @@ func (d *pluginDir) restoreOriginal(name string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "put %s back as %s\n", orig, cur)
 	return nil
+}
+
+// sameFile tells whether the names a and b are links to one file (symlinks not followed).
+func sameFile(a, b string) bool {
+	fa, err1 := os.Lstat(a)
+	fb, err2 := os.Lstat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
 }
 
 // ourBinary tells whether the file at path (a symlink followed) is a build of this

@@ -116,6 +116,12 @@ func diskNetworks(dataDir, network string) ([]string, error) {
 		return nil, fmt.Errorf("%s looks like a network's own directory (it holds a lock file and address records), not a data dir: use its parent, --data-dir %s (and --network %s)",
 			dir, filepath.Dir(dir), filepath.Base(dir))
 	}
+	if network != "" {
+		// "..", "." or a path would name another directory than a network's.
+		if err := store.CheckNetworkName(network); err != nil {
+			return nil, err
+		}
+	}
 	names, err := disk.Networks(dataDir)
 	if err != nil || network == "" {
 		return names, err

@@ -39,6 +39,15 @@ func (p *Plugin) cmdUsage(args []string, stdout io.Writer) error {
 	var rep usage.Report
 	if *confDir != "" {
 		rep = p.dirUsage(*confDir)
+		if len(rep.Networks) == 0 && len(rep.Errors) == 0 && *format != "prometheus" {
+			// Nothing to count: a mistyped directory, or configs of other IPAM plugins.
+			files, _ := confFiles(*confDir)
+			s := "s"
+			if len(files) == 1 {
+				s = ""
+			}
+			return fmt.Errorf("no local-ipam or host-local network in %s (%d config file%s read)", *confDir, len(files), s)
+		}
 	} else {
 		c, err := p.loadConf(fs)
 		if err == nil {

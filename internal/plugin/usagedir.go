@@ -92,8 +92,8 @@ func (p *Plugin) dirUsage(dir string) usage.Report {
 }
 
 // readNetConf reads a config file of a config directory: its network's name and config;
-// ours is false for a config whose IPAM is neither local-ipam nor host-local (or that
-// has none).
+// ours is false for a config whose IPAM is neither local-ipam (or local-ipam-etcd) nor
+// host-local (or that has none).
 func readNetConf(file string) (name string, c *config.Config, ours bool, err error) {
 	raw, err := os.ReadFile(file)
 	if err != nil {
@@ -115,7 +115,7 @@ func readNetConf(file string) (name string, c *config.Config, ours bool, err err
 	if err := json.Unmarshal(stdin, &conf); err != nil {
 		return "", nil, false, fmt.Errorf("not a network config: %v", err)
 	}
-	if t := conf.IPAM.Type; t != "local-ipam" && t != "host-local" {
+	if t := conf.IPAM.Type; t != "local-ipam" && t != "host-local" && t != EtcdBinary {
 		return conf.Name, nil, false, nil
 	}
 	c, err = config.Load(stdin, "")

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 )
 
 // PluginConf turns a network config or a conflist into what a runtime would send the IPAM
@@ -26,9 +27,12 @@ func PluginConf(raw []byte) ([]byte, error) {
 		if err := json.Unmarshal(p, &m); err != nil {
 			return nil, err
 		}
-		if _, ok := m["ipam"]; ok {
-			m["name"], m["cniVersion"] = list.Name, list.CNIVersion
-			return json.Marshal(m)
+		// As a plugin decodes it: any case, null for none.
+		for k, v := range m {
+			if strings.EqualFold(k, "ipam") && v != nil {
+				m["name"], m["cniVersion"] = list.Name, list.CNIVersion
+				return json.Marshal(m)
+			}
 		}
 	}
 	return nil, errors.New("no plugin of the conflist has an ipam section")

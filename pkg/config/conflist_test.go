@@ -40,7 +40,15 @@ func TestPluginConf(t *testing.T) {
 		t.Errorf("Load(PluginConf(conflist)) = name %q, version %q, dataDir %q, sets %v", c.Name, c.CNIVersion, c.DataDir, c.Pool.Sets)
 	}
 
+	// A plugin whose ipam is null has none (a plugin reads it as absent), whatever the
+	// key's case: the next one's is the network's.
+	nullFirst := `{"cniVersion":"1.1.0","name":"nl","plugins":[{"type":"tuning","ipam":null},{"type":"bridge","IPAM":{"type":"local-ipam","subnet":"10.5.0.0/24"}}]}`
+	if got, err := config.PluginConf([]byte(nullFirst)); err != nil || !strings.Contains(string(got), `"type":"bridge"`) {
+		t.Errorf("PluginConf(a null ipam, then one) = %s, %v; want the bridge plugin", got, err)
+	}
+
 	for _, e := range []struct{ name, in, want string }{
+		{"only a null ipam", `{"name":"x","plugins":[{"type":"bridge","ipam":null}]}`, "no plugin of the conflist has an ipam section"},
 		{"no ipam section", `{"name":"x","plugins":[{"type":"bridge"},{"type":"portmap"}]}`, "no plugin of the conflist has an ipam section"},
 		{"empty plugin list", `{"name":"x","plugins":[]}`, "no plugin of the conflist has an ipam section"},
 		{"not JSON", `{"name":`, "unexpected end of JSON input"},

@@ -71,25 +71,34 @@ func (o *object) get(key string) json.RawMessage {
 // lastMember walks the object's members in order: for the rare object holding both
 // "subnet" and "Subnet", say.
 func lastMember(raw []byte, key string) json.RawMessage {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if _, err := dec.Token(); err != nil { // {
-		return nil
-	}
 	var last json.RawMessage
+	eachMember(raw, func(k string, v json.RawMessage) {
+		if strings.EqualFold(k, key) {
+			last = v
+		}
+	})
+	return last
+}
+
+// eachMember calls fn with each member of the JSON object raw, in order, as far as raw
+// can be read.
+func eachMember(raw []byte, fn func(key string, v json.RawMessage)) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return
+	}
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
-			return last
+			return
 		}
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return last
+			return
 		}
-		if k, _ := t.(string); strings.EqualFold(k, key) {
-			last = v
-		}
+		k, _ := t.(string)
+		fn(k, v)
 	}
-	return last
 }
 
 func (o *object) decode(key, where string, dst any) error {

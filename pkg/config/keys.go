@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -152,13 +155,75 @@ func misspelled(o *object, keys []string, where string, unknownToo bool) []Findi
 				fmt.Sprintf("unknown key %q: local-ipam ignores it", k)})
 		}
 	}
+	out = append(out, repeated(o, keys, where)...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
 }
 
-// joinPath appends key to a JSON path.
+// repeated reports each known key that the object gives more than once, exactly or in
+// another case: only one of them counts, so that {"exclude": [...], "Exclude": []} may
+// silently exclude nothing. Which one is the runtime's doing: the last as written for a
+// config handed on as it is (encoding/json, host-local), the last in byte order for a
+// conflist's plugin, which libcni decodes and encodes again (keys sorted).
+func repeated(o *object, keys []string, where string) []Finding {
+	// Walking the members is slow on a huge object: only when some known key's name is
+	// found more than once in it (nested objects and values included).
+	lower, again := bytes.ToLower(o.raw), false
+	for _, k := range keys {
+		if bytes.Count(lower, []byte(`"`+strings.ToLower(k)+`"`)) > 1 {
+			again = true
+			break
+		}
+	}
+	if !again {
+		return nil
+	}
+	seen := map[string][]string{}
+	var order []string
+	eachMember(o.raw, func(k string, _ json.RawMessage) {
+		for _, known := range keys {
+			if strings.EqualFold(k, known) {
+				if seen[known] == nil {
+					order = append(order, known)
+				}
+				seen[known] = append(seen[known], k)
+				return
+			}
+		}
+	})
+	var out []Finding
+	for _, known := range order {
+		if as := seen[known]; len(as) > 1 {
+			out = append(out, Finding{joinPath(where, as[len(as)-1]), SeverityError,
+				fmt.Sprintf("key %q is given %d times (as %s): only one of them counts (which one depends on the runtime): keep one", known, len(as), quoteAll(as))})
+		}
+	}
+	return out
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// joinPath appends key to a JSON path: as .key, or as ["key"] quoted when it holds a
+// character that is not printable, a space, a quote or a bracket, so that a key cannot
+// break the line it is printed on (a runtime's log) or pass for another path.
 func joinPath(where, key string) string {
-	if where == "" {
+	plain := key != ""
+	for _, r := range key {
+		if !strconv.IsPrint(r) || r == ' ' || r == '"' || r == '[' || r == ']' || r == '\\' {
+			plain = false
+			break
+		}
+	}
+	switch {
+	case !plain:
+		return where + "[" + strconv.Quote(key) + "]"
+	case where == "":
 		return key
 	}
 	return where + "." + key

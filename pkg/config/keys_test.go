@@ -374,3 +374,26 @@ func FuzzExamine(f *testing.F) {
 		}
 	})
 }
+
+// TestOddKeysQuotedInPaths: a key that could break the line a finding is printed on (a
+// runtime's log) or pass for another path is quoted in the finding's path.
+func TestOddKeysQuotedInPaths(t *testing.T) {
+	for key, want := range map[string]string{
+		"exlcude":        "ipam.exlcude",
+		"exclude\n":      `ipam["exclude\n"]`,
+		"exclud\x1b[31m": `ipam["exclud\x1b[31m"]`,
+		"\u2028gateway":  `ipam["\u2028gateway"]`,
+		`gate"way`:       `ipam["gate\"way"]`,
+		"rangeStart ":    `ipam["rangeStart "]`,
+	} {
+		k, _ := json.Marshal(key)
+		conf := `{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":"local-ipam","subnet":"10.0.0.0/24",` + string(k) + `:1}}`
+		var paths []string
+		for _, f := range config.Examine([]byte(conf)) {
+			paths = append(paths, f.Path)
+		}
+		if len(paths) != 1 || paths[0] != want {
+			t.Errorf("key %q: finding paths %q, want [%s]", key, paths, want)
+		}
+	}
+}

@@ -33,7 +33,7 @@ func Examine(raw []byte) []Finding {
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return append(out, Finding{"plugins", SeverityError, fmt.Sprintf("not a list of plugin configs: %v", err)})
 	}
-	withIPAM := 0
+	withIPAM, firstIPAM, firstWhere, warnedIPAM := 0, "", "", false
 	for i, p := range list.Plugins {
 		where := fmt.Sprintf("plugins[%d]", i)
 		var m map[string]json.RawMessage
@@ -46,6 +46,15 @@ func Examine(raw []byte) []Finding {
 			continue
 		}
 		withIPAM++
+		// Another ipam section than the first's (the chained form repeats the same one).
+		ipam := canonical((&object{m: m, raw: p}).get("ipam"))
+		if withIPAM == 1 {
+			firstIPAM, firstWhere = ipam, where
+		} else if ipam != firstIPAM && !warnedIPAM {
+			warnedIPAM = true
+			out = append(out, Finding{where + ".ipam", SeverityWarning, fmt.Sprintf(
+				"a second plugin with an ipam section: local-ipam's commands given this conflist by --conf (list, usage, release) read only the first one's (%s)", firstWhere)})
+		}
 		// What the runtime hands the plugin: the list's name and version (as PluginConf).
 		m["name"], _ = json.Marshal(list.Name)
 		m["cniVersion"], _ = json.Marshal(list.CNIVersion)
@@ -107,6 +116,10 @@ func examinePlugin(raw []byte, at string) []Finding {
 			l.add("ipam.store", SeverityError, "%s", msgOf(err))
 		}
 		l.storeFields(n.IPAM.Store)
+		// ADD reads it every time and fails without it (as host-local does).
+		if _, err := (&Config{ResolvConf: n.IPAM.ResolvConf}).DNS(); err != nil {
+			l.add("ipam.resolvConf", SeverityWarning, "%s (on this machine): every ADD fails where it cannot be read", msgOf(err))
+		}
 	}
 	// What the checks above do not cover (no ipam, no ranges, a cniVersion that allows
 	// one set per family, requested addresses): as a CNI call would refuse the config.
@@ -347,4 +360,14 @@ func (l *linter) storeFields(s *storeJSON) {
 			l.add("ipam.store."+f.key, SeverityWarning, "ignored: only the etcd store reads it, and ipam.store.type is not \"etcd\"")
 		}
 	}
+}
+
+// canonical is raw re-encoded with its keys sorted, to compare two JSON values.
+func canonical(raw json.RawMessage) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return string(raw)
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
 }
