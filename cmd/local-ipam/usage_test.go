@@ -324,6 +324,7 @@ func TestUsagePrometheusOneConf(t *testing.T) {
 	for _, args := range [][]string{
 		{"usage", "--conf", conf, "--format", "yaml"},
 		{"usage", "--conf", conf, "--json", "--format", "prometheus"},
+		{"usage", "--conf", conf, "--json", "--format", "table"},
 		{"usage", "--conf", conf, "--conf-dir", filepath.Dir(conf)},
 	} {
 		if o := operator(t, args...); o.Exit != 2 {

@@ -26,7 +26,7 @@ func (p *Plugin) cmdUsage(args []string, stdout io.Writer) error {
 		return err
 	}
 	switch {
-	case *asJSON && *format != "table" && *format != "json":
+	case *asJSON && isSet(fs, "format") && *format != "json":
 		return errUsage{"usage: --json and --format " + *format + " disagree"}
 	case *asJSON:
 		*format = "json"
