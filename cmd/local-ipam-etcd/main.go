@@ -72,7 +72,7 @@ func open(c *config.Config, who ipam.Caller) (ipam.Network, error) {
 		Endpoints: s.Endpoints, Prefix: s.Prefix,
 		CertFile: s.CertFile, KeyFile: s.KeyFile, TrustedCAFile: s.TrustedCAFile,
 		Username: s.Username, Password: s.Password,
-		Timeout: s.Timeout, Node: s.Node,
+		Timeout: s.Timeout, Node: s.Node, BlockSize: s.BlockSize,
 	}, c.Name)
 	if err != nil {
 		return nil, err

@@ -258,9 +258,10 @@ func TestErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put(s.pageKey(pageID{n: ranges.Uint128{Hi: 0, Lo: 0x0a000}}), "short")
+	corruptPage, _ := s.pageOf(netip.MustParseAddr("10.0.0.0"))
+	put(s.pageKey(corruptPage), "short")
 	s = mustOpen(t, cfgFor(shared, "n"), network)
-	if _, _, err := s.FirstFree(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.9")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), "page/4-0a000") {
+	if _, _, err := s.FirstFree(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.9")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), s.pageKey(corruptPage)) {
 		t.Errorf("FirstFree over a corrupt page = %v; want code 104 naming it", err)
 	}
 	if _, err := s.Reserve(netip.MustParseAddr("10.0.0.1"), own("c", "eth0")); code(err) != cnierr.StoreCorrupt {
@@ -335,17 +336,20 @@ func bulkReserve(t testing.TB, cli *clientv3.Client, s *Store, addrs []netip.Add
 		if len(ops) >= 120 {
 			flush()
 		}
-		p, off := pageOf(a)
+		p, off := s.pageOf(a)
 		if pages[p] == nil {
-			pages[p] = &page{bits: make([]byte, pageBytes)}
+			pages[p] = &page{bits: make([]byte, s.pbytes)}
 		}
 		pages[p].bits[off>>3] |= 1 << (off & 7)
 	}
 	flush()
 	for p, pg := range pages {
 		ops = append(ops, clientv3.OpPut(s.pageKey(p), string(pg.bits)))
-		if allOnes(pg.bits) {
+		if allOnes(pg.bits, s.pbytes) {
 			ops = append(ops, clientv3.OpPut(s.fullKey(p), ""))
+		}
+		if s.blk.on { // the node holds the blocks it reserved in
+			ops = append(ops, clientv3.OpPut(s.blockKey(p), s.cfg.Node), clientv3.OpPut(s.nblockKey(s.cfg.Node, p), ""))
 		}
 		if len(ops) >= 120 {
 			flush()
