@@ -93,8 +93,8 @@ func (s *Store) setGeometry() {
 func (s *Store) pageOf(a netip.Addr) (pageID, int) { return pageOf(a, s.pb) }
 func (s *Store) pageMask() int                     { return 1<<s.pb - 1 }
 
-func (s *Store) blockSizeKey() string       { return s.base + "blocksize" }
-func (s *Store) blockKey(p pageID) string   { return s.base + "block/" + p.name() }
+func (s *Store) blockSizeKey() string         { return s.base + "blocksize" }
+func (s *Store) blockKey(p pageID) string     { return s.base + "block/" + p.name() }
 func (s *Store) nblockPrefix(n string) string { return s.base + "nblock/" + n + "/" }
 func (s *Store) nblockKey(n string, p pageID) string {
 	return s.nblockPrefix(n) + p.name()
