@@ -244,7 +244,7 @@ func walkStretch(st store.Store, set ranges.Set, excl ranges.Exclusions, from, t
 
 // fromBlocks offers take the free addresses of the machine's own blocks (round robin
 // from the cursor last), then those of a block it claims: in each range of the set, from
-// the machine's own starting point on, wrapping. A block another machine claimed first
+// the cursor (or the machine's own starting point) on, wrapping. A block another machine claimed first
 // is passed over.
 func fromBlocks(st store.Store, bs store.Blocks, set ranges.Set, excl ranges.Exclusions, last netip.Addr, take func(netip.Addr) (bool, error)) error {
 	if len(set) == 0 {
@@ -269,7 +269,12 @@ func fromBlocks(st store.Store, bs store.Blocks, set ranges.Set, excl ranges.Exc
 		}
 	}
 	for _, r := range set {
+		// After the cursor, so that a machine goes on through the pool block after
+		// block; a machine without one starts at a point of its own.
 		start := bs.ClaimStart(r.Start, r.End)
+		if r.Contains(last) && last != r.End {
+			start = last.Next()
+		}
 		spans := [][2]netip.Addr{{start, r.End}}
 		if start != r.Start {
 			spans = append(spans, [2]netip.Addr{r.Start, start.Prev()})

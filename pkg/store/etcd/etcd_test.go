@@ -228,6 +228,52 @@ func TestConcurrentAllocation(t *testing.T) {
 	}
 }
 
+// allocateInProcesses runs procs machines as processes (this test binary, re-run as a
+// worker), each allocating one address a call from one pool of the shared etcd until it
+// is exhausted (code 100). It returns who got each address, and how many each machine
+// got; an address handed out twice is an error.
+func allocateInProcesses(t *testing.T, network, subnet string, procs, blockSize int, owner func(node string) string) (map[netip.Addr]string, map[string]int) {
+	t.Helper()
+	type out struct {
+		node  string
+		lines []string
+		err   error
+	}
+	res := make(chan out, procs)
+	for i := range procs {
+		node := fmt.Sprintf("machine%d", i)
+		job, _ := json.Marshal(workerJob{Endpoints: shared, Network: network, Node: node, Subnet: subnet, Owner: owner(node), BlockSize: blockSize})
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), workerEnv+"="+string(job))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		go func() {
+			b, err := cmd.Output()
+			if err != nil {
+				err = fmt.Errorf("%s: %v: %s", node, err, stderr.String())
+			}
+			res <- out{node, strings.Fields(string(b)), err}
+		}()
+	}
+	got := map[netip.Addr]string{}
+	perNode := map[string]int{}
+	for range procs {
+		o := <-res
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		for i := 0; i+1 < len(o.lines); i += 2 {
+			a := netip.MustParseAddr(o.lines[i])
+			if prev, dup := got[a]; dup {
+				t.Errorf("%s handed out twice: to %s and %s", a, prev, o.lines[i+1])
+			}
+			got[a] = o.lines[i+1]
+			perNode[o.node]++
+		}
+	}
+	return got, perNode
+}
+
 // TestProcessesAllocateFromOnePool runs machines as processes (this test binary, re-run as
 // a worker), each allocating from one pool until it is exhausted.
 func TestProcessesAllocateFromOnePool(t *testing.T) {
@@ -235,43 +281,7 @@ func TestProcessesAllocateFromOnePool(t *testing.T) {
 	network := newNetwork()
 	subnet := "10.88.0.0/25" // .2 - .126: 125 addresses
 	run := func(round int) map[netip.Addr]string {
-		type out struct {
-			node  string
-			lines []string
-			err   error
-		}
-		res := make(chan out, procs)
-		for i := range procs {
-			node := fmt.Sprintf("machine%d", i)
-			job, _ := json.Marshal(workerJob{Endpoints: shared, Network: network, Node: node, Subnet: subnet, Owner: fmt.Sprintf("r%d-%s", round, node), BlockSize: testBlockSize})
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), workerEnv+"="+string(job))
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			go func() {
-				b, err := cmd.Output()
-				if err != nil {
-					err = fmt.Errorf("%s: %v: %s", node, err, stderr.String())
-				}
-				res <- out{node, strings.Fields(string(b)), err}
-			}()
-		}
-		got := map[netip.Addr]string{}
-		perNode := map[string]int{}
-		for range procs {
-			o := <-res
-			if o.err != nil {
-				t.Fatal(o.err)
-			}
-			for i := 0; i+1 < len(o.lines); i += 2 {
-				a := netip.MustParseAddr(o.lines[i])
-				if prev, dup := got[a]; dup {
-					t.Errorf("round %d: %s handed out twice: to %s and %s", round, a, prev, o.lines[i+1])
-				}
-				got[a] = o.lines[i+1]
-				perNode[o.node]++
-			}
-		}
+		got, perNode := allocateInProcesses(t, network, subnet, procs, testBlockSize, func(node string) string { return fmt.Sprintf("r%d-%s", round, node) })
 		if len(got) != 125 {
 			t.Errorf("round %d: %d addresses handed out, want 125", round, len(got))
 		}
