@@ -33,7 +33,20 @@ type network struct {
 var (
 	_ ipam.Network      = network{}
 	_ ipam.NodeReleaser = network{}
+	_ ipam.BlockLister  = network{}
 )
+
+func (n network) ListBlocks() (int, []ipam.Block, error) {
+	bs, err := n.Blocks()
+	if err != nil {
+		return 0, nil, err
+	}
+	out := make([]ipam.Block, len(bs))
+	for i, b := range bs {
+		out[i] = ipam.Block{CIDR: b.Prefix.String(), Node: b.Node, InUse: b.InUse, Size: b.Size}
+	}
+	return n.BlockSize(), out, nil
+}
 
 func (n network) String() string { return n.desc }
 

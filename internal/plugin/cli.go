@@ -33,6 +33,8 @@ Operator's commands:
   local-ipam release --conf FILE --node NAME
         etcd store: release every address a machine gone for good reserved, and
         free its node name for another machine (batch by batch; re-run to go on)
+  local-ipam blocks  --conf FILE [--json]
+        etcd store: each node-affine block (CIDR, node holding it, in use, size)
   local-ipam version
   local-ipam help
 
@@ -75,6 +77,8 @@ func (p *Plugin) dispatch(args []string, stdout io.Writer) error {
 		return p.cmdUsage(args[1:], stdout)
 	case "release":
 		return p.cmdRelease(args[1:], stdout)
+	case "blocks":
+		return p.cmdBlocks(args[1:], stdout)
 	}
 	return errUsage{fmt.Sprintf("unknown command %q", args[0])}
 }

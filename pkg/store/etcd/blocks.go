@@ -523,6 +523,9 @@ func (s *Store) releaseBlocks(node string) (int, error) {
 	return n, nil
 }
 
+// BlockSize is the addresses of a block (0: no blocks).
+func (s *Store) BlockSize() int { return s.cfg.BlockSize }
+
 // BlockInfo is one block, as Blocks reports it.
 type BlockInfo struct {
 	Prefix netip.Prefix
