@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"hash/fnv"
 	"math/bits"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -43,6 +44,8 @@ const (
 	ownBatch = 16
 	// scanBatch: how many claimed blocks one read looking for an unclaimed one skips.
 	scanBatch = 1024
+	// lostSpread: after a lost claim, a machine skips up to this many unclaimed blocks.
+	lostSpread = 8
 )
 
 type blockState struct {
@@ -52,6 +55,7 @@ type blockState struct {
 	// claimable: blocks NextUnclaimed found unclaimed; a reservation in one claims it.
 	claimable map[pageID]bool
 	borrowing bool // Borrow was called
+	lost      bool // a claim of this call lost to another machine's
 	scan      *scan
 	err       error // the blocksize record is damaged (code 104)
 }
@@ -231,6 +235,10 @@ func (s *Store) blockOps(p pageID, pg *page) (cmps []clientv3.Cmp, ops []clientv
 	case s.blk.claimable[p]:
 		return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(bk), "=", 0)},
 			[]clientv3.Op{clientv3.OpPut(bk, me), clientv3.OpPut(s.nblockKey(me, p), "")}, claimBlock
+	case s.blk.borrowing && pg.known && pg.owner == "":
+		// An unclaimed block the search passed over: claimed all the same.
+		return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(bk), "=", 0)},
+			[]clientv3.Op{clientv3.OpPut(bk, me), clientv3.OpPut(s.nblockKey(me, p), "")}, claimOnTheWay
 	case s.blk.borrowing && pg.known && pg.owner != "" && pg.owner != me && allZero(pg.bits):
 		return []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(bk), "=", pg.orev)},
 			[]clientv3.Op{clientv3.OpPut(bk, me), clientv3.OpDelete(s.nblockKey(pg.owner, p)), clientv3.OpPut(s.nblockKey(me, p), "")}, takeBlock
@@ -241,8 +249,9 @@ func (s *Store) blockOps(p pageID, pg *page) (cmps []clientv3.Cmp, ops []clientv
 type blockChange int
 
 const (
-	keepBlock blockChange = iota
-	claimBlock
+	keepBlock     blockChange = iota
+	claimBlock                // one NextUnclaimed offered: lost to another, ErrBlockClaimed
+	claimOnTheWay             // borrowing: lost to another, the reservation is tried again
 	takeBlock
 )
 
@@ -451,9 +460,17 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 			s.blk.scan = c
 		}
 		i, _ := slices.BinarySearchFunc(c.claimed, fp, cmpPage)
+		skip := 0
+		if s.blk.lost {
+			// After a lost claim, the machines that lost converge on the same next
+			// block: each skips a random number of unclaimed ones instead.
+			skip = rand.N(lostSpread)
+		}
 		for p := fp; ; p = p.next() {
 			if i < len(c.claimed) && c.claimed[i] == p {
 				i++
+			} else if skip > 0 && p != tp && p != c.to {
+				skip--
 			} else {
 				s.blk.claimable = map[pageID]bool{p: true} // only the block offered last
 				if s.pages[p] == nil && !s.blk.legacy {

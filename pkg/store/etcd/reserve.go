@@ -218,6 +218,9 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			// concurrent call of this one (the block is ours: go on in it).
 			s.markClaimed(p)
 			if npg.owner != s.cfg.Node {
+				// What this call read of the blocks is stale: read them again (a read
+				// costs no raft proposal), and spread out from the other claimers.
+				s.blk.scan, s.blk.lost = nil, true
 				return false, store.ErrBlockClaimed
 			}
 		}
