@@ -369,6 +369,7 @@ func TestBigPoolBoundedRoundTrips(t *testing.T) {
 	eps := etcdtest.StartCluster(t, 1).Endpoints()
 	network := newNetwork()
 	cfg := cfgFor(eps, "node-a")
+	cfg.BlockSize = 0 // the cluster-wide round robin's order (TestBlocksRoundTrips: blocks)
 	s := mustOpen(t, cfg, network)
 	base := netip.MustParseAddr("10.50.0.2")
 	const n = 50000

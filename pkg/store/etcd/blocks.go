@@ -494,7 +494,11 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 }
 
 // Borrow implements store.Blocks.
-func (s *Store) Borrow() { s.blk.borrowing, s.blk.claimable = true, map[pageID]bool{} }
+func (s *Store) Borrow() {
+	if s.blk.on {
+		s.blk.borrowing, s.blk.claimable = true, map[pageID]bool{}
+	}
+}
 
 var _ store.Blocks = (*Store)(nil)
 
