@@ -34,7 +34,7 @@ import (
 //
 // <addr> is fixed-width hex, so keys sort like addresses: "4-0a000005", "6-<32 hex>".
 // <page> is the page number (address >> pageBits) in fixed-width hex: "4-<5 hex>",
-// "6-<29 hex>".
+// "6-<29 hex>". With node-affine blocks a page is a block, under other keys (blocks.go).
 
 const (
 	// pageBits is the size of a page without blocks: 4,096 addresses, 512 bytes.
