@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -81,30 +80,21 @@ func fillEtcd(endpoints []string, net string, n int) error {
 		a = a.Next()
 	}
 	const writers = 16
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: "bench", Timeout: 10 * time.Minute}, net)
-			if err != nil {
-				errs <- err
-				return
+	err := fanOut(context.Background(), writers, writers, func(w int) error {
+		st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: "bench", Timeout: 10 * time.Minute}, net)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for i := w; i < n; i += writers {
+			ok, err := st.Reserve(addrs[i], store.Owner{ID: containerID("etcd-fill", i), IfName: benchIfname})
+			if err != nil || !ok {
+				return fmt.Errorf("filling etcd: Reserve(%s) = %v, %v", addrs[i], ok, err)
 			}
-			defer st.Close()
-			for i := w; i < n; i += writers {
-				ok, err := st.Reserve(addrs[i], store.Owner{ID: containerID("etcd-fill", i), IfName: benchIfname})
-				if err != nil || !ok {
-					errs <- fmt.Errorf("filling etcd: Reserve(%s) = %v, %v", addrs[i], ok, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: "bench", Timeout: time.Minute}, net)

@@ -112,35 +112,27 @@ func (b *bench) etcdBurst(eps []string, li *tool, bs, n int) error {
 	var mu sync.Mutex
 	var durs []time.Duration
 	failed := 0
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for m := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// A timeout long enough for the slowest burst: a call that fails is counted,
-			// not retried.
-			e := etcdEnv{net: net, endpoints: eps, t: li, typ: "local-ipam", blockSize: bs, subnet: "10.12.0.0/20", timeout: "60s",
-				node: fmt.Sprintf("machine%d", m), dataDir: b.root + fmt.Sprintf("/burst-%d-%d-m%d", bs, n, m)}
-			for i := range burstEach {
-				o, err := e.t.run(b.ctx, req{cmd: "ADD", id: containerID(fmt.Sprintf("burst-%d-m%d", bs, m), i), stdin: e.conf()})
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				if o.code == 0 {
-					durs = append(durs, o.dur)
-				} else {
-					failed++
-				}
-				mu.Unlock()
+	err = fanOut(b.ctx, n, n, func(m int) error {
+		// A timeout long enough for the slowest burst: a call that fails is counted, not
+		// retried.
+		e := etcdEnv{net: net, endpoints: eps, t: li, typ: "local-ipam", blockSize: bs, subnet: "10.12.0.0/20", timeout: "60s",
+			node: fmt.Sprintf("machine%d", m), dataDir: b.root + fmt.Sprintf("/burst-%d-%d-m%d", bs, n, m)}
+		for i := range burstEach {
+			o, err := e.t.run(b.ctx, req{cmd: "ADD", id: containerID(fmt.Sprintf("burst-%d-m%d", bs, m), i), stdin: e.conf()})
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+			mu.Lock()
+			if o.code == 0 {
+				durs = append(durs, o.dur)
+			} else {
+				failed++
+			}
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	if len(durs) == 0 {
@@ -172,29 +164,19 @@ func fillEtcdAllocating(endpoints []string, net string, bs, n int) error {
 	}
 	pool := ranges.Pool{Sets: []ranges.Set{{r}}}
 	const writers = 16
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: fmt.Sprintf("fill%d", w), Timeout: 10 * time.Minute, BlockSize: bs}, net)
-			if err != nil {
-				errs <- err
-				return
+	return fanOut(context.Background(), writers, writers, func(w int) error {
+		st, err := etcd.Open(etcd.Config{Endpoints: endpoints, Prefix: "/bench", Node: fmt.Sprintf("fill%d", w), Timeout: 10 * time.Minute, BlockSize: bs}, net)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for i := w; i < n; i += writers {
+			if _, err := allocator.Allocate(st, pool, store.Owner{ID: containerID("etcd-fill", i), IfName: benchIfname}, nil); err != nil {
+				return fmt.Errorf("filling etcd: %v", err)
 			}
-			defer st.Close()
-			for i := w; i < n; i += writers {
-				if _, err := allocator.Allocate(st, pool, store.Owner{ID: containerID("etcd-fill", i), IfName: benchIfname}, nil); err != nil {
-					errs <- fmt.Errorf("filling etcd: %v", err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+		}
+		return nil
+	})
 }
 
 // etcdBlocksTable is the comparison's table (empty when it did not run).

@@ -50,11 +50,7 @@ func (s *Store) setPage(p pageID, kv *mvccpb.KeyValue) (*page, error) {
 }
 
 func (s *Store) readPage(p pageID) (*page, error) {
-	var resp *clientv3.TxnResponse
-	err := s.do("read "+s.pageKey(p), func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).Then(s.pageOps(p)...).Commit()
-		return err
-	})
+	resp, err := s.readTxn("read "+s.pageKey(p), s.pageOps(p))
 	if err != nil {
 		return nil, err
 	}
