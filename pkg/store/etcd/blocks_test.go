@@ -34,7 +34,7 @@ func poolOf(t testing.TB, subnet, start, end, gw string) ranges.Pool {
 	return ranges.Pool{Sets: []ranges.Set{{r}}}
 }
 
-// add allocates for id from a Store of its own (one CNI call).
+// addAs allocates for id from a Store of its own (one CNI call).
 func addAs(t testing.TB, cfg Config, network string, pool ranges.Pool, id string) (netip.Addr, error) {
 	t.Helper()
 	s := mustOpen(t, cfg, network)
@@ -44,6 +44,26 @@ func addAs(t testing.TB, cfg Config, network string, pool ranges.Pool, id string
 		return netip.Addr{}, err
 	}
 	return as[0].Addr, nil
+}
+
+// fillUp ADDs until the pool answers code 100, the i-th ADD with cfg(i) for container
+// prefix<i>; it returns the addresses given, failing on one given twice.
+func fillUp(t testing.TB, network string, pool ranges.Pool, prefix string, cfg func(i int) Config) map[netip.Addr]bool {
+	t.Helper()
+	got := map[netip.Addr]bool{}
+	for i := 0; ; i++ {
+		a, err := addAs(t, cfg(i), network, pool, fmt.Sprintf("%s%d", prefix, i))
+		if cnierr.Code(err) == cnierr.NoFreeAddress {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[a] {
+			t.Fatalf("%s given twice", a)
+		}
+		got[a] = true
+	}
 }
 
 func delAs(t testing.TB, cfg Config, network, id string) {
@@ -129,20 +149,11 @@ func TestBlocksInsideRanges(t *testing.T) {
 			want[a] = true
 		}
 	}
-	got := map[netip.Addr]bool{}
-	for i := 0; ; i++ {
-		cfg := blockCfg(shared, fmt.Sprintf("m%d", i%4), 16)
-		a, err := addAs(t, cfg, network, pool, fmt.Sprintf("c%d", i))
-		if cnierr.Code(err) == cnierr.NoFreeAddress {
-			break
+	got := fillUp(t, network, pool, "c", func(i int) Config { return blockCfg(shared, fmt.Sprintf("m%d", i%4), 16) })
+	for a := range got {
+		if !want[a] {
+			t.Errorf("%s given: not allocatable", a)
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !want[a] || got[a] {
-			t.Fatalf("ADD %d got %s: not allocatable, or twice", i, a)
-		}
-		got[a] = true
 	}
 	if len(got) != len(want) {
 		t.Errorf("%d addresses handed out, want %d", len(got), len(want))
@@ -228,15 +239,7 @@ func TestBlocksReleaseNode(t *testing.T) {
 	}
 	wantLeft(t, s, 1)
 	// The freed blocks are claimed again: the pool fills up to its 29 addresses.
-	for i := 1; ; i++ {
-		_, err := addAs(t, b, network, pool, fmt.Sprintf("b%d", i))
-		if cnierr.Code(err) == cnierr.NoFreeAddress {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillUp(t, network, pool, "more", func(int) Config { return b })
 	wantLeft(t, s, 29)
 	for _, x := range blocksOf(t, b, network) {
 		if x.Node != "alive" {
@@ -269,20 +272,11 @@ func TestBlocksExistingPool(t *testing.T) {
 		}
 	}
 	// Machines with blocks fill the rest of the pool.
-	got := map[netip.Addr]bool{}
-	for i := 0; ; i++ {
-		cfg := blockCfg(shared, fmt.Sprintf("new%d", i%3), 64)
-		a, err := addAs(t, cfg, network, pool, fmt.Sprintf("new%d", i))
-		if cnierr.Code(err) == cnierr.NoFreeAddress {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, taken := before[a]; taken || got[a] {
+	got := fillUp(t, network, pool, "new", func(i int) Config { return blockCfg(shared, fmt.Sprintf("new%d", i%3), 64) })
+	for a := range got {
+		if _, taken := before[a]; taken {
 			t.Fatalf("%s handed out again", a)
 		}
-		got[a] = true
 	}
 	if len(got)+len(before) != 253 {
 		t.Errorf("%d new and %d old reservations, want 253 in all", len(got), len(before))
