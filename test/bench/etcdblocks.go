@@ -63,42 +63,52 @@ func (b *bench) etcdBlocks(eps []string, li *tool) error {
 			}
 		}
 	}
-	for _, bs := range blockSizes {
-		e := etcdEnv{net: fmt.Sprintf("bench-blk%d-empty", bs), endpoints: eps, t: li, typ: "local-ipam", blockSize: bs}
-		if err := b.etcdLatency(blkKey(bs, "0"), e); err != nil {
-			return err
-		}
-		big := fmt.Sprintf("bench-blk%d-big", bs)
-		start := time.Now()
-		if err := fillEtcdAllocating(eps, big, bs, b.cfg.allocs); err != nil {
-			return err
-		}
-		b.logf("etcd blocks %d: a pool of %d allocations written in %.1fs", bs, b.cfg.allocs, time.Since(start).Seconds())
+	// ADD alone, the two settings interleaved call by call (so that a change of the
+	// machine's load weighs on both alike), on a compacted member at rest, as in
+	// etcdRuns.
+	alone := func(key string, net func(bs int) string) error {
 		if err := compactEtcd(eps); err != nil {
 			return err
 		}
-		time.Sleep(2 * time.Second)
-		if err := b.etcdLatency(blkKey(bs, "big"), etcdEnv{net: big, endpoints: eps, t: li, typ: "local-ipam", blockSize: bs}); err != nil {
+		time.Sleep(5 * time.Second)
+		for i := 0; i < b.cfg.runs; i++ {
+			for _, bs := range blockSizes {
+				e := etcdEnv{net: net(bs), endpoints: eps, t: li, typ: "local-ipam", blockSize: bs}
+				if err := b.etcdLatency(blkKey(bs, key), e, i); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := alone("0", func(bs int) string { return fmt.Sprintf("bench-blk%d-empty", bs) }); err != nil {
+		return err
+	}
+	big := func(bs int) string { return fmt.Sprintf("bench-blk%d-big", bs) }
+	for _, bs := range blockSizes {
+		start := time.Now()
+		fill := fillEtcd // blockSize 0: as the other big pools
+		if bs > 0 {
+			fill = func(eps []string, net string, n int) error { return fillEtcdAllocating(eps, net, bs, n) }
+		}
+		if err := fill(eps, big(bs), b.cfg.allocs); err != nil {
 			return err
 		}
+		b.logf("etcd blocks %d: a pool of %d allocations written in %.1fs", bs, b.cfg.allocs, time.Since(start).Seconds())
 	}
-	return nil
+	return alone("big", big)
 }
 
-// etcdLatency times b.cfg.runs ADD (and DEL) calls of one machine alone.
-func (b *bench) etcdLatency(key string, e etcdEnv) error {
-	for i := 0; i < b.cfg.runs; i++ {
-		id := containerID("etcd-"+key, i)
-		o, err := b.etcdCall(e, "ADD", id)
-		if err != nil {
-			return err
-		}
-		b.res.addTime(etcdSlot, key+"-add", o.dur)
-		if _, err = b.etcdCall(e, "DEL", id); err != nil {
-			return err
-		}
+// etcdLatency times the i-th ADD (and DEL) of one machine alone.
+func (b *bench) etcdLatency(key string, e etcdEnv, i int) error {
+	id := containerID("etcd-"+key, i)
+	o, err := b.etcdCall(e, "ADD", id)
+	if err != nil {
+		return err
 	}
-	return nil
+	b.res.addTime(etcdSlot, key+"-add", o.dur)
+	_, err = b.etcdCall(e, "DEL", id)
+	return err
 }
 
 // etcdBurst: n machines (their own node names and data dirs) each make burstEach ADDs in
