@@ -254,7 +254,7 @@ func compactEtcd(eps []string) error {
 func etcdTable(r *results, cfg config) table {
 	k := allocLabel(cfg.allocs)
 	t := table{
-		title: "etcd store (fsync on): one member in-process, and a cluster of 3 member processes; local-ipam hands each call to local-ipam-etcd",
+		title: "etcd store (fsync on): one member in-process, and a cluster of 3 member processes; local-ipam hands each call to local-ipam-etcd; store.blockSize 0",
 		cols:  []string{"call", "1 member median ms", "p90", "3 members median ms", "p90", "runs"},
 	}
 	for _, d := range []struct{ key, label string }{
