@@ -33,6 +33,7 @@ type etcdNet struct {
 	endpoints []string
 	ipam      map[string]any
 	timeout   time.Duration
+	store     map[string]any // more keys of ipam.store (blockSize)
 }
 
 func newEtcdNet(name string, endpoints []string, ipam map[string]any) *etcdNet {
@@ -50,7 +51,7 @@ func newDualStack(name string, endpoints []string, v4, v6 string) *etcdNet {
 // conf is the config node would send, with extra top-level keys.
 func (n *etcdNet) conf(t testing.TB, node string, extra map[string]any) []byte {
 	t.Helper()
-	store := map[string]any{"type": "etcd", "endpoints": n.endpoints, "node": node, "timeout": n.timeout.String(), "prefix": "/t/" + t.Name()}
+	store := cniexec.Merge(map[string]any{"type": "etcd", "endpoints": n.endpoints, "node": node, "timeout": n.timeout.String(), "prefix": "/t/" + t.Name()}, n.store)
 	return cniexec.NetConf("1.1.0", n.name, cniexec.Merge(map[string]any{"type": "local-ipam", "store": store}, n.ipam), extra)
 }
 
@@ -205,10 +206,17 @@ func TestHandoff(t *testing.T) {
 	})
 }
 
-// TestSameAsDisk runs one script of calls against a disk network and an etcd network
-// and wants the same answers: results byte for byte, errors with the same code.
+// TestSameAsDisk runs one script of calls against a disk network and an etcd network,
+// with blocks (the default) and without, and wants the same answers: results byte for
+// byte, errors with the same code.
 func TestSameAsDisk(t *testing.T) {
 	eps := etcdtest.StartEmbedded(t)
+	for _, bs := range []any{nil, 0} {
+		t.Run(fmt.Sprintf("blockSize=%v", bs), func(t *testing.T) { sameAsDisk(t, eps, bs) })
+	}
+}
+
+func sameAsDisk(t *testing.T, eps []string, blockSize any) {
 	ipamSec := map[string]any{
 		"ranges": []any{
 			[]any{map[string]any{"subnet": "10.30.0.0/28", "gateway": "10.30.0.1"}},
@@ -218,6 +226,9 @@ func TestSameAsDisk(t *testing.T) {
 		"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
 	}
 	e := newEtcdNet("same", eps, ipamSec)
+	if blockSize != nil {
+		e.store = map[string]any{"blockSize": blockSize}
+	}
 	dataDir := t.TempDir()
 	diskConf := func(extra map[string]any) []byte {
 		return cniexec.NetConf("1.1.0", "same", cniexec.Merge(map[string]any{"type": "local-ipam", "dataDir": dataDir}, ipamSec), extra)

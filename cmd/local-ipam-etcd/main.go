@@ -33,7 +33,20 @@ type network struct {
 var (
 	_ ipam.Network      = network{}
 	_ ipam.NodeReleaser = network{}
+	_ ipam.BlockLister  = network{}
 )
+
+func (n network) ListBlocks() (int, []ipam.Block, error) {
+	bs, err := n.Blocks()
+	if err != nil {
+		return 0, nil, err
+	}
+	out := make([]ipam.Block, len(bs))
+	for i, b := range bs {
+		out[i] = ipam.Block{CIDR: b.Prefix.String(), Node: b.Node, InUse: b.InUse, Size: b.Size}
+	}
+	return n.BlockSize(), out, nil
+}
 
 func (n network) String() string { return n.desc }
 
@@ -72,7 +85,7 @@ func open(c *config.Config, who ipam.Caller) (ipam.Network, error) {
 		Endpoints: s.Endpoints, Prefix: s.Prefix,
 		CertFile: s.CertFile, KeyFile: s.KeyFile, TrustedCAFile: s.TrustedCAFile,
 		Username: s.Username, Password: s.Password,
-		Timeout: s.Timeout, Node: s.Node,
+		Timeout: s.Timeout, Node: s.Node, BlockSize: s.BlockSize,
 	}, c.Name)
 	if err != nil {
 		return nil, err

@@ -136,8 +136,10 @@ func TestOperatorCommandsFreeNothing(t *testing.T) {
 func TestNodeNameOfTwoMachines(t *testing.T) {
 	eps := etcdtest.StartEmbedded(t)
 
+	// Each subnet is a /26, one block of the default size: addresses come in host-local's
+	// order.
 	t.Run("freeOnReboot", func(t *testing.T) {
-		n := newEtcdNet("twofr", eps, map[string]any{"subnet": "10.53.0.0/24", "freeOnReboot": true})
+		n := newEtcdNet("twofr", eps, map[string]any{"subnet": "10.53.0.0/26", "freeOnReboot": true})
 		a, b := newMachine(t, "boot-a1"), newMachine(t, "boot-b1")
 		wantOK(t, a.call(t, n, "ADD", "n", "c1", nil), "ADD c1 on machine a")
 		e := wantCode(t, b.call(t, n, "ADD", "n", "c2", nil), 7, "ADD on machine b with a's node name")
@@ -178,7 +180,7 @@ func TestNodeNameOfTwoMachines(t *testing.T) {
 	})
 
 	t.Run("GC", func(t *testing.T) {
-		n := newEtcdNet("twogc", eps, map[string]any{"subnet": "10.54.0.0/24"})
+		n := newEtcdNet("twogc", eps, map[string]any{"subnet": "10.54.0.0/26"})
 		a, b := newMachine(t, "boot-a"), newMachine(t, "boot-b")
 		wantOK(t, a.call(t, n, "ADD", "n", "c1", nil), "ADD c1 on machine a")
 		wantOK(t, a.call(t, n, "ADD", "n", "c2", nil), "ADD c2 on machine a")
@@ -198,7 +200,7 @@ func TestNodeNameOfTwoMachines(t *testing.T) {
 	})
 
 	t.Run("machine ID unreadable", func(t *testing.T) {
-		n := newEtcdNet("noid", eps, map[string]any{"subnet": "10.55.0.0/24"})
+		n := newEtcdNet("noid", eps, map[string]any{"subnet": "10.55.0.0/26"})
 		a := newMachine(t, "boot-a")
 		wantOK(t, a.call(t, n, "ADD", "n", "c1", nil), "ADD c1 on machine a")
 		dir := t.TempDir()

@@ -45,6 +45,8 @@ Operator's commands:
   local-ipam lint    --conf FILE|- [--json]
         check a network config or conflist: unknown or misspelled keys, ranges,
         exclusions, gateways, store (docs/LINT.md); exit 1 on any finding
+  local-ipam blocks  --conf FILE [--json]
+        etcd store: each node-affine block (CIDR, node holding it, in use, size)
   local-ipam version
   local-ipam help
 
@@ -82,6 +84,7 @@ var commands = map[string]command{
 	"install":   (*Plugin).cmdInstall,
 	"uninstall": (*Plugin).cmdUninstall,
 	"lint":      (*Plugin).cmdLint,
+	"blocks":    (*Plugin).cmdBlocks,
 }
 
 // runCLI runs an operator's command and returns the exit code.

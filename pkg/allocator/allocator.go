@@ -139,13 +139,23 @@ func reserveNextOnce(st store.Store, set ranges.Set, excl ranges.Exclusions, idx
 		return Allocation{}, err
 	}
 	var got netip.Addr
-	err = walkFree(st, set, excl, last, func(a netip.Addr) (bool, error) {
+	take := func(a netip.Addr) (bool, error) {
 		ok, err := reserveAt(st, a, o, idx)
 		if ok {
 			got = a
 		}
 		return ok, err
-	})
+	}
+	if bs, ok := st.(store.Blocks); ok {
+		if err := fromBlocks(st, bs, set, excl, last, take); err != nil {
+			return Allocation{}, err
+		}
+		if got.IsValid() {
+			return alloc(set, idx, got), nil
+		}
+		bs.Borrow()
+	}
+	err = walkFree(st, set, excl, last, take)
 	if err != nil {
 		return Allocation{}, err
 	}
@@ -178,29 +188,116 @@ func reserveAt(st store.Store, a netip.Addr, o store.Owner, idx int) (bool, erro
 // one. The store's index answers each stretch without visiting taken addresses one by one.
 func walkFree(st store.Store, set ranges.Set, excl ranges.Exclusions, last netip.Addr, take func(netip.Addr) (bool, error)) error {
 	for _, seg := range set.Walk(last) {
-		gw := set[seg.Range].Gateway
-		from := seg.From
-		for {
-			a, found, err := st.FirstFree(from, seg.To)
-			if err != nil {
-				return err
+		if done, err := walkSeg(st, set[seg.Range].Gateway, excl, seg.From, seg.To, take); done || err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walkSeg offers take the free addresses of [from, to] (within one range, whose gateway
+// is gw) in order, skipping gw and the exclusions; done when take accepted one.
+func walkSeg(st store.Store, gw netip.Addr, excl ranges.Exclusions, from, to netip.Addr, take func(netip.Addr) (bool, error)) (done bool, err error) {
+	for {
+		a, found, err := st.FirstFree(from, to)
+		if err != nil || !found {
+			return false, err
+		}
+		next := a
+		if iv, ok := excl.Covering(a); ok {
+			next = iv.To
+		} else if a != gw {
+			ok, err := take(a)
+			if err != nil || ok {
+				return ok, err
 			}
-			if !found {
-				break
-			}
-			next := a
-			if iv, ok := excl.Covering(a); ok {
-				next = iv.To
-			} else if a != gw {
-				ok, err := take(a)
-				if err != nil || ok {
+		}
+		if next.Compare(to) >= 0 {
+			return false, nil
+		}
+		from = next.Next()
+	}
+}
+
+// walkStretch is walkSeg over the part of stretch [from, to] in each range of set.
+func walkStretch(st store.Store, set ranges.Set, excl ranges.Exclusions, from, to netip.Addr, take func(netip.Addr) (bool, error)) (bool, error) {
+	for _, r := range set {
+		if r.Start.Is4() != from.Is4() {
+			continue
+		}
+		f, t := from, to
+		if r.Start.Compare(f) > 0 {
+			f = r.Start
+		}
+		if r.End.Compare(t) < 0 {
+			t = r.End
+		}
+		if f.Compare(t) > 0 {
+			continue
+		}
+		if done, err := walkSeg(st, r.Gateway, excl, f, t, take); done || err != nil {
+			return done, err
+		}
+	}
+	return false, nil
+}
+
+// fromBlocks offers take the free addresses of the machine's own blocks (round robin
+// from the cursor last), then those of a block it claims: in each range of the set, from
+// the cursor (or the machine's own starting point) on, wrapping. A block another machine claimed first
+// is passed over.
+func fromBlocks(st store.Store, bs store.Blocks, set ranges.Set, excl ranges.Exclusions, last netip.Addr, take func(netip.Addr) (bool, error)) error {
+	if len(set) == 0 {
+		return nil
+	}
+	lo, hi := set[0].Start, set[0].End
+	for _, r := range set[1:] {
+		if r.Start.Compare(lo) < 0 {
+			lo = r.Start
+		}
+		if r.End.Compare(hi) > 0 {
+			hi = r.End
+		}
+	}
+	own, err := bs.OwnBlocks(last, lo, hi)
+	if err != nil {
+		return err
+	}
+	for _, sr := range own {
+		if done, err := walkStretch(st, set, excl, sr.From, sr.To, take); done || err != nil {
+			return err
+		}
+	}
+	for _, r := range set {
+		// After the cursor, so that a machine goes on through the pool block after
+		// block; a machine without one starts at a point of its own.
+		start := bs.ClaimStart(r.Start, r.End)
+		if r.Contains(last) && last != r.End {
+			start = last.Next()
+		}
+		spans := [][2]netip.Addr{{start, r.End}}
+		if start != r.Start {
+			spans = append(spans, [2]netip.Addr{r.Start, start.Prev()})
+		}
+		for _, sp := range spans {
+			from := sp[0]
+			for {
+				b, ok, err := bs.NextUnclaimed(from, sp[1])
+				if err != nil || !ok {
+					if err != nil {
+						return err
+					}
+					break
+				}
+				done, err := walkSeg(st, r.Gateway, excl, b.From, b.To, take)
+				if done || (err != nil && !errors.Is(err, store.ErrBlockClaimed)) {
 					return err
 				}
+				if b.To.Compare(sp[1]) >= 0 {
+					break
+				}
+				from = b.To.Next()
 			}
-			if next.Compare(seg.To) >= 0 {
-				break
-			}
-			from = next.Next()
 		}
 	}
 	return nil

@@ -24,6 +24,14 @@ const DefaultEtcdPrefix = "/local-ipam"
 // answered with code 11 while the runtime is still listening.
 const DefaultEtcdTimeout = 5 * time.Second
 
+// DefaultBlockSize is the addresses of a node-affine block of an etcd pool (both
+// families), when the config names none: Calico's default too.
+const DefaultBlockSize = 64
+
+// MaxBlockSize bounds store.blockSize: a block is at most one bitmap page of the etcd
+// store.
+const MaxBlockSize = 4096
+
 // StoreConf is the ipam section's "store": where reservations are kept. Without it, the
 // disk store under dataDir (host-local's). Its defaults are filled in here, the one place
 // that defines them (the etcd store applies the same ones for its direct callers).
@@ -38,6 +46,9 @@ type StoreConf struct {
 	// Node names this machine in the cluster (records are tagged with it, GC and
 	// freeOnReboot touch only its own); the host name by default.
 	Node string
+	// BlockSize: addresses per node-affine block (a power of two, 8 to MaxBlockSize), or
+	// 0 for one cluster-wide round robin; DefaultBlockSize by default.
+	BlockSize int
 }
 
 // storeJSON is "store" as written.
@@ -49,6 +60,7 @@ type storeJSON struct {
 	Username, Password               string
 	Timeout                          json.RawMessage
 	Node                             string
+	BlockSize                        json.RawMessage
 }
 
 func decodeStore(raw json.RawMessage, typos *[]Finding) (*storeJSON, error) {
@@ -71,6 +83,7 @@ func decodeStore(raw json.RawMessage, typos *[]Finding) (*storeJSON, error) {
 		}
 	}
 	s.Timeout = o.get("timeout")
+	s.BlockSize = o.get("blockSize")
 	return s, nil
 }
 
@@ -164,8 +177,29 @@ func validStore(s *storeJSON) (StoreConf, error) {
 	if len(st.Node) > 255 {
 		return StoreConf{}, invalid("ipam.store.node is %d bytes long; at most 255", len(st.Node))
 	}
+	bs, err := parseBlockSize(s.BlockSize)
+	if err != nil {
+		return StoreConf{}, invalid("ipam.store.blockSize: %v", err)
+	}
+	st.BlockSize = bs
 	if len(st.Prefix) > 1024 {
 		return StoreConf{}, invalid("ipam.store.prefix is %d bytes long; at most 1024", len(st.Prefix))
 	}
 	return st, nil
+}
+
+// parseBlockSize reads store.blockSize: absent or null is DefaultBlockSize; 0 turns blocks
+// off; otherwise a power of two from 8 to MaxBlockSize.
+func parseBlockSize(raw json.RawMessage) (int, error) {
+	if isNull(raw) {
+		return DefaultBlockSize, nil
+	}
+	var n int
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, fmt.Errorf("%s is not a whole number (a power of two from 8 to %d, or 0 for no blocks)", raw, MaxBlockSize)
+	}
+	if n != 0 && (n < 8 || n > MaxBlockSize || n&(n-1) != 0) {
+		return 0, fmt.Errorf("%d is not a power of two from 8 to %d (or 0 for no blocks)", n, MaxBlockSize)
+	}
+	return n, nil
 }

@@ -22,13 +22,19 @@ func TestStoreSection(t *testing.T) {
 		{"absent is disk", `null`, config.StoreConf{Type: "disk"}},
 		{"explicit disk", `{"type":"disk"}`, config.StoreConf{Type: "disk"}},
 		{"etcd defaults", `{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}`,
-			config.StoreConf{Type: "etcd", Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: host}},
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: host, BlockSize: 64}},
 		{"etcd everything", `{"type":"etcd","endpoints":["https://a:2379","https://b:2379"],"prefix":"/ipam/","certFile":"/c","keyFile":"/k","trustedCAFile":"/ca","username":"u","password":"p","timeout":"1500ms","node":"worker-1"}`,
-			config.StoreConf{Type: "etcd", Endpoints: []string{"https://a:2379", "https://b:2379"}, Prefix: "/ipam", CertFile: "/c", KeyFile: "/k", TrustedCAFile: "/ca", Username: "u", Password: "p", Timeout: 1500 * time.Millisecond, Node: "worker-1"}},
+			config.StoreConf{Type: "etcd", Endpoints: []string{"https://a:2379", "https://b:2379"}, Prefix: "/ipam", CertFile: "/c", KeyFile: "/k", TrustedCAFile: "/ca", Username: "u", Password: "p", Timeout: 1500 * time.Millisecond, Node: "worker-1", BlockSize: 64}},
 		{"timeout in seconds", `{"type":"etcd","endpoints":["http://e:2379"],"timeout":2.5,"node":"x"}`,
-			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 2500 * time.Millisecond, Node: "x"}},
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 2500 * time.Millisecond, Node: "x", BlockSize: 64}},
 		{"keys case-insensitive", `{"Type":"etcd","ENDPOINTS":["http://e:2379"],"Node":"x"}`,
-			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: "x"}},
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: "x", BlockSize: 64}},
+		{"no blocks", `{"type":"etcd","endpoints":["http://e:2379"],"node":"x","blockSize":0}`,
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: "x", BlockSize: 0}},
+		{"smallest blocks", `{"type":"etcd","endpoints":["http://e:2379"],"node":"x","blockSize":8}`,
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: "x", BlockSize: 8}},
+		{"largest blocks", `{"type":"etcd","endpoints":["http://e:2379"],"node":"x","blockSize":4096}`,
+			config.StoreConf{Type: "etcd", Endpoints: []string{"http://e:2379"}, Prefix: "/local-ipam", Timeout: 5 * time.Second, Node: "x", BlockSize: 4096}},
 	}
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,7 +45,8 @@ func TestStoreSection(t *testing.T) {
 			g, w := c.Store, tc.want
 			if g.Type != w.Type || strings.Join(g.Endpoints, " ") != strings.Join(w.Endpoints, " ") || g.Prefix != w.Prefix ||
 				g.CertFile != w.CertFile || g.KeyFile != w.KeyFile || g.TrustedCAFile != w.TrustedCAFile ||
-				g.Username != w.Username || g.Password != w.Password || g.Timeout != w.Timeout || g.Node != w.Node {
+				g.Username != w.Username || g.Password != w.Password || g.Timeout != w.Timeout || g.Node != w.Node ||
+				(w.Type == "etcd" && g.BlockSize != w.BlockSize) {
 				t.Errorf("store = %+v, want %+v", g, w)
 			}
 		})
@@ -64,6 +71,12 @@ func TestStoreSection(t *testing.T) {
 		{"prefix too long", `{"type":"etcd","endpoints":["http://e"],"prefix":"/` + strings.Repeat("p", 1024) + `"}`, "at most 1024"},
 		{"store not an object", `"etcd"`, "want an object"},
 		{"endpoints not a list", `{"type":"etcd","endpoints":"http://e"}`, "endpoints"},
+		{"block size not a power of two", `{"type":"etcd","endpoints":["http://e"],"blockSize":48}`, "blockSize: 48 is not a power of two"},
+		{"block size too small", `{"type":"etcd","endpoints":["http://e"],"blockSize":4}`, "blockSize"},
+		{"block size too large", `{"type":"etcd","endpoints":["http://e"],"blockSize":8192}`, "from 8 to 4096"},
+		{"block size negative", `{"type":"etcd","endpoints":["http://e"],"blockSize":-64}`, "blockSize"},
+		{"block size a string", `{"type":"etcd","endpoints":["http://e"],"blockSize":"64"}`, "not a whole number"},
+		{"block size a fraction", `{"type":"etcd","endpoints":["http://e"],"blockSize":6.5}`, "blockSize"},
 	}
 	long := []byte(`{"cniVersion":"1.1.0","name":"` + strings.Repeat("n", 256) + `","ipam":{"subnet":"10.1.2.0/24","store":{"type":"etcd","endpoints":["http://e"],"node":"x"}}}`)
 	if _, err := config.Load(long, ""); cnierr.Code(err) != cnierr.InvalidConfig {

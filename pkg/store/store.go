@@ -95,6 +95,34 @@ type CursorReserver interface {
 	ReserveAt(a netip.Addr, o Owner, set int) (bool, error)
 }
 
+// Stretch is the addresses [From, To].
+type Stretch struct{ From, To netip.Addr }
+
+// Blocks is a store that divides the pool into blocks, each held by one machine (the
+// etcd store's node-affine blocks), so that machines allocating at once do not contend.
+// The allocator takes an address from the machine's own blocks first, then from a block
+// it claims, and only when no block is left unclaimed from anywhere (Borrow).
+type Blocks interface {
+	// OwnBlocks returns the stretches of this machine's blocks within [from, to] that
+	// may have a free address, in round-robin order from the cursor last: the rest of
+	// last's block, the machine's next blocks (wrapping), then the start of last's block.
+	OwnBlocks(last, from, to netip.Addr) ([]Stretch, error)
+	// ClaimStart is where this machine starts looking for a block to claim in [from, to]:
+	// a point of its own, so that machines claiming at once do not collide.
+	ClaimStart(from, to netip.Addr) netip.Addr
+	// NextUnclaimed returns the part within [from, to] of the first block at or after
+	// from's that no machine holds. A Reserve in it claims the block in the same step,
+	// or fails with ErrBlockClaimed if another machine claimed it first.
+	NextUnclaimed(from, to netip.Addr) (Stretch, bool, error)
+	// Borrow says that no block is left to claim: what follows takes from other
+	// machines' blocks (and may take over their empty ones).
+	Borrow()
+}
+
+// ErrBlockClaimed: the block of the address to reserve was claimed by another machine
+// since NextUnclaimed returned it. Nothing was reserved; the allocator tries another block.
+var ErrBlockClaimed = errors.New("the block was claimed by another machine")
+
 // GCKeeps returns GC's rule for the valid attachments of a GC call: whether the record
 // with this (trimmed) content stays. host-local v1.10.0's outcome, which every store
 // keeps: an attachment's record stays when it is valid; a record naming only a container

@@ -321,6 +321,9 @@ func report(w io.Writer, cfg config, h headerInfo, r *results, failures []string
 	if et := etcdTable(r, cfg); len(et.rows) > 0 {
 		tables = append(tables, et)
 	}
+	if bt := etcdBlocksTable(r, cfg); len(bt.rows) > 0 {
+		tables = append(tables, bt)
+	}
 	writeTables(w, md, tables)
 
 	// Targets.
@@ -346,6 +349,7 @@ func report(w io.Writer, cfg config, h headerInfo, r *results, failures []string
 	ra, okRA := r.rssMedian(li, "rss-add")
 	rv, okRV := r.rssMedian(li, "rss-version")
 	ts = append(ts, target{name: "peak RSS of ADD at " + k + " ≤ 1.2× VERSION's", value: ra / rv, limit: 1.2, atMost: true, have: okRA && okRV, unitFmt: fmtX})
+	ts = append(ts, etcdBlocksTargets(r, cfg)...)
 
 	missed := false
 	if md {

@@ -207,10 +207,11 @@ func TestBridgeEtcd(t *testing.T) {
 		}
 		atts, ips = append(atts, a), append(ips, got[0].Addr())
 	}
-	// Round robin across the cluster: the first four addresses after the gateway.
-	want := []netip.Addr{gw.Next(), gw.Next().Next(), gw.Next().Next().Next(), gw.Next().Next().Next().Next()}
-	if !slices.Equal(ips, want) {
-		t.Errorf("addresses %v, want %v (one cursor for the pool)", ips, want)
+	// Node-affine blocks (64 addresses by default): each machine's two addresses follow
+	// each other in a block of its own.
+	block := func(a netip.Addr) netip.Prefix { p, _ := a.Prefix(26); return p }
+	if ips[2] != ips[0].Next() || ips[3] != ips[1].Next() || block(ips[0]) == block(ips[1]) {
+		t.Errorf("addresses %v (machines a, b, a, b): want each machine's in a block of its own, one after the other", ips)
 	}
 	ping(t, atts[0].ns, ips[1])
 	ping(t, atts[3].ns, ips[2])

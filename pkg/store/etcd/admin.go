@@ -93,46 +93,33 @@ func (s *Store) releaseMany(vs []victim, before, report func([]victim)) ([]netip
 }
 
 func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
+	if err := s.ensureBlocks(); err != nil {
+		return false, false, err
+	}
 	// The pages of the batch, read together when not cached.
 	var missing []pageID
 	seen := map[pageID]bool{}
 	for _, v := range batch {
-		p, _ := pageOf(v.a)
+		p, _ := s.pageOf(v.a)
 		if !seen[p] && s.pages[p] == nil {
 			missing = append(missing, p)
 		}
 		seen[p] = true
 	}
-	if len(missing) > 0 {
-		ops := make([]clientv3.Op, len(missing))
-		for i, p := range missing {
-			ops[i] = clientv3.OpGet(s.pageKey(p))
-		}
-		var resp *clientv3.TxnResponse
-		err := s.do("read the pages of "+s.base, func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).Then(ops...).Commit()
-			return err
-		})
-		if err != nil {
-			return false, false, err
-		}
-		for i, p := range missing {
-			if _, err := s.setPage(p, firstKV(resp, i)); err != nil {
-				return false, false, err
-			}
-		}
+	if err := s.readPages(missing); err != nil {
+		return false, false, err
 	}
 	newBits := map[pageID][]byte{}
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	for _, v := range batch {
-		p, off := pageOf(v.a)
+		p, off := s.pageOf(v.a)
 		ip := s.ipKey(v.a)
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(ip), "=", v.h.rev))
 		ops = append(ops, clientv3.OpDelete(ip), clientv3.OpDelete(s.ownerKey(v.h.key, v.a)), clientv3.OpDelete(s.nodeKey(v.h.node, v.a)))
 		b, ok := newBits[p]
 		if !ok {
-			b = s.pages[p].with(off, false)
+			b = s.pages[p].with(off, false, s.pbytes)
 		} else {
 			bitmap.Bitmap(b).Set(uint32(off), false)
 		}
@@ -145,12 +132,12 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 	for _, p := range order {
 		pg, pk := s.pages[p], s.pageKey(p)
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev))
-		if allZero(newBits[p]) {
+		if s.dropPage(newBits[p]) {
 			ops = append(ops, clientv3.OpDelete(pk))
 		} else {
 			ops = append(ops, clientv3.OpPut(pk, string(newBits[p])))
 		}
-		if allOnes(pg.bits) {
+		if allOnes(pg.bits, s.pbytes) {
 			ops = append(ops, clientv3.OpDelete(s.fullKey(p)))
 		}
 	}
@@ -168,11 +155,7 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 		return false, retried, nil
 	}
 	for _, p := range order {
-		if allZero(newBits[p]) {
-			s.pages[p] = &page{}
-		} else {
-			s.pages[p] = &page{bits: newBits[p], rev: resp.Header.Revision}
-		}
+		s.pages[p] = s.pageAfter(s.pages[p], newBits[p], resp.Header.Revision)
 	}
 	for _, v := range batch {
 		delete(s.held, v.a)
@@ -279,6 +262,10 @@ func (s *Store) ReleaseNode(node string, releasing, freed func([]Record)) (n int
 		func(batch []victim) { releasing(records(batch)) },
 		func(batch []victim) { freed(records(batch)) })
 	if err != nil {
+		return len(done), false, err
+	}
+	// Its blocks and cursors: the blocks become unclaimed, for any machine to claim.
+	if _, err := s.releaseBlocks(node); err != nil {
 		return len(done), false, err
 	}
 	s.renew()

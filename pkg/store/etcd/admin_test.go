@@ -253,9 +253,10 @@ func TestErrors(t *testing.T) {
 	s := mustOpen(t, cfgFor(shared, "n"), network)
 	cli := etcdtest.Client(t, shared)
 	put := func(k, v string) { etcdtest.Put(t, cli, k, v) }
-	put(s.pageKey(pageID{n: ranges.Uint128{Hi: 0, Lo: 0x0a000}}), "short")
+	corruptPage, _ := s.pageOf(netip.MustParseAddr("10.0.0.0"))
+	put(s.pageKey(corruptPage), "short")
 	s = mustOpen(t, cfgFor(shared, "n"), network)
-	if _, _, err := s.FirstFree(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.9")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), "page/4-0a000") {
+	if _, _, err := s.FirstFree(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.9")); code(err) != cnierr.StoreCorrupt || !strings.Contains(err.Error(), s.pageKey(corruptPage)) {
 		t.Errorf("FirstFree over a corrupt page = %v; want code 104 naming it", err)
 	}
 	if _, err := s.Reserve(netip.MustParseAddr("10.0.0.1"), own("c", "eth0")); code(err) != cnierr.StoreCorrupt {
@@ -330,17 +331,20 @@ func bulkReserve(t testing.TB, cli *clientv3.Client, s *Store, addrs []netip.Add
 		if len(ops) >= 120 {
 			flush()
 		}
-		p, off := pageOf(a)
+		p, off := s.pageOf(a)
 		if pages[p] == nil {
-			pages[p] = &page{bits: make([]byte, pageBytes)}
+			pages[p] = &page{bits: make([]byte, s.pbytes)}
 		}
 		pages[p].bits[off>>3] |= 1 << (off & 7)
 	}
 	flush()
 	for p, pg := range pages {
 		ops = append(ops, clientv3.OpPut(s.pageKey(p), string(pg.bits)))
-		if allOnes(pg.bits) {
+		if allOnes(pg.bits, s.pbytes) {
 			ops = append(ops, clientv3.OpPut(s.fullKey(p), ""))
+		}
+		if s.blk.on { // the node holds the blocks it reserved in
+			ops = append(ops, clientv3.OpPut(s.blockKey(p), s.cfg.Node), clientv3.OpPut(s.nblockKey(s.cfg.Node, p), ""))
 		}
 		if len(ops) >= 120 {
 			flush()
@@ -360,6 +364,7 @@ func TestBigPoolBoundedRoundTrips(t *testing.T) {
 	eps := etcdtest.StartCluster(t, 1).Endpoints()
 	network := newNetwork()
 	cfg := cfgFor(eps, "node-a")
+	cfg.BlockSize = 0 // the cluster-wide round robin's order (TestBlocksRoundTrips: blocks)
 	s := mustOpen(t, cfg, network)
 	base := netip.MustParseAddr("10.50.0.2")
 	const n = 50000

@@ -31,6 +31,10 @@ func TestRandomDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := ranges.Pool{Sets: []ranges.Set{{r}}}
+	pageLen := pageBytes
+	if bs := cfgFor(shared, "n").BlockSize; bs > 0 {
+		pageLen = bs / 8
+	}
 	garbage := func(key string) string {
 		switch rng.IntN(6) {
 		case 0:
@@ -38,9 +42,9 @@ func TestRandomDamage(t *testing.T) {
 		case 1:
 			return "\xff\x00garbage"
 		case 2:
-			return strings.Repeat("\xff", pageBytes) // a page "all taken"
+			return strings.Repeat("\xff", pageLen) // a page "all taken"
 		case 3:
-			return string(make([]byte, pageBytes)) // a page "all free"
+			return string(make([]byte, pageLen)) // a page "all free"
 		case 4:
 			return `{"owner":"x\r\ny","node":"n","created":"2026-01-01T00:00:00Z"}`
 		}
@@ -76,7 +80,7 @@ func TestRandomDamage(t *testing.T) {
 		for _, kv := range resp.Kvs {
 			keys = append(keys, string(kv.Key))
 		}
-		keys = append(keys, s.lastKey(0), s.fullKey(pageID{n: ranges.Uint128{Hi: 0, Lo: 0x0a04d}}), s.ipKey(netip.MustParseAddr("10.77.0.20")))
+		keys = append(keys, s.lastKey(0), s.fullKey(func() pageID { p, _ := s.pageOf(netip.MustParseAddr("10.77.0.0")); return p }()), s.ipKey(netip.MustParseAddr("10.77.0.20")))
 		var damaged []string
 		for range 1 + rng.IntN(3) {
 			k := keys[rng.IntN(len(keys))]

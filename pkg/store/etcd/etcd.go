@@ -52,6 +52,10 @@ type Config struct {
 	// Machine is this machine's ID, which the node name is bound to (node.go); read from
 	// MachineIDFiles when empty, and only by what needs it (ADD, GC, freeOnReboot).
 	Machine string
+	// BlockSize is the number of addresses of a node-affine block (blocks.go): a power of
+	// two from 8 to 4,096; 0 for none (one cluster-wide round robin). A network config's
+	// store section defaults it to config.DefaultBlockSize; a direct caller's 0 is none.
+	BlockSize int
 }
 
 // Record is one reservation, as Records reports it.
@@ -100,6 +104,13 @@ type Store struct {
 	// release); the allocator's DEL reads the owner again (OwnedStale).
 	grown map[string]bool
 
+	// Page geometry: pb is log2 of the addresses of a page (a block with blocks), pbytes
+	// its bitmap's size; the key prefixes of pages, full markers and cursors.
+	pb, pbytes                int
+	pagePre, fullPre, lastPre string
+
+	blk blockState // node-affine blocks (blocks.go)
+
 	rt   int // etcd round trips so far
 	once sync.Once
 }
@@ -137,6 +148,9 @@ func Open(cfg Config, network string) (*Store, error) {
 	if !validNode(cfg.Node) {
 		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid etcd node name %q (required; no '/', NUL or line break)", cfg.Node)
 	}
+	if !validBlockSize(cfg.BlockSize) {
+		return nil, cnierr.New(cnierr.InvalidConfig, "", "invalid etcd block size %d (a power of two from 8 to 4096, or 0 for none)", cfg.BlockSize)
+	}
 	// The call's deadline starts now: dialing and authenticating spend it too.
 	cfg = withDefaults(cfg)
 	deadline := time.Now().Add(cfg.Timeout)
@@ -150,6 +164,7 @@ func Open(cfg Config, network string) (*Store, error) {
 		pages: map[pageID]*page{}, held: map[netip.Addr]holding{}, last: map[int]netip.Addr{},
 		guards: map[string]int64{},
 	}
+	s.setGeometry()
 	s.ctx, s.cancel = context.WithDeadline(s.root, deadline)
 	// clientv3.New does not fail on a dead endpoint: a linearizable read proves that the
 	// cluster is reachable and has a leader with quorum. It reads the cursors, which the
@@ -157,8 +172,10 @@ func Open(cfg Config, network string) (*Store, error) {
 	var resp *clientv3.TxnResponse
 	err = s.do("read the cursors of "+network, func(ctx context.Context) (err error) {
 		resp, err = s.cli.Txn(ctx).Then(
-			clientv3.OpGet(s.base+"last/", clientv3.WithPrefix(), clientv3.WithLimit(1024)),
+			clientv3.OpGet(s.base+s.lastPre, clientv3.WithPrefix(), clientv3.WithLimit(1024)),
 			clientv3.OpGet(s.bootKey()),
+			clientv3.OpGet(s.blockSizeKey()),
+			clientv3.OpGet(s.base+"page/", clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1)),
 		).Commit()
 		return err
 	})
@@ -167,10 +184,14 @@ func Open(cfg Config, network string) (*Store, error) {
 		return nil, err
 	}
 	s.setNode(firstKV(resp, 1), resp.Header.Revision)
+	if err := s.checkBlockSize(firstKV(resp, 2), firstKV(resp, 3) != nil); err != nil {
+		s.Close()
+		return nil, err
+	}
 	cursors := resp.Responses[0].GetResponseRange()
 	s.lastMore = cursors.More
 	for _, kv := range cursors.Kvs {
-		set, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), s.base+"last/"))
+		set, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), s.base+s.lastPre))
 		if err != nil {
 			continue // not a cursor of ours
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -30,8 +31,15 @@ var netSeq atomic.Int64
 // newNetwork names a network nothing has used yet.
 func newNetwork() string { return fmt.Sprintf("net%d", netSeq.Add(1)) }
 
+// testBlockSize is the block size of cfgFor's configs: 0 (none) unless
+// LOCAL_IPAM_TEST_BLOCKSIZE says otherwise, to run every test of the package with blocks.
+var testBlockSize = func() int {
+	n, _ := strconv.Atoi(os.Getenv("LOCAL_IPAM_TEST_BLOCKSIZE"))
+	return n
+}()
+
 func cfgFor(eps []string, node string) Config {
-	return Config{Endpoints: eps, Node: node, Timeout: 10 * time.Second}
+	return Config{Endpoints: eps, Node: node, Timeout: 10 * time.Second, BlockSize: testBlockSize}
 }
 
 func mustOpen(t testing.TB, cfg Config, network string) *Store {
@@ -55,17 +63,25 @@ func countKeys(t testing.TB, cli *clientv3.Client, prefix string) int64 {
 	return resp.Count
 }
 
+// TestConformance runs the suite without blocks, with the default blocks of 64, and with
+// the smallest blocks (8: most allocations cross blocks).
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Opener {
-		network := newNetwork()
-		return func(t *testing.T) store.Store {
-			s, err := Open(cfgFor(shared, "node-a"), network)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}
-	})
+	for _, bs := range []int{0, 64, 8} {
+		t.Run(fmt.Sprintf("blockSize=%d", bs), func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) storetest.Opener {
+				network := newNetwork()
+				return func(t *testing.T) store.Store {
+					cfg := cfgFor(shared, "node-a")
+					cfg.BlockSize = bs
+					s, err := Open(cfg, network)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return s
+				}
+			})
+		})
+	}
 }
 
 // checkConsistent checks what every transaction keeps true of a network's keys: each ip
@@ -112,19 +128,19 @@ func checkConsistent(t testing.TB, cli *clientv3.Client, s *Store) map[netip.Add
 					t.Errorf("%s without its node entry %s", k, nk)
 				}
 			}
-		case strings.HasPrefix(rest, "page/"):
-			p, ok := parsePageName(rest[5:])
-			if !ok || len(kv.Value) != pageBytes {
+		case strings.HasPrefix(rest, s.pagePre):
+			p, ok := parsePageName(rest[len(s.pagePre):], s.pb)
+			if !ok || len(kv.Value) != s.pbytes {
 				t.Errorf("bad page %s", k)
 				continue
 			}
-			if allZero(kv.Value) {
+			if allZero(kv.Value) && !s.blk.legacy {
 				t.Errorf("page %s is all zero: should have been deleted", k)
 			}
 			bits[p] = &page{bits: kv.Value}
 			_, marked := kvs[s.fullKey(p)]
-			if marked != allOnes(kv.Value) {
-				t.Errorf("page %s: all ones %v, marked full %v", k, allOnes(kv.Value), marked)
+			if marked != allOnes(kv.Value, s.pbytes) {
+				t.Errorf("page %s: all ones %v, marked full %v", k, allOnes(kv.Value, s.pbytes), marked)
 			}
 		case strings.HasPrefix(rest, "owner/"), strings.HasPrefix(rest, "node/"):
 			i := strings.LastIndexByte(rest, '/')
@@ -136,19 +152,32 @@ func checkConsistent(t testing.TB, cli *clientv3.Client, s *Store) map[netip.Add
 			if ip := kvs[s.ipKey(a)]; ip == nil || ip.CreateRevision != kv.CreateRevision {
 				t.Errorf("index entry %s without its reservation", k)
 			}
-		case strings.HasPrefix(rest, "full/"):
-			p, ok := parsePageName(rest[5:])
+		case strings.HasPrefix(rest, s.fullPre):
+			p, ok := parsePageName(rest[len(s.fullPre):], s.pb)
 			if !ok || kvs[s.pageKey(p)] == nil {
 				t.Errorf("full marker %s without its page", k)
 			}
-		case strings.HasPrefix(rest, "last/"), strings.HasPrefix(rest, "boot/"):
+		case s.blk.on && strings.HasPrefix(rest, "block/"):
+			p, ok := parsePageName(rest[len("block/"):], s.pb)
+			if !ok || kvs[s.nblockKey(string(kv.Value), p)] == nil {
+				t.Errorf("block %s (%q) without its index entry", k, kv.Value)
+			}
+		case s.blk.on && strings.HasPrefix(rest, "nblock/"):
+			node, name, _ := strings.Cut(rest[len("nblock/"):], "/")
+			p, ok := parsePageName(name, s.pb)
+			if b := kvs[s.blockKey(p)]; !ok || b == nil || string(b.Value) != node {
+				t.Errorf("block index entry %s without its block", k)
+			}
+		case strings.HasPrefix(rest, "last/"), strings.HasPrefix(rest, "boot/"),
+			s.blk.on && (strings.HasPrefix(rest, "ncur/") || rest == "blocksize"),
+			s.blk.legacy && (strings.HasPrefix(rest, "page/") || strings.HasPrefix(rest, "full/")):
 		default:
 			t.Errorf("unexpected key %s", k)
 		}
 	}
 	n := 0
 	for p, pg := range bits {
-		for off := range pageSize {
+		for off := range 1 << s.pb {
 			if pg.get(off) {
 				n++
 				if _, ok := held[p.addr(off)]; !ok {
@@ -199,6 +228,52 @@ func TestConcurrentAllocation(t *testing.T) {
 	}
 }
 
+// allocateInProcesses runs procs machines as processes (this test binary, re-run as a
+// worker), each allocating one address a call from one pool of the shared etcd until it
+// is exhausted (code 100). It returns who got each address, and how many each machine
+// got; an address handed out twice is an error.
+func allocateInProcesses(t *testing.T, network, subnet string, procs, blockSize int, owner func(node string) string) (map[netip.Addr]string, map[string]int) {
+	t.Helper()
+	type out struct {
+		node  string
+		lines []string
+		err   error
+	}
+	res := make(chan out, procs)
+	for i := range procs {
+		node := fmt.Sprintf("machine%d", i)
+		job, _ := json.Marshal(workerJob{Endpoints: shared, Network: network, Node: node, Subnet: subnet, Owner: owner(node), BlockSize: blockSize})
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), workerEnv+"="+string(job))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		go func() {
+			b, err := cmd.Output()
+			if err != nil {
+				err = fmt.Errorf("%s: %v: %s", node, err, stderr.String())
+			}
+			res <- out{node, strings.Fields(string(b)), err}
+		}()
+	}
+	got := map[netip.Addr]string{}
+	perNode := map[string]int{}
+	for range procs {
+		o := <-res
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		for i := 0; i+1 < len(o.lines); i += 2 {
+			a := netip.MustParseAddr(o.lines[i])
+			if prev, dup := got[a]; dup {
+				t.Errorf("%s handed out twice: to %s and %s", a, prev, o.lines[i+1])
+			}
+			got[a] = o.lines[i+1]
+			perNode[o.node]++
+		}
+	}
+	return got, perNode
+}
+
 // TestProcessesAllocateFromOnePool runs machines as processes (this test binary, re-run as
 // a worker), each allocating from one pool until it is exhausted.
 func TestProcessesAllocateFromOnePool(t *testing.T) {
@@ -206,43 +281,7 @@ func TestProcessesAllocateFromOnePool(t *testing.T) {
 	network := newNetwork()
 	subnet := "10.88.0.0/25" // .2 - .126: 125 addresses
 	run := func(round int) map[netip.Addr]string {
-		type out struct {
-			node  string
-			lines []string
-			err   error
-		}
-		res := make(chan out, procs)
-		for i := range procs {
-			node := fmt.Sprintf("machine%d", i)
-			job, _ := json.Marshal(workerJob{Endpoints: shared, Network: network, Node: node, Subnet: subnet, Owner: fmt.Sprintf("r%d-%s", round, node)})
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), workerEnv+"="+string(job))
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			go func() {
-				b, err := cmd.Output()
-				if err != nil {
-					err = fmt.Errorf("%s: %v: %s", node, err, stderr.String())
-				}
-				res <- out{node, strings.Fields(string(b)), err}
-			}()
-		}
-		got := map[netip.Addr]string{}
-		perNode := map[string]int{}
-		for range procs {
-			o := <-res
-			if o.err != nil {
-				t.Fatal(o.err)
-			}
-			for i := 0; i+1 < len(o.lines); i += 2 {
-				a := netip.MustParseAddr(o.lines[i])
-				if prev, dup := got[a]; dup {
-					t.Errorf("round %d: %s handed out twice: to %s and %s", round, a, prev, o.lines[i+1])
-				}
-				got[a] = o.lines[i+1]
-				perNode[o.node]++
-			}
-		}
+		got, perNode := allocateInProcesses(t, network, subnet, procs, testBlockSize, func(node string) string { return fmt.Sprintf("r%d-%s", round, node) })
 		if len(got) != 125 {
 			t.Errorf("round %d: %d addresses handed out, want 125", round, len(got))
 		}

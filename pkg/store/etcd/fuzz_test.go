@@ -16,22 +16,24 @@ func FuzzKeyNames(f *testing.F) {
 				t.Fatalf("parseAddrName(%q) = %v, written back as %q", s, a, addrName(a))
 			}
 		}
-		if p, ok := parsePageName(s); ok {
-			if p.name() != s && p.name() != lower(s) {
-				t.Fatalf("parsePageName(%q) = %+v, written back as %q", s, p, p.name())
+		for _, bits := range []int{pageBits, 6, minBlockBits} { // pages, and blocks of 64 and 8
+			if p, ok := parsePageName(s, bits); ok {
+				if p.name() != s && p.name() != lower(s) {
+					t.Fatalf("parsePageName(%q) = %+v, written back as %q", s, p, p.name())
+				}
+				if !p.v6 && p.n.Lo >= 1<<(32-bits) {
+					t.Fatalf("parsePageName(%q): IPv4 page %x beyond the address space", s, p.n.Lo)
+				}
 			}
-			if !p.v6 && p.n.Lo >= 1<<(32-pageBits) {
-				t.Fatalf("parsePageName(%q): IPv4 page %x beyond the address space", s, p.n.Lo)
-			}
-		}
-		// Whatever parses as an address lies in the page that names it.
-		if a, ok := parseAddrName(s); ok {
-			p, off := pageOf(a)
-			if p.addr(off) != a {
-				t.Fatalf("%v: page %+v offset %d gives back %v", a, p, off, p.addr(off))
-			}
-			if q, ok := parsePageName(p.name()); !ok || q != p {
-				t.Fatalf("page name %q of %v does not parse back", p.name(), a)
+			// Whatever parses as an address lies in the page that names it.
+			if a, ok := parseAddrName(s); ok {
+				p, off := pageOf(a, bits)
+				if p.addr(off) != a {
+					t.Fatalf("%v: page %+v offset %d gives back %v", a, p, off, p.addr(off))
+				}
+				if q, ok := parsePageName(p.name(), bits); !ok || q != p {
+					t.Fatalf("page name %q of %v does not parse back", p.name(), a)
+				}
 			}
 		}
 	})

@@ -34,51 +34,77 @@ import (
 //
 // <addr> is fixed-width hex, so keys sort like addresses: "4-0a000005", "6-<32 hex>".
 // <page> is the page number (address >> pageBits) in fixed-width hex: "4-<5 hex>",
-// "6-<29 hex>".
+// "6-<29 hex>". With node-affine blocks a page is a block, under other keys (blocks.go).
 
 const (
+	// pageBits is the size of a page without blocks: 4,096 addresses, 512 bytes.
 	pageBits  = 12
-	pageSize  = 1 << pageBits // addresses per page
-	pageBytes = pageSize / 8  // 512 bytes a page
-	pageMask  = pageSize - 1
+	pageBytes = 1 << pageBits / 8
+	// maxBlockBits: a block is at most a page of the layout without blocks, so that a
+	// pool written without blocks is read block by block from its pages (legacy.go).
+	maxBlockBits = pageBits
 )
 
-// pageID is a page: its family and number.
+// pageID is a page: its family, size (bits: log2 of its addresses) and number.
 type pageID struct {
-	v6 bool
-	n  ranges.Uint128
+	v6   bool
+	bits uint8
+	n    ranges.Uint128
 }
 
-func pageOf(a netip.Addr) (pageID, int) {
+func pageOf(a netip.Addr, bits int) (pageID, int) {
 	x := ranges.ToUint128(a)
-	return pageID{v6: !a.Is4(), n: ranges.Uint128{Hi: x.Hi >> pageBits, Lo: x.Lo>>pageBits | x.Hi<<(64-pageBits)}}, int(x.Lo & pageMask)
+	return pageID{v6: !a.Is4(), bits: uint8(bits), n: ranges.Uint128{Hi: x.Hi >> bits, Lo: x.Lo>>bits | x.Hi<<(64-bits)}}, int(x.Lo & (1<<bits - 1))
 }
 
 // addr returns the address at offset off of page p.
 func (p pageID) addr(off int) netip.Addr {
-	hi := p.n.Hi<<pageBits | p.n.Lo>>(64-pageBits)
-	lo := p.n.Lo<<pageBits | uint64(off)
+	b := uint(p.bits)
+	hi := p.n.Hi<<b | p.n.Lo>>(64-b)
+	lo := p.n.Lo<<b | uint64(off)
 	return ranges.Uint128{Hi: hi, Lo: lo}.Addr(p.v6)
 }
 
-func (p pageID) name() string {
-	if !p.v6 {
-		return fmt.Sprintf("4-%05x", p.n.Lo)
+// last returns the last address of page p.
+func (p pageID) last() netip.Addr { return p.addr(1<<p.bits - 1) }
+
+func (p pageID) next() pageID { return pageID{v6: p.v6, bits: p.bits, n: p.n.Inc()} }
+
+// nameWidth is the number of hex digits of a page number: fixed per family and size, so
+// that keys sort like pages.
+func nameWidth(v6 bool, bits int) int {
+	if v6 {
+		return (128 - bits + 3) / 4
 	}
-	return fmt.Sprintf("6-%013x%016x", p.n.Hi, p.n.Lo)
+	return (32 - bits + 3) / 4
 }
 
-func parsePageName(s string) (pageID, bool) {
-	switch {
-	case len(s) == 7 && strings.HasPrefix(s, "4-"):
-		n, err := strconv.ParseUint(s[2:], 16, 64)
-		return pageID{n: ranges.Uint128{Hi: 0, Lo: n}}, err == nil
-	case len(s) == 31 && strings.HasPrefix(s, "6-"):
-		hi, err1 := strconv.ParseUint(s[2:15], 16, 64)
-		lo, err2 := strconv.ParseUint(s[15:], 16, 64)
-		return pageID{v6: true, n: ranges.Uint128{Hi: hi, Lo: lo}}, err1 == nil && err2 == nil
+func (p pageID) name() string {
+	full := fmt.Sprintf("%016x%016x", p.n.Hi, p.n.Lo)
+	w := nameWidth(p.v6, int(p.bits))
+	if !p.v6 {
+		return "4-" + full[32-w:]
 	}
-	return pageID{}, false
+	return "6-" + full[32-w:]
+}
+
+func parsePageName(s string, bits int) (pageID, bool) {
+	if len(s) < 3 || (s[:2] != "4-" && s[:2] != "6-") {
+		return pageID{}, false
+	}
+	v6 := s[:2] == "6-"
+	h := s[2:]
+	if len(h) != nameWidth(v6, bits) {
+		return pageID{}, false
+	}
+	var hi, lo uint64
+	var err1, err2 error
+	if len(h) > 16 {
+		hi, err1 = strconv.ParseUint(h[:len(h)-16], 16, 64)
+		h = h[len(h)-16:]
+	}
+	lo, err2 = strconv.ParseUint(h, 16, 64)
+	return pageID{v6: v6, bits: uint8(bits), n: ranges.Uint128{Hi: hi, Lo: lo}}, err1 == nil && err2 == nil
 }
 
 func addrName(a netip.Addr) string {
@@ -112,9 +138,9 @@ func parseAddrName(s string) (netip.Addr, bool) {
 func normAddr(a netip.Addr) netip.Addr { return a.WithZone("") }
 
 func (s *Store) ipKey(a netip.Addr) string     { return s.base + "ip/" + addrName(a) }
-func (s *Store) pageKey(p pageID) string       { return s.base + "page/" + p.name() }
-func (s *Store) fullKey(p pageID) string       { return s.base + "full/" + p.name() }
-func (s *Store) lastKey(set int) string        { return s.base + "last/" + strconv.Itoa(set) }
+func (s *Store) pageKey(p pageID) string       { return s.base + s.pagePre + p.name() }
+func (s *Store) fullKey(p pageID) string       { return s.base + s.fullPre + p.name() }
+func (s *Store) lastKey(set int) string        { return s.base + s.lastPre + strconv.Itoa(set) }
 func (s *Store) bootKey() string               { return s.base + "boot/" + s.cfg.Node }
 func (s *Store) nodePrefix(node string) string { return s.base + "node/" + node + "/" }
 func (s *Store) nodeKey(node string, a netip.Addr) string {
@@ -164,22 +190,28 @@ func prefixEnd(p string) string {
 type page struct {
 	bits []byte
 	rev  int64
+	// With blocks: known when the block key was read with the page (pageOps); owner is
+	// the node holding the block ("" unclaimed), orev the block key's ModRevision.
+	known bool
+	owner string
+	orev  int64
 }
 
 func (pg *page) get(off int) bool {
 	return pg.bits != nil && bitmap.Bitmap(pg.bits).Get(uint32(off))
 }
 
-// with returns a copy of the bitmap with bit off set to v.
-func (pg *page) with(off int, v bool) []byte {
-	b := make(bitmap.Bitmap, pageBytes)
+// with returns a copy of the bitmap (n bytes) with bit off set to v.
+func (pg *page) with(off int, v bool, n int) []byte {
+	b := make(bitmap.Bitmap, n)
 	copy(b, pg.bits)
 	b.Set(uint32(off), v)
 	return b
 }
 
-func allOnes(b []byte) bool {
-	return len(b) == pageBytes && bitmap.Bitmap(b).AllOnes()
+// allOnes: b is a whole page (n bytes) of reserved addresses.
+func allOnes(b []byte, n int) bool {
+	return len(b) == n && bitmap.Bitmap(b).AllOnes()
 }
 
 func allZero(b []byte) bool { return bitmap.Bitmap(b).AllZero() }

@@ -27,6 +27,7 @@ type workerJob struct {
 	Node      string
 	Subnet    string
 	Owner     string
+	BlockSize int
 }
 
 func TestMain(m *testing.M) {
@@ -69,7 +70,7 @@ func worker(spec string) int {
 	}
 	pool := ranges.Pool{Sets: []ranges.Set{{r}}}
 	for i := 0; ; i++ {
-		s, err := Open(Config{Endpoints: job.Endpoints, Node: job.Node}, job.Network)
+		s, err := Open(Config{Endpoints: job.Endpoints, Node: job.Node, BlockSize: job.BlockSize}, job.Network)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "open:", err)
 			return 1

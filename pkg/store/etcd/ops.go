@@ -40,8 +40,8 @@ func badAddr(a netip.Addr) error {
 func (s *Store) setPage(p pageID, kv *mvccpb.KeyValue) (*page, error) {
 	pg := &page{}
 	if kv != nil {
-		if len(kv.Value) != pageBytes {
-			return nil, corrupt(string(kv.Key), "a bitmap page of %d bytes, want %d", len(kv.Value), pageBytes)
+		if len(kv.Value) != s.pbytes {
+			return nil, corrupt(string(kv.Key), "a bitmap page of %d bytes, want %d", len(kv.Value), s.pbytes)
 		}
 		pg.bits, pg.rev = kv.Value, kv.ModRevision
 	}
@@ -50,19 +50,11 @@ func (s *Store) setPage(p pageID, kv *mvccpb.KeyValue) (*page, error) {
 }
 
 func (s *Store) readPage(p pageID) (*page, error) {
-	var resp *clientv3.GetResponse
-	err := s.do("read "+s.pageKey(p), func(ctx context.Context) (err error) {
-		resp, err = s.cli.Get(ctx, s.pageKey(p))
-		return err
-	})
+	resp, err := s.readTxn("read "+s.pageKey(p), s.pageOps(p))
 	if err != nil {
 		return nil, err
 	}
-	var kv *mvccpb.KeyValue
-	if len(resp.Kvs) > 0 {
-		kv = resp.Kvs[0]
-	}
-	return s.setPage(p, kv)
+	return s.setPageFrom(p, resp, 0)
 }
 
 func (s *Store) cachedPage(p pageID) (*page, error) {
@@ -79,7 +71,7 @@ func (s *Store) pageWith(p pageID, off int, v bool) (*page, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return pg, pg.with(off, v), nil
+	return pg, pg.with(off, v, s.pbytes), nil
 }
 
 // list calls fn for every key in [from, end), listBatch keys a round trip, all at the
@@ -231,22 +223,21 @@ func (m *markers) covers(p pageID) bool {
 func (s *Store) readMarkers(cur, pt pageID) (*markers, error) {
 	var resp *clientv3.TxnResponse
 	err := s.do("find a free address in "+s.base, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).Then(
+		resp, err = s.cli.Txn(ctx).Then(append([]clientv3.Op{
 			clientv3.OpGet(s.fullKey(cur), clientv3.WithRange(s.fullKey(pt)+"\x00"), clientv3.WithKeysOnly(), clientv3.WithLimit(markerBatch)),
-			clientv3.OpGet(s.pageKey(cur)),
-		).Commit()
+		}, s.pageOps(cur)...)...).Commit()
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.setPage(cur, firstKV(resp, 1)); err != nil {
+	if _, err := s.setPageFrom(cur, resp, 1); err != nil {
 		return nil, err
 	}
 	mr := resp.Responses[0].GetResponseRange()
 	m := &markers{from: cur, to: pt}
 	for _, kv := range mr.Kvs {
-		p, ok := parsePageName(string(kv.Key[len(s.base+"full/"):]))
+		p, ok := parsePageName(string(kv.Key[len(s.base+s.fullPre):]), s.pb)
 		if !ok || p.v6 != cur.v6 {
 			return nil, corrupt(string(kv.Key), "not a full-page marker")
 		}
@@ -268,8 +259,9 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 	if !from.IsValid() || !to.IsValid() || from.Is4() != to.Is4() || from.Compare(to) > 0 {
 		return netip.Addr{}, false, nil
 	}
-	pt, offTo := pageOf(to)
-	cur, curOff := pageOf(from)
+	pt, offTo := s.pageOf(to)
+	cur, curOff := s.pageOf(from)
+	pageMask := s.pageMask()
 	bounds := func(p pageID) (int, int) {
 		lo, hi := 0, pageMask
 		if p == cur {
@@ -326,9 +318,9 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 			if p == m.to {
 				break // past what the markers read cover: read on from the next page
 			}
-			p = pageID{v6: p.v6, n: p.n.Inc()}
+			p = p.next()
 		}
-		cur, curOff = pageID{v6: cur.v6, n: m.to.n.Inc()}, 0
+		cur, curOff = m.to.next(), 0
 		s.markers = nil
 	}
 }

@@ -53,8 +53,11 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 	if !a.IsValid() {
 		return false, badAddr(a)
 	}
+	if err := s.ensureBlocks(); err != nil {
+		return false, err
+	}
 	key := o.Key()
-	p, off := pageOf(a)
+	p, off := s.pageOf(a)
 	ip, pk, bk := s.ipKey(a), s.pageKey(p), s.bootKey()
 	ownerK, nodeK := s.ownerKey(key, a), s.nodeKey(s.cfg.Node, a)
 	e := entry{Owner: key, Node: s.cfg.Node, Created: time.Now().UTC(), Token: strconv.FormatUint(rand.Uint64(), 16)}
@@ -92,6 +95,9 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 		if err != nil {
 			return false, err
 		}
+		if pg := s.pages[p]; s.blk.borrowing && pg != nil && !pg.known {
+			delete(s.pages, p) // a takeover needs the block's holder: read it with the page
+		}
 		pg, nb, err := s.pageWith(p, off, true)
 		if err != nil {
 			return false, err
@@ -100,7 +106,9 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			clientv3.OpPut(ip, key), clientv3.OpPut(ownerK, string(val)), clientv3.OpPut(nodeK, string(val)),
 			clientv3.OpPut(pk, string(nb)),
 		}
-		if allOnes(nb) {
+		bcmps, bops, change := s.blockOps(p, pg)
+		ops = append(ops, bops...)
+		if allOnes(nb, s.pbytes) {
 			ops = append(ops, clientv3.OpPut(s.fullKey(p), ""))
 		}
 		if set >= 0 {
@@ -120,7 +128,10 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
 			clientv3.Compare(clientv3.ModRevision(bk), "=", s.node.rev),
 		}
-		els := []clientv3.Op{clientv3.OpGet(ip), clientv3.OpGet(pk), clientv3.OpGet(ownerK), clientv3.OpGet(bk)}
+		cmps = append(cmps, bcmps...)
+		pops := s.pageOps(p)
+		els := append([]clientv3.Op{clientv3.OpGet(ip), clientv3.OpGet(ownerK), clientv3.OpGet(bk)}, pops...)
+		first := len(els) // the guards' and mine's answers follow the page's
 		for _, k := range guarded {
 			op := s.ownerPrefix(k)
 			rev := s.guards[k]
@@ -140,10 +151,15 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 		if resp.Succeeded {
 			s.prefetched = nil
 			unguard()
-			if allOnes(nb) {
+			if allOnes(nb, s.pbytes) {
 				s.markers = nil // a page just filled up
 			}
-			s.pages[p] = &page{bits: nb, rev: resp.Header.Revision}
+			np := &page{bits: nb, rev: resp.Header.Revision, known: pg.known, owner: pg.owner, orev: pg.orev}
+			if change != keepBlock {
+				np.known, np.owner, np.orev = true, s.cfg.Node, resp.Header.Revision
+				s.markClaimed(p)
+			}
+			s.pages[p] = np
 			s.held[a] = holding{key: key, node: s.cfg.Node, rev: resp.Header.Revision}
 			if set >= 0 {
 				s.last[set] = a
@@ -154,15 +170,16 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			}
 			return true, nil
 		}
-		if _, err := s.setPage(p, firstKV(resp, 1)); err != nil {
+		npg, err := s.setPageFrom(p, resp, 3)
+		if err != nil {
 			return false, err
 		}
-		s.setNode(firstKV(resp, 3), resp.Header.Revision)
+		s.setNode(firstKV(resp, 2), resp.Header.Revision)
 		ipKV := firstKV(resp, 0)
 		if ipKV != nil && ambiguous {
 			// Held. By us if an attempt whose answer was lost went through: its entry
 			// carries this call's token.
-			if own := firstKV(resp, 2); own != nil && own.CreateRevision == ipKV.CreateRevision {
+			if own := firstKV(resp, 1); own != nil && own.CreateRevision == ipKV.CreateRevision {
 				if got, ok := parseEntry(own.Value); ok && got.Token == e.Token {
 					s.prefetched = nil
 					unguard()
@@ -177,7 +194,7 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 		}
 		for i, other := range mine {
 			h := s.made[key][other]
-			if kv := firstKV(resp, 4+len(guarded)+i); kv == nil || kv.CreateRevision != h.rev {
+			if kv := firstKV(resp, first+len(guarded)+i); kv == nil || kv.CreateRevision != h.rev {
 				// Freed since this Store reserved it: by a DEL of the same attachment
 				// that read it half-way through this ADD. The caller rolls back.
 				s.prefetched = nil
@@ -188,12 +205,23 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			}
 		}
 		for i := range guarded {
-			if firstKV(resp, 4+i) != nil {
+			if firstKV(resp, first+i) != nil {
 				// Another call reserved for the owner since Owned: the duplicate check
 				// is stale.
 				s.prefetched = nil
 				unguard()
 				return false, store.ErrOwnerChanged
+			}
+		}
+		if change == claimBlock && npg.owner != "" {
+			// Claimed meanwhile: by another machine (try another block), or by a
+			// concurrent call of this one (the block is ours: go on in it).
+			s.markClaimed(p)
+			if npg.owner != s.cfg.Node {
+				// What this call read of the blocks is stale: read them again (a read
+				// costs no raft proposal), and spread out from the other claimers.
+				s.blk.scan, s.blk.lost = nil, true
+				return false, store.ErrBlockClaimed
 			}
 		}
 		if ipKV != nil {
@@ -228,17 +256,17 @@ func (s *Store) Release(a netip.Addr, o store.Owner) (bool, error) {
 // readHolding reads a's reservation if it is key's: the ip key, key's index entry (which
 // names the node) and the page, in one round trip.
 func (s *Store) readHolding(a netip.Addr, key string) (holding, bool, error) {
-	p, _ := pageOf(a)
+	p, _ := s.pageOf(a)
 	ip, ownerK := s.ipKey(a), s.ownerKey(key, a)
 	var resp *clientv3.TxnResponse
 	err := s.do("read "+ip, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).Then(clientv3.OpGet(ip), clientv3.OpGet(ownerK), clientv3.OpGet(s.pageKey(p))).Commit()
+		resp, err = s.cli.Txn(ctx).Then(append([]clientv3.Op{clientv3.OpGet(ip), clientv3.OpGet(ownerK)}, s.pageOps(p)...)...).Commit()
 		return err
 	})
 	if err != nil {
 		return holding{}, false, err
 	}
-	if _, err := s.setPage(p, firstKV(resp, 2)); err != nil {
+	if _, err := s.setPageFrom(p, resp, 2); err != nil {
 		return holding{}, false, err
 	}
 	ipKV, own := firstKV(resp, 0), firstKV(resp, 1)
@@ -265,7 +293,10 @@ func (s *Store) readHolding(a netip.Addr, key string) (holding, bool, error) {
 // grown, and the allocator's DEL reads it again to free that one too (OwnedStale). The
 // release itself is unconditional on it: a rollback must always free.
 func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
-	p, off := pageOf(a)
+	if err := s.ensureBlocks(); err != nil {
+		return false, err
+	}
+	p, off := s.pageOf(a)
 	ip, pk := s.ipKey(a), s.pageKey(p)
 	guard, guarded := s.guards[h.key]
 	grown := func() {
@@ -285,13 +316,13 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 		ops := []clientv3.Op{
 			clientv3.OpDelete(ip), clientv3.OpDelete(s.ownerKey(h.key, a)), clientv3.OpDelete(s.nodeKey(h.node, a)),
 		}
-		empty := allZero(nb)
+		empty := s.dropPage(nb)
 		if empty {
 			ops = append(ops, clientv3.OpDelete(pk)) // absent = all free: nothing left behind
 		} else {
 			ops = append(ops, clientv3.OpPut(pk, string(nb)))
 		}
-		if allOnes(pg.bits) {
+		if allOnes(pg.bits, s.pbytes) {
 			ops = append(ops, clientv3.OpDelete(s.fullKey(p)))
 		}
 		if guarded {
@@ -301,21 +332,17 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 		resp, retried, err := s.txn("release "+a.String(), []clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(ip), "=", h.rev),
 			clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
-		}, ops, []clientv3.Op{clientv3.OpGet(ip), clientv3.OpGet(pk)})
+		}, ops, append([]clientv3.Op{clientv3.OpGet(ip)}, s.pageOps(p)...))
 		ambiguous = ambiguous || retried
 		if err != nil {
 			return false, err
 		}
 		if resp.Succeeded {
 			s.prefetched = nil
-			if allOnes(pg.bits) {
+			if allOnes(pg.bits, s.pbytes) {
 				s.markers = nil // a full page has room again
 			}
-			if empty {
-				s.pages[p] = &page{}
-			} else {
-				s.pages[p] = &page{bits: nb, rev: resp.Header.Revision}
-			}
+			s.pages[p] = s.pageAfter(pg, nb, resp.Header.Revision)
 			delete(s.held, a)
 			s.forget(h.key, a)
 			if guarded && firstKV(resp, len(ops)-1) != nil {
@@ -323,7 +350,7 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 			}
 			return true, nil
 		}
-		if _, err := s.setPage(p, firstKV(resp, 1)); err != nil {
+		if _, err := s.setPageFrom(p, resp, 1); err != nil {
 			return false, err
 		}
 		if ipKV := firstKV(resp, 0); ipKV == nil || ipKV.CreateRevision != h.rev {
