@@ -33,14 +33,9 @@ type netBlocks struct {
 // cmdBlocks lists the blocks of an etcd network: which machine holds each and how much of
 // it is in use (for an operator, or a routing daemon programming per-node routes).
 func (p *Plugin) cmdBlocks(args []string, stdout io.Writer) error {
-	fs := newFlags("blocks")
-	confFile := fs.String(confFlag, "", "")
-	asJSON := fs.Bool("json", false, "")
-	if err := parse(fs, args); err != nil {
+	fs, asJSON, err := parseConfCommand("blocks", args)
+	if err != nil {
 		return err
-	}
-	if *confFile == "" {
-		return errUsage{"blocks: --conf FILE (or - for stdin) is required"}
 	}
 	c, err := p.loadConf(fs)
 	if err != nil {
@@ -66,7 +61,7 @@ func (p *Plugin) cmdBlocks(args []string, stdout io.Writer) error {
 	if out.Blocks == nil {
 		out.Blocks = []Block{}
 	}
-	if *asJSON {
+	if asJSON {
 		return writeJSON(stdout, out)
 	}
 	if size == 0 {

@@ -195,3 +195,18 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
 }
+
+// parseConfCommand parses the command line of a command that reads one config, --conf
+// FILE|- (required), and may print JSON (--json).
+func parseConfCommand(name string, args []string) (fs *flag.FlagSet, asJSON bool, err error) {
+	fs = newFlags(name)
+	confFile := fs.String(confFlag, "", "")
+	js := fs.Bool("json", false, "")
+	if err := parse(fs, args); err != nil {
+		return nil, false, err
+	}
+	if *confFile == "" {
+		return nil, false, errUsage{name + ": --conf FILE (or - for stdin) is required"}
+	}
+	return fs, *js, nil
+}

@@ -10,22 +10,18 @@ import (
 // cmdLint checks a network config or conflist (config.Examine; docs/LINT.md): each
 // finding on a line with its JSON path and severity, or a JSON array with --json.
 func (p *Plugin) cmdLint(args []string, stdout io.Writer) error {
-	fs := newFlags("lint")
-	confFile := fs.String(confFlag, "", "")
-	asJSON := fs.Bool("json", false, "")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *confFile == "" {
-		return errUsage{"lint: --conf FILE (or - for stdin) is required"}
-	}
-	raw, err := readConf(*confFile)
+	fs, asJSON, err := parseConfCommand("lint", args)
 	if err != nil {
 		return err
 	}
-	name := confName(*confFile)
+	file := fs.Lookup(confFlag).Value.String()
+	raw, err := readConf(file)
+	if err != nil {
+		return err
+	}
+	name := confName(file)
 	found := config.Examine(raw)
-	if *asJSON {
+	if asJSON {
 		if found == nil {
 			found = []config.Finding{}
 		}

@@ -10,6 +10,7 @@ import (
 	hl "github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 	hltesting "github.com/containernetworking/plugins/plugins/ipam/host-local/backend/testing"
 
+	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/internal/storetest/memory"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
@@ -23,17 +24,7 @@ func pool(sets ...ranges.Set) ranges.Pool { return ranges.Pool{Sets: sets} }
 
 func mustRange(t testing.TB, subnet, start, end, gw string) ranges.Range {
 	t.Helper()
-	p := func(s string) netip.Addr {
-		if s == "" {
-			return netip.Addr{}
-		}
-		return netip.MustParseAddr(s)
-	}
-	r, err := ranges.New(netip.MustParsePrefix(subnet), p(start), p(end), p(gw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return storetest.Range(t, subnet, start, end, gw)
 }
 
 func toHostLocal(set ranges.Set) hl.RangeSet {

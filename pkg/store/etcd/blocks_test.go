@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
+	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
@@ -21,17 +22,7 @@ func blockCfg(eps []string, node string, size int) Config {
 
 func poolOf(t testing.TB, subnet, start, end, gw string) ranges.Pool {
 	t.Helper()
-	addr := func(s string) netip.Addr {
-		if s == "" {
-			return netip.Addr{}
-		}
-		return netip.MustParseAddr(s)
-	}
-	r, err := ranges.New(netip.MustParsePrefix(subnet), addr(start), addr(end), addr(gw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ranges.Pool{Sets: []ranges.Set{{r}}}
+	return ranges.Pool{Sets: []ranges.Set{{storetest.Range(t, subnet, start, end, gw)}}}
 }
 
 // addAs allocates for id from a Store of its own (one CNI call).
@@ -44,6 +35,21 @@ func addAs(t testing.TB, cfg Config, network string, pool ranges.Pool, id string
 		return netip.Addr{}, err
 	}
 	return as[0].Addr, nil
+}
+
+// addN ADDs n containers prefix0, prefix1, ... with cfg, and returns who got which address.
+func addN(t testing.TB, cfg Config, network string, pool ranges.Pool, prefix string, n int) map[netip.Addr]string {
+	t.Helper()
+	ids := map[netip.Addr]string{}
+	for i := range n {
+		id := fmt.Sprintf("%s%d", prefix, i)
+		a, err := addAs(t, cfg, network, pool, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[a] = id
+	}
+	return ids
 }
 
 // fillUp ADDs until the pool answers code 100, the i-th ADD with cfg(i) for container
@@ -166,14 +172,7 @@ func TestBlocksTakeOver(t *testing.T) {
 	network := newNetwork()
 	pool := poolOf(t, "10.94.0.0/25", "10.94.0.8", "10.94.0.71", "") // 64 addresses, 8 blocks of 8
 	a := blockCfg(shared, "node-a", 8)
-	ids := map[netip.Addr]string{}
-	for i := range 64 {
-		got, err := addAs(t, a, network, pool, fmt.Sprintf("a%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids[got] = fmt.Sprintf("a%d", i)
-	}
+	ids := addN(t, a, network, pool, "a", 64)
 	if _, err := addAs(t, a, network, pool, "one-too-many"); cnierr.Code(err) != cnierr.NoFreeAddress {
 		t.Fatalf("ADD to a full pool = %v; want code 100", err)
 	}
@@ -255,14 +254,7 @@ func TestBlocksExistingPool(t *testing.T) {
 	network := newNetwork()
 	pool := poolOf(t, "10.96.0.0/24", "", "", "")
 	old := blockCfg(shared, "old", 0)
-	before := map[netip.Addr]string{}
-	for i := range 100 {
-		a, err := addAs(t, old, network, pool, fmt.Sprintf("old%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		before[a] = fmt.Sprintf("old%d", i)
-	}
+	before := addN(t, old, network, pool, "old", 100)
 	for i := 0; i < 100; i += 3 {
 		delAs(t, old, network, fmt.Sprintf("old%d", i))
 		for a, id := range before {
