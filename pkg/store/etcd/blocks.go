@@ -183,6 +183,12 @@ func (s *Store) setPageFrom(p pageID, resp *clientv3.TxnResponse, i int) (*page,
 	}
 	pg.known = true
 	if own := firstKV(resp, i+1); own != nil {
+		if !validNode(string(own.Value)) {
+			// Every claim writes a node's name: anything else is damage, which no
+			// compare of a claim or takeover could ever get past.
+			delete(s.pages, p)
+			return nil, corrupt(string(own.Key), "not the node name of a block holder")
+		}
 		pg.owner, pg.orev = string(own.Value), own.ModRevision
 	}
 	if s.blk.legacy && kv == nil {
