@@ -19,22 +19,31 @@ import (
 func TestBlocksChaos(t *testing.T) {
 	for _, c := range []struct {
 		subnet, start, end, gw string
-		size                   int
+		size, old              int
 	}{
-		{"10.98.0.0/26", "", "", "", 8},
-		{"10.98.1.0/25", "10.98.1.13", "10.98.1.77", "10.98.1.40", 8},
-		{"fd00:98::/122", "", "", "", 16},
-		{"fd00:98::/121", "fd00:98::5", "fd00:98::70", "fd00:98::33", 8},
+		{"10.98.0.0/26", "", "", "", 8, 0},
+		{"10.98.1.0/25", "10.98.1.13", "10.98.1.77", "10.98.1.40", 8, 0},
+		{"fd00:98::/122", "", "", "", 16, 0},
+		{"fd00:98::/121", "fd00:98::5", "fd00:98::70", "fd00:98::33", 8, 0},
+		{"10.98.2.0/26", "", "", "", 8, 30}, // 30 reservations made without blocks first
 	} {
-		t.Run(c.subnet, func(t *testing.T) { blocksChaos(t, c.subnet, c.start, c.end, c.gw, c.size) })
+		t.Run(fmt.Sprintf("%s_old%d", c.subnet, c.old), func(t *testing.T) { blocksChaos(t, c.subnet, c.start, c.end, c.gw, c.size, c.old) })
 	}
 }
 
-func blocksChaos(t *testing.T, subnet, start, end, gw string, size int) {
+func blocksChaos(t *testing.T, subnet, start, end, gw string, size, old int) {
 	network := newNetwork()
 	pool := poolOf(t, subnet, start, end, gw)
 	want := len(fillUp(t, newNetwork(), pool, "x", func(int) Config { return blockCfg(shared, "solo", size) }))
 	set := pool.Sets[0]
+	for i := range old {
+		if _, err := addAs(t, blockCfg(shared, fmt.Sprintf("m%d", i%3), 0), network, pool, fmt.Sprintf("old%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < old; i += 2 {
+		delAs(t, blockCfg(shared, fmt.Sprintf("m%d", i%3), 0), network, fmt.Sprintf("old%d", i))
+	}
 	const nodes = 6
 	var wg sync.WaitGroup
 	for n := range nodes {
