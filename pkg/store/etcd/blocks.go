@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -47,8 +46,6 @@ const (
 	scanBatch = 1024
 	// lostSpread: after a lost claim, a machine skips up to this many unclaimed blocks.
 	lostSpread = 8
-	// legacyBatch: how many old pages (4,096 addresses each) one such read takes.
-	legacyBatch = 64
 )
 
 type blockState struct {
@@ -560,44 +557,6 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 		fp = c.to.next()
 		from = fp.addr(0)
 	}
-}
-
-// legacyScanOp reads the old pages (of the layout without blocks) over blocks [fp, tp],
-// up to legacyBatch of them.
-func (s *Store) legacyScanOp(fp, tp pageID) clientv3.Op {
-	lpre := s.base + "page/"
-	lf, _ := pageOf(fp.addr(0), pageBits)
-	lt, _ := pageOf(tp.addr(0), pageBits)
-	return clientv3.OpGet(lpre+lf.name(), clientv3.WithRange(lpre+lt.name()+"\x00"), clientv3.WithLimit(legacyBatch))
-}
-
-// legacyScan counts, in scan c, the blocks holding reservations in the old pages read
-// (rr, of legacyScanOp) as not to be offered: they are no fresh block to claim, and
-// offering them one by one would cost a read each. Their free addresses are taken by
-// borrowing, which claims such a block on the way.
-func (s *Store) legacyScan(c *scan, rr *etcdserverpb.RangeResponse) error {
-	lpre := s.base + "page/"
-	for _, kv := range rr.Kvs {
-		lp, ok := parsePageName(strings.TrimPrefix(string(kv.Key), lpre), pageBits)
-		if !ok || lp.v6 != c.from.v6 || len(kv.Value) != pageBytes {
-			return corrupt(string(kv.Key), "not a bitmap page")
-		}
-		for off := 0; off < pageBytes; off += s.pbytes {
-			p, _ := s.pageOf(lp.addr(off * 8))
-			if !allZero(kv.Value[off:off+s.pbytes]) && c.covers(p) {
-				c.claimed = append(c.claimed, p)
-			}
-		}
-	}
-	if rr.More && len(rr.Kvs) > 0 {
-		lp, _ := parsePageName(strings.TrimPrefix(string(rr.Kvs[len(rr.Kvs)-1].Key), lpre), pageBits)
-		if last, _ := s.pageOf(lp.addr(pageBytes*8 - 1)); last.n.Cmp(c.to.n) < 0 {
-			c.to = last
-		}
-	}
-	slices.SortFunc(c.claimed, cmpPage)
-	c.claimed = slices.Compact(c.claimed)
-	return nil
 }
 
 // Borrow implements store.Blocks.

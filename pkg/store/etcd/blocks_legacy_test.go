@@ -99,3 +99,30 @@ func TestBlocksFirstWriteAfterOldCall(t *testing.T) {
 		t.Errorf("blocks %+v; want x's block with x and y in use", bs)
 	}
 }
+
+// TestBlocksBigExistingPoolStatus: STATUS (allocator.Available) of a pool written
+// without blocks, once blocks are on, costs a few round trips whatever its size.
+func TestBlocksBigExistingPoolStatus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 50,000-reservation pool")
+	}
+	eps := etcdtest.StartCluster(t, 1).Endpoints()
+	pool := poolOf(t, "10.97.0.0/16", "", "", "")
+	network := newNetwork()
+	old := mustOpen(t, blockCfg(eps, "old", 0), network)
+	var addrs []netip.Addr
+	for a := netip.MustParseAddr("10.97.0.2"); len(addrs) < 50000; a = a.Next() {
+		addrs = append(addrs, a)
+	}
+	bulkReserve(t, etcdtest.Client(t, eps), old, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+	if _, err := addAs(t, blockCfg(eps, "new", 64), network, pool, "new"); err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, blockCfg(eps, "status", 64), network)
+	if ok, err := allocator.Available(s, pool); err != nil || !ok[0] {
+		t.Fatalf("Available = %v, %v", ok, err)
+	}
+	if s.RoundTrips() > 8 {
+		t.Errorf("STATUS of an old pool of 50,000 took %d round trips; want a few", s.RoundTrips())
+	}
+}

@@ -223,9 +223,9 @@ func (m *markers) covers(p pageID) bool {
 func (s *Store) readMarkers(cur, pt pageID) (*markers, error) {
 	var resp *clientv3.TxnResponse
 	err := s.do("find a free address in "+s.base, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).Then(append([]clientv3.Op{
+		resp, err = s.cli.Txn(ctx).Then(append(append([]clientv3.Op{
 			clientv3.OpGet(s.fullKey(cur), clientv3.WithRange(s.fullKey(pt)+"\x00"), clientv3.WithKeysOnly(), clientv3.WithLimit(markerBatch)),
-		}, s.pageOps(cur)...)...).Commit()
+		}, s.pageOps(cur)...), s.legacyMarkerOps(cur, pt)...)...).Commit()
 		return err
 	})
 	if err != nil {
@@ -245,6 +245,9 @@ func (s *Store) readMarkers(cur, pt pageID) (*markers, error) {
 	}
 	if mr.More && len(m.full) > 0 {
 		m.to = m.full[len(m.full)-1] // nothing known past the last marker read
+	}
+	if err := s.legacyMarkers(m, resp, 1+len(s.pageOps(cur))); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
