@@ -234,15 +234,8 @@ func (s *Store) setPageFrom(p pageID, resp *clientv3.TxnResponse, i int) (*page,
 	if err != nil || !s.blk.on {
 		return pg, err
 	}
-	pg.known = true
-	if own := firstKV(resp, i+1); own != nil {
-		if !validNode(string(own.Value)) {
-			// Every claim writes a node's name: anything else is damage, which no
-			// compare of a claim or takeover could ever get past.
-			delete(s.pages, p)
-			return nil, corrupt(string(own.Key), "not the node name of a block holder")
-		}
-		pg.owner, pg.orev = string(own.Value), own.ModRevision
+	if err := s.setHolder(p, pg, firstKV(resp, i+1)); err != nil {
+		return nil, err
 	}
 	if s.blk.legacy && kv == nil {
 		if old := firstKV(resp, i+2); old != nil && len(old.Value) == pageBytes {
@@ -254,6 +247,21 @@ func (s *Store) setPageFrom(p pageID, resp *clientv3.TxnResponse, i int) (*page,
 		}
 	}
 	return pg, nil
+}
+
+// setHolder records in page p (pg) the holder its block key (own; nil: absent) names.
+func (s *Store) setHolder(p pageID, pg *page, own *mvccpb.KeyValue) error {
+	pg.known = true
+	if own != nil {
+		if !validNode(string(own.Value)) {
+			// Every claim writes a node's name: anything else is damage, which no
+			// compare of a claim or takeover could ever get past.
+			delete(s.pages, p)
+			return corrupt(string(own.Key), "not the node name of a block holder")
+		}
+		pg.owner, pg.orev = string(own.Value), own.ModRevision
+	}
+	return nil
 }
 
 // readTxn runs one transaction of reads.
