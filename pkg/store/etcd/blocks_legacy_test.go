@@ -8,6 +8,7 @@ import (
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
+	"github.com/local-ipam/local-ipam/pkg/ranges"
 	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
@@ -15,18 +16,7 @@ import (
 // pages are not a walk of one round trip per block for every machine claiming its first
 // block once blocks are turned on.
 func TestBlocksBigExistingPoolRoundTrips(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a 50,000-reservation pool")
-	}
-	eps := etcdtest.StartCluster(t, 1).Endpoints()
-	pool := poolOf(t, "10.97.0.0/16", "", "", "")
-	network := newNetwork()
-	old := mustOpen(t, blockCfg(eps, "old", 0), network)
-	var addrs []netip.Addr
-	for a := netip.MustParseAddr("10.97.0.2"); len(addrs) < 50000; a = a.Next() {
-		addrs = append(addrs, a)
-	}
-	bulkReserve(t, etcdtest.Client(t, eps), old, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+	eps, pool, network := oldPool50k(t)
 	worst := 0
 	for n := range 8 {
 		s := mustOpen(t, blockCfg(eps, fmt.Sprintf("node-%d", n), 64), network)
@@ -103,18 +93,7 @@ func TestBlocksFirstWriteAfterOldCall(t *testing.T) {
 // TestBlocksBigExistingPoolStatus: STATUS (allocator.Available) of a pool written
 // without blocks, once blocks are on, costs a few round trips whatever its size.
 func TestBlocksBigExistingPoolStatus(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a 50,000-reservation pool")
-	}
-	eps := etcdtest.StartCluster(t, 1).Endpoints()
-	pool := poolOf(t, "10.97.0.0/16", "", "", "")
-	network := newNetwork()
-	old := mustOpen(t, blockCfg(eps, "old", 0), network)
-	var addrs []netip.Addr
-	for a := netip.MustParseAddr("10.97.0.2"); len(addrs) < 50000; a = a.Next() {
-		addrs = append(addrs, a)
-	}
-	bulkReserve(t, etcdtest.Client(t, eps), old, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+	eps, pool, network := oldPool50k(t)
 	if _, err := addAs(t, blockCfg(eps, "new", 64), network, pool, "new"); err != nil {
 		t.Fatal(err)
 	}
@@ -125,4 +104,29 @@ func TestBlocksBigExistingPoolStatus(t *testing.T) {
 	if s.RoundTrips() > 8 {
 		t.Errorf("STATUS of an old pool of 50,000 took %d round trips; want a few", s.RoundTrips())
 	}
+}
+
+// reserve50k makes 50,000 reservations in 10.97.0.0/16 from 10.97.0.2 on, as s would,
+// skipping the addresses skip says (nil: none).
+func reserve50k(t testing.TB, eps []string, s *Store, skip func(netip.Addr) bool) {
+	t.Helper()
+	var addrs []netip.Addr
+	for a := netip.MustParseAddr("10.97.0.2"); len(addrs) < 50000; a = a.Next() {
+		if skip == nil || !skip(a) {
+			addrs = append(addrs, a)
+		}
+	}
+	bulkReserve(t, etcdtest.Client(t, eps), s, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+}
+
+// oldPool50k starts a member with a network of 50,000 reservations in 10.97.0.0/16,
+// written without blocks.
+func oldPool50k(t *testing.T) ([]string, ranges.Pool, string) {
+	if testing.Short() {
+		t.Skip("builds a 50,000-reservation pool")
+	}
+	eps := etcdtest.StartCluster(t, 1).Endpoints()
+	network := newNetwork()
+	reserve50k(t, eps, mustOpen(t, blockCfg(eps, "old", 0), network), nil)
+	return eps, poolOf(t, "10.97.0.0/16", "", "", ""), network
 }

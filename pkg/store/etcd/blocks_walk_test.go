@@ -8,7 +8,6 @@ import (
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
-	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
 // TestBlocksExclusionsStatus: blocks holding an excluded address are never marked full;
@@ -32,13 +31,7 @@ func TestBlocksExclusionsStatus(t *testing.T) {
 		if err := other.ensureBlocks(); err != nil {
 			t.Fatal(err)
 		}
-		var addrs []netip.Addr
-		for a := netip.MustParseAddr("10.97.0.2"); len(addrs) < 50000; a = a.Next() {
-			if a.As4()[3] != 255 {
-				addrs = append(addrs, a)
-			}
-		}
-		bulkReserve(t, etcdtest.Client(t, eps), other, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+		reserve50k(t, eps, other, func(a netip.Addr) bool { return a.As4()[3] == 255 })
 		s := mustOpen(t, blockCfg(eps, "status", bs), network)
 		if ok, err := allocator.Available(s, pool); err != nil || !ok[0] {
 			t.Fatalf("blockSize %d: Available = %v, %v", bs, ok, err)
