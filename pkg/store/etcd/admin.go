@@ -141,6 +141,7 @@ func (s *Store) releaseBatch(batch []victim) (ok, retried bool, err error) {
 			ops = append(ops, clientv3.OpDelete(s.fullKey(p)))
 		}
 	}
+	cmps = append(cmps, s.layoutCmps()...) // else one by one, which tells why
 	resp, retried, err := s.txn("release reservations in "+s.base, cmps, ops, nil)
 	if err != nil {
 		return false, retried, err

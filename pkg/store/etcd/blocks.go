@@ -141,24 +141,77 @@ func (s *Store) ensureBlocks() error {
 	if !s.blk.on || s.blk.init {
 		return nil
 	}
-	val, _ := json.Marshal(blockSizeRecord{Size: s.cfg.BlockSize, Legacy: s.blk.legacy})
-	k := s.blockSizeKey()
-	var resp *clientv3.TxnResponse
-	err := s.do("write "+k, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-			Then(clientv3.OpPut(k, string(val))).Else(clientv3.OpGet(k)).Commit()
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if !resp.Succeeded {
-		if err := s.checkBlockSize(firstKV(resp, 0), false); err != nil {
+	k, pp := s.blockSizeKey(), s.base+"page/"
+	for {
+		val, _ := json.Marshal(blockSizeRecord{Size: s.cfg.BlockSize, Legacy: s.blk.legacy})
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)}
+		if !s.blk.legacy {
+			// A call without blocks may have written the old layout since Open looked.
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pp), "=", 0).WithPrefix())
+		}
+		var resp *clientv3.TxnResponse
+		err := s.do("write "+k, func(ctx context.Context) (err error) {
+			resp, err = s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(k, string(val))).
+				Else(clientv3.OpGet(k), clientv3.OpGet(pp, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1))).Commit()
+			return err
+		})
+		if err != nil {
 			return err
 		}
+		if resp.Succeeded {
+			break
+		}
+		if kv := firstKV(resp, 0); kv != nil {
+			if err := s.checkBlockSize(kv, false); err != nil {
+				return err
+			}
+			if s.blk.err != nil {
+				return s.blk.err
+			}
+			break
+		}
+		// What was read as not legacy is read again.
+		s.blk.legacy, s.pages, s.blk.scan, s.markers = true, map[pageID]*page{}, nil, nil
 	}
 	s.blk.init = true
 	return nil
+}
+
+// layoutCmps: a write without blocks holds only while no call with blocks has recorded a
+// block size. After that the old pages are read only where no block bitmap was written
+// since: a bit changed there alone would be a release lost or a reservation unseen.
+func (s *Store) layoutCmps() []clientv3.Cmp {
+	if s.blk.on {
+		return nil
+	}
+	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.blockSizeKey()), "=", 0)}
+}
+
+// layoutRead reads, with a write's layoutCmps, the block size record.
+func (s *Store) layoutRead() []clientv3.Op {
+	if s.blk.on {
+		return nil
+	}
+	return []clientv3.Op{clientv3.OpGet(s.blockSizeKey())}
+}
+
+// layoutChanged: after a failed write with layoutCmps, whose answer i is layoutRead's,
+// the config's error (code 7) when a block size was recorded meanwhile.
+func (s *Store) layoutChanged(resp *clientv3.TxnResponse, i int) error {
+	if s.blk.on {
+		return nil
+	}
+	kv := firstKV(resp, i)
+	if kv == nil {
+		return nil
+	}
+	if err := s.checkBlockSize(kv, false); err != nil {
+		return err
+	}
+	if s.blk.err != nil {
+		return s.blk.err
+	}
+	return cnierr.New(cnierr.InvalidConfig, "", "network %s in etcd is divided into blocks, but this config's store.blockSize is 0", s.network)
 }
 
 // pageOps reads page p: its bitmap, with blocks its holder, and in a legacy pool the
@@ -181,9 +234,8 @@ func (s *Store) setPageFrom(p pageID, resp *clientv3.TxnResponse, i int) (*page,
 	if err != nil || !s.blk.on {
 		return pg, err
 	}
-	pg.known = true
-	if own := firstKV(resp, i+1); own != nil {
-		pg.owner, pg.orev = string(own.Value), own.ModRevision
+	if err := s.setHolder(p, pg, firstKV(resp, i+1)); err != nil {
+		return nil, err
 	}
 	if s.blk.legacy && kv == nil {
 		if old := firstKV(resp, i+2); old != nil && len(old.Value) == pageBytes {
@@ -195,6 +247,21 @@ func (s *Store) setPageFrom(p pageID, resp *clientv3.TxnResponse, i int) (*page,
 		}
 	}
 	return pg, nil
+}
+
+// setHolder records in page p (pg) the holder its block key (own; nil: absent) names.
+func (s *Store) setHolder(p pageID, pg *page, own *mvccpb.KeyValue) error {
+	pg.known = true
+	if own != nil {
+		if !validNode(string(own.Value)) {
+			// Every claim writes a node's name: anything else is damage, which no
+			// compare of a claim or takeover could ever get past.
+			delete(s.pages, p)
+			return corrupt(string(own.Key), "not the node name of a block holder")
+		}
+		pg.owner, pg.orev = string(own.Value), own.ModRevision
+	}
+	return nil
 }
 
 // readTxn runs one transaction of reads.
@@ -431,6 +498,10 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 		c := s.blk.scan
 		if !c.covers(fp) {
 			ops := []clientv3.Op{clientv3.OpGet(pre+fp.name(), clientv3.WithRange(pre+tp.name()+"\x00"), clientv3.WithKeysOnly(), clientv3.WithLimit(scanBatch))}
+			if s.blk.legacy {
+				ops = append(ops, s.legacyScanOp(fp, tp))
+			}
+			pi := len(ops)
 			if s.pages[fp] == nil {
 				ops = append(ops, s.pageOps(fp)...)
 			}
@@ -438,8 +509,8 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 			if err != nil {
 				return store.Stretch{}, false, err
 			}
-			if len(ops) > 1 {
-				if _, err := s.setPageFrom(fp, resp, 1); err != nil {
+			if len(ops) > pi {
+				if _, err := s.setPageFrom(fp, resp, pi); err != nil {
 					return store.Stretch{}, false, err
 				}
 			}
@@ -454,6 +525,11 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 			}
 			if rr.More && len(c.claimed) > 0 {
 				c.to = c.claimed[len(c.claimed)-1]
+			}
+			if s.blk.legacy {
+				if err := s.legacyScan(c, resp.Responses[1].GetResponseRange()); err != nil {
+					return store.Stretch{}, false, err
+				}
 			}
 			s.blk.scan = c
 		}

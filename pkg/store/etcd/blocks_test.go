@@ -11,7 +11,6 @@ import (
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
-	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
 func blockCfg(eps []string, node string, size int) Config {
@@ -334,11 +333,7 @@ func TestBlocksRoundTrips(t *testing.T) {
 	if err := other.ensureBlocks(); err != nil {
 		t.Fatal(err)
 	}
-	var addrs []netip.Addr
-	for a := netip.MustParseAddr("10.97.0.2"); len(addrs) < 50000; a = a.Next() {
-		addrs = append(addrs, a)
-	}
-	bulkReserve(t, etcdtest.Client(t, eps), other, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+	reserve50k(t, eps, other, nil)
 	at50k := measure(big)
 	t.Logf("round trips (first ADD, next ADD, DEL): %v at 0, %v at 50,000", at0, at50k)
 	if at0 != at50k {

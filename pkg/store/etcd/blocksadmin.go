@@ -89,6 +89,9 @@ func (s *Store) Blocks() ([]BlockInfo, error) {
 		if !ok {
 			return corrupt(string(kv.Key), "not a block key")
 		}
+		if !validNode(string(kv.Value)) {
+			return corrupt(string(kv.Key), "not the node name of a block holder")
+		}
 		get(p).node = string(kv.Value)
 		return nil
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -223,9 +224,9 @@ func (m *markers) covers(p pageID) bool {
 func (s *Store) readMarkers(cur, pt pageID) (*markers, error) {
 	var resp *clientv3.TxnResponse
 	err := s.do("find a free address in "+s.base, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).Then(append([]clientv3.Op{
+		resp, err = s.cli.Txn(ctx).Then(append(append([]clientv3.Op{
 			clientv3.OpGet(s.fullKey(cur), clientv3.WithRange(s.fullKey(pt)+"\x00"), clientv3.WithKeysOnly(), clientv3.WithLimit(markerBatch)),
-		}, s.pageOps(cur)...)...).Commit()
+		}, s.pageOps(cur)...), s.legacyMarkerOps(cur, pt)...)...).Commit()
 		return err
 	})
 	if err != nil {
@@ -245,6 +246,9 @@ func (s *Store) readMarkers(cur, pt pageID) (*markers, error) {
 	}
 	if mr.More && len(m.full) > 0 {
 		m.to = m.full[len(m.full)-1] // nothing known past the last marker read
+	}
+	if err := s.legacyMarkers(m, resp, 1+len(s.pageOps(cur))); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -294,6 +298,15 @@ func (s *Store) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
 			if i < len(m.full) && m.full[i] == p {
 				i++ // full: skip it unread
 			} else {
+				if s.pages[p] == nil && s.blk.on {
+					q := p
+					for n := 1; n < pageRun && q != pt && q != m.to; n++ {
+						q = q.next()
+					}
+					if err := s.readPageRun(p, q, fresh); err != nil {
+						return netip.Addr{}, false, err
+					}
+				}
 				pg, err := s.cachedPage(p)
 				if err != nil {
 					return netip.Addr{}, false, err
@@ -356,4 +369,47 @@ func (s *Store) SetLastReserved(set int, a netip.Addr) error {
 		s.last[set] = a
 	}
 	return err
+}
+
+// pageRun: how many blocks FirstFree reads in one round trip when it must read them (a
+// block holding an excluded address or the gateway is never marked full).
+const pageRun = 64
+
+// readPageRun reads the blocks from p to q (at most pageRun) that are not cached, with
+// their holders, in one round trip, and marks them fresh. In a legacy pool a block
+// without a bitmap key of its own is left to be read alone, with its old page.
+func (s *Store) readPageRun(p, q pageID, fresh map[pageID]bool) error {
+	bp, kp := s.base+s.pagePre, s.base+"block/"
+	resp, err := s.readTxn("read the blocks of "+s.base, []clientv3.Op{
+		clientv3.OpGet(bp+p.name(), clientv3.WithRange(bp+q.name()+"\x00")),
+		clientv3.OpGet(kp+p.name(), clientv3.WithRange(kp+q.name()+"\x00")),
+	})
+	if err != nil {
+		return err
+	}
+	got := [2]map[pageID]*mvccpb.KeyValue{{}, {}}
+	for i, pre := range []string{bp, kp} {
+		for _, kv := range resp.Responses[i].GetResponseRange().Kvs {
+			x, ok := parsePageName(strings.TrimPrefix(string(kv.Key), pre), s.pb)
+			if !ok || x.v6 != p.v6 {
+				return corrupt(string(kv.Key), "not a block key")
+			}
+			got[i][x] = kv
+		}
+	}
+	for x := p; ; x = x.next() {
+		if s.pages[x] == nil && (!s.blk.legacy || got[0][x] != nil) {
+			pg, err := s.setPage(x, got[0][x])
+			if err != nil {
+				return err
+			}
+			if err := s.setHolder(x, pg, got[1][x]); err != nil {
+				return err
+			}
+			fresh[x] = true
+		}
+		if x == q {
+			return nil
+		}
+	}
 }

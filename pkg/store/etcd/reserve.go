@@ -143,6 +143,9 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.ipKey(h.addr)), "=", h.rev))
 			els = append(els, clientv3.OpGet(s.ipKey(h.addr), clientv3.WithKeysOnly()))
 		}
+		cmps = append(cmps, s.layoutCmps()...)
+		li := len(els)
+		els = append(els, s.layoutRead()...)
 		resp, retried, err := s.txn("reserve "+a.String(), cmps, ops, els)
 		ambiguous = ambiguous || retried
 		if err != nil {
@@ -169,6 +172,9 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 				s.node = nodeState{rec: newNode, rev: resp.Header.Revision, readAt: resp.Header.Revision}
 			}
 			return true, nil
+		}
+		if err := s.layoutChanged(resp, li); err != nil {
+			return false, err
 		}
 		npg, err := s.setPageFrom(p, resp, 3)
 		if err != nil {
@@ -329,10 +335,13 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 			op := s.ownerPrefix(h.key)
 			ops = append(ops, clientv3.OpGet(op, clientv3.WithRange(prefixEnd(op)), clientv3.WithKeysOnly(), clientv3.WithMinModRev(guard+1), clientv3.WithLimit(1)))
 		}
-		resp, retried, err := s.txn("release "+a.String(), []clientv3.Cmp{
+		els := append([]clientv3.Op{clientv3.OpGet(ip)}, s.pageOps(p)...)
+		li := len(els)
+		els = append(els, s.layoutRead()...)
+		resp, retried, err := s.txn("release "+a.String(), append([]clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(ip), "=", h.rev),
 			clientv3.Compare(clientv3.ModRevision(pk), "=", pg.rev),
-		}, ops, append([]clientv3.Op{clientv3.OpGet(ip)}, s.pageOps(p)...))
+		}, s.layoutCmps()...), ops, els)
 		ambiguous = ambiguous || retried
 		if err != nil {
 			return false, err
@@ -349,6 +358,9 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 				grown()
 			}
 			return true, nil
+		}
+		if err := s.layoutChanged(resp, li); err != nil {
+			return false, err
 		}
 		if _, err := s.setPageFrom(p, resp, 1); err != nil {
 			return false, err

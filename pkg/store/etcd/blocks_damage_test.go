@@ -1,0 +1,37 @@
+package etcd
+
+import (
+	"testing"
+	"time"
+
+	"github.com/local-ipam/local-ipam/internal/etcdtest"
+	"github.com/local-ipam/local-ipam/pkg/cnierr"
+)
+
+// TestBlocksDamagedBlockKey: a block key whose value names no node (damage: every claim
+// writes a node's name) is refused with code 104 when an ADD needs that block, at once,
+// not retried until the call's deadline.
+func TestBlocksDamagedBlockKey(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.0.0/27", "", "", "") // .1 gateway: 29 addresses, 4 blocks of 8
+	a := blockCfg(shared, "node-a", 8)
+	got := fillUp(t, network, pool, "a", func(int) Config { return a })
+	if len(got) != 29 {
+		t.Fatalf("filled %d, want 29", len(got))
+	}
+	delAs(t, a, network, "a3")
+	s := mustOpen(t, a, network)
+	cli := etcdtest.Client(t, shared)
+	for _, b := range blocksOf(t, a, network) {
+		p, _ := s.pageOf(b.Prefix.Addr())
+		etcdtest.Put(t, cli, s.blockKey(p), "")
+	}
+	start := time.Now()
+	_, err := addAs(t, blockCfg(shared, "node-b", 8), network, pool, "b0")
+	if cnierr.Code(err) != cnierr.StoreCorrupt || time.Since(start) > 5*time.Second {
+		t.Errorf("ADD with damaged block keys = %v after %v; want code 104 at once", err, time.Since(start))
+	}
+	if _, err := s.Blocks(); cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Errorf("Blocks with damaged block keys = %v; want code 104", err)
+	}
+}
