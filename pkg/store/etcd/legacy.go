@@ -30,28 +30,51 @@ func (s *Store) legacyScanOp(fp, tp pageID) clientv3.Op {
 // offering them one by one would cost a read each. Their free addresses are taken by
 // borrowing, which claims such a block on the way.
 func (s *Store) legacyScan(c *scan, rr *etcdserverpb.RangeResponse) error {
-	lpre := s.base + "page/"
-	for _, kv := range rr.Kvs {
-		lp, ok := parsePageName(strings.TrimPrefix(string(kv.Key), lpre), pageBits)
-		if !ok || lp.v6 != c.from.v6 || len(kv.Value) != pageBytes {
-			return corrupt(string(kv.Key), "not a bitmap page")
+	err := s.eachLegacyBlock(rr, c.from.v6, func(p pageID, bits []byte) {
+		if !allZero(bits) && c.covers(p) {
+			c.claimed = append(c.claimed, p)
 		}
-		for off := 0; off < pageBytes; off += s.pbytes {
-			p, _ := s.pageOf(lp.addr(off * 8))
-			if !allZero(kv.Value[off:off+s.pbytes]) && c.covers(p) {
-				c.claimed = append(c.claimed, p)
-			}
-		}
+	})
+	if err != nil {
+		return err
 	}
-	if rr.More && len(rr.Kvs) > 0 {
-		lp, _ := parsePageName(strings.TrimPrefix(string(rr.Kvs[len(rr.Kvs)-1].Key), lpre), pageBits)
-		if last, _ := s.pageOf(lp.addr(pageBytes*8 - 1)); last.n.Cmp(c.to.n) < 0 {
-			c.to = last
-		}
+	if last, ok := s.legacyEnd(rr); ok && last.n.Cmp(c.to.n) < 0 {
+		c.to = last
 	}
 	slices.SortFunc(c.claimed, cmpPage)
 	c.claimed = slices.Compact(c.claimed)
 	return nil
+}
+
+// eachLegacyBlock calls fn with each block, and its bits, of the old pages read (rr, of
+// legacyScanOp), once it has checked each is a whole page of family v6.
+func (s *Store) eachLegacyBlock(rr *etcdserverpb.RangeResponse, v6 bool, fn func(p pageID, bits []byte)) error {
+	lpre := s.base + "page/"
+	for _, kv := range rr.Kvs {
+		lp, ok := parsePageName(strings.TrimPrefix(string(kv.Key), lpre), pageBits)
+		if !ok || lp.v6 != v6 || len(kv.Value) != pageBytes {
+			return corrupt(string(kv.Key), "not a bitmap page")
+		}
+		for off := 0; off < pageBytes; off += s.pbytes {
+			p, _ := s.pageOf(lp.addr(off * 8))
+			fn(p, kv.Value[off:off+s.pbytes])
+		}
+	}
+	return nil
+}
+
+// legacyEnd: when the read of old pages rr stopped at its limit, the last block those
+// pages cover; past it nothing is known.
+func (s *Store) legacyEnd(rr *etcdserverpb.RangeResponse) (pageID, bool) {
+	if !rr.More || len(rr.Kvs) == 0 {
+		return pageID{}, false
+	}
+	lp, ok := parsePageName(strings.TrimPrefix(string(rr.Kvs[len(rr.Kvs)-1].Key), s.base+"page/"), pageBits)
+	if !ok {
+		return pageID{}, false
+	}
+	last, _ := s.pageOf(lp.addr(pageBytes*8 - 1))
+	return last, true
 }
 
 // legacyMarkerOps: with readMarkers' in a legacy pool, the old pages over blocks
@@ -73,7 +96,7 @@ func (s *Store) legacyMarkers(m *markers, resp *clientv3.TxnResponse, i int) err
 		return nil
 	}
 	lr, br := resp.Responses[i].GetResponseRange(), resp.Responses[i+1].GetResponseRange()
-	bp, lpre := s.base+s.pagePre, s.base+"page/"
+	bp := s.base + s.pagePre
 	own := map[pageID]bool{}
 	for _, kv := range br.Kvs {
 		p, ok := parsePageName(strings.TrimPrefix(string(kv.Key), bp), s.pb)
@@ -85,32 +108,24 @@ func (s *Store) legacyMarkers(m *markers, resp *clientv3.TxnResponse, i int) err
 			m.to = p // nothing known past the last key read
 		}
 	}
-	if lr.More && len(lr.Kvs) > 0 {
-		if lp, ok := parsePageName(strings.TrimPrefix(string(lr.Kvs[len(lr.Kvs)-1].Key), lpre), pageBits); ok {
-			if last, _ := s.pageOf(lp.addr(pageBytes*8 - 1)); cmpPage(last, m.to) < 0 {
-				m.to = last
-			}
-		}
+	if last, ok := s.legacyEnd(lr); ok && cmpPage(last, m.to) < 0 {
+		m.to = last
 	}
-	for _, kv := range lr.Kvs {
-		lp, ok := parsePageName(strings.TrimPrefix(string(kv.Key), lpre), pageBits)
-		if !ok || lp.v6 != m.from.v6 || len(kv.Value) != pageBytes {
-			return corrupt(string(kv.Key), "not a bitmap page")
+	err := s.eachLegacyBlock(lr, m.from.v6, func(p pageID, bits []byte) {
+		if !m.covers(p) || own[p] || s.pages[p] != nil {
+			return
 		}
-		for off := 0; off < pageBytes; off += s.pbytes {
-			p, _ := s.pageOf(lp.addr(off * 8))
-			if !m.covers(p) || own[p] || s.pages[p] != nil {
-				continue
-			}
-			pg := &page{}
-			if b := kv.Value[off : off+s.pbytes]; !allZero(b) {
-				pg.bits = append([]byte(nil), b...)
-			}
-			s.pages[p] = pg
-			if allOnes(pg.bits, s.pbytes) {
-				m.full = append(m.full, p)
-			}
+		pg := &page{}
+		if !allZero(bits) {
+			pg.bits = append([]byte(nil), bits...)
 		}
+		s.pages[p] = pg
+		if allOnes(pg.bits, s.pbytes) {
+			m.full = append(m.full, p)
+		}
+	})
+	if err != nil {
+		return err
 	}
 	slices.SortFunc(m.full, cmpPage)
 	m.full = slices.Compact(m.full)
