@@ -1,16 +1,23 @@
 package etcd
 
 import (
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
 	"github.com/local-ipam/local-ipam/internal/storetest"
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
+	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
 func blockCfg(eps []string, node string, size int) Config {
@@ -338,5 +345,316 @@ func TestBlocksRoundTrips(t *testing.T) {
 	t.Logf("round trips (first ADD, next ADD, DEL): %v at 0, %v at 50,000", at0, at50k)
 	if at0 != at50k {
 		t.Errorf("round trips %v at 50,000 reservations, %v at 0: want the same", at50k, at0)
+	}
+}
+
+// TestBlocksBigExistingPoolRoundTrips: in a pool written without blocks, its full old
+// pages are not a walk of one round trip per block for every machine claiming its first
+// block once blocks are turned on.
+func TestBlocksBigExistingPoolRoundTrips(t *testing.T) {
+	eps, pool, network := oldPool50k(t)
+	worst := 0
+	for n := range 8 {
+		s := mustOpen(t, blockCfg(eps, fmt.Sprintf("node-%d", n), 64), network)
+		if _, err := allocator.Allocate(s, pool, own(fmt.Sprintf("x%d", n), "eth0"), nil); err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, s.RoundTrips())
+		t.Logf("node-%d: first ADD %d round trips", n, s.RoundTrips())
+	}
+	if worst > 8 {
+		t.Errorf("a machine's first ADD in an old pool of 50,000 took %d round trips; want a few", worst)
+	}
+}
+
+// TestBlocksTurnedOnUnderOldCall: a call without blocks that opened the pool before the
+// first call with blocks wrote the block size must not write the old layout after it:
+// a release there would clear the bit in the old page only, and the block's bitmap,
+// copied from it, would keep the address taken for ever.
+func TestBlocksTurnedOnUnderOldCall(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.1.0/27", "", "", "") // .1 gateway
+	old := blockCfg(shared, "old", 0)
+	x, err := addAs(t, old, network, pool, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := mustOpen(t, old, network) // a DEL without blocks, opened before the switch
+	// A machine with blocks: its first write records the block size, and a requested
+	// address beside x writes the bitmap of x's block.
+	s := mustOpen(t, blockCfg(shared, "new", 8), network)
+	if _, err := allocator.Allocate(s, pool, own("y", "eth0"), []netip.Addr{x.Next()}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = allocator.Release(slow, own("x", "eth0"))
+	if cnierr.Code(err) != cnierr.InvalidConfig {
+		t.Errorf("release without blocks after blocks were turned on = %v; want code 7", err)
+	}
+	chk := mustOpen(t, blockCfg(shared, "check", 8), network)
+	checkConsistent(t, etcdtest.Client(t, shared), chk)
+	if err == nil { // x was released: it must be free again
+		if got := fillUp(t, network, pool, "f", func(int) Config { return blockCfg(shared, "new", 8) }); !got[x] {
+			t.Errorf("%s released without blocks, never handed out again", x)
+		}
+	}
+}
+
+// TestBlocksFirstWriteAfterOldCall: a call without blocks that writes the old layout
+// after the first call with blocks opened the pool (and saw no old pages) makes that
+// call's record say the pool has old pages, so that they are read.
+func TestBlocksFirstWriteAfterOldCall(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.2.0/27", "", "", "")
+	s := mustOpen(t, blockCfg(shared, "new", 8), network) // no old pages yet
+	x, err := addAs(t, blockCfg(shared, "old", 0), network, pool, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := allocator.Allocate(s, pool, own("y", "eth0"), []netip.Addr{x.Next()}); err != nil {
+		t.Fatal(err)
+	}
+	chk := mustOpen(t, blockCfg(shared, "check", 8), network)
+	if !chk.blk.legacy {
+		t.Errorf("the block size record does not say the pool has old pages")
+	}
+	if held := checkConsistent(t, etcdtest.Client(t, shared), chk); len(held) != 2 {
+		t.Errorf("reservations %v; want x and y", held)
+	}
+	bs := blocksOf(t, blockCfg(shared, "check", 8), network)
+	if len(bs) != 1 || bs[0].InUse != 2 {
+		t.Errorf("blocks %+v; want x's block with x and y in use", bs)
+	}
+}
+
+// TestBlocksBigExistingPoolStatus: STATUS (allocator.Available) of a pool written
+// without blocks, once blocks are on, costs a few round trips whatever its size.
+func TestBlocksBigExistingPoolStatus(t *testing.T) {
+	eps, pool, network := oldPool50k(t)
+	if _, err := addAs(t, blockCfg(eps, "new", 64), network, pool, "new"); err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, blockCfg(eps, "status", 64), network)
+	if ok, err := allocator.Available(s, pool); err != nil || !ok[0] {
+		t.Fatalf("Available = %v, %v", ok, err)
+	}
+	if s.RoundTrips() > 8 {
+		t.Errorf("STATUS of an old pool of 50,000 took %d round trips; want a few", s.RoundTrips())
+	}
+}
+
+// reserve50k makes 50,000 reservations in 10.97.0.0/16 from 10.97.0.2 on, as s would,
+// skipping the addresses skip says (nil: none).
+func reserve50k(t testing.TB, eps []string, s *Store, skip func(netip.Addr) bool) {
+	t.Helper()
+	var addrs []netip.Addr
+	for a := netip.MustParseAddr("10.97.0.2"); len(addrs) < 50000; a = a.Next() {
+		if skip == nil || !skip(a) {
+			addrs = append(addrs, a)
+		}
+	}
+	bulkReserve(t, etcdtest.Client(t, eps), s, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+}
+
+// oldPool50k starts a member with a network of 50,000 reservations in 10.97.0.0/16,
+// written without blocks.
+func oldPool50k(t *testing.T) ([]string, ranges.Pool, string) {
+	if testing.Short() {
+		t.Skip("builds a 50,000-reservation pool")
+	}
+	eps := etcdtest.StartCluster(t, 1).Endpoints()
+	network := newNetwork()
+	reserve50k(t, eps, mustOpen(t, blockCfg(eps, "old", 0), network), nil)
+	return eps, poolOf(t, "10.97.0.0/16", "", "", ""), network
+}
+
+// TestBlocksExclusionsStatus: blocks holding an excluded address are never marked full;
+// STATUS (allocator.Available) of a big pool with one in every few blocks reads them many
+// at a time: no more round trips than without blocks.
+func TestBlocksExclusionsStatus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two 50,000-reservation pools")
+	}
+	eps := etcdtest.StartCluster(t, 1).Endpoints()
+	pool := poolOf(t, "10.97.0.0/16", "", "", "")
+	var excl []netip.Prefix
+	for i := range 256 {
+		excl = append(excl, netip.MustParsePrefix(fmt.Sprintf("10.97.%d.255/32", i)))
+	}
+	pool.Exclude = ranges.NewExclusions(excl)
+	var rts []int
+	for _, bs := range []int{64, 0} {
+		network := newNetwork()
+		other := mustOpen(t, blockCfg(eps, "other", bs), network)
+		if err := other.ensureBlocks(); err != nil {
+			t.Fatal(err)
+		}
+		reserve50k(t, eps, other, func(a netip.Addr) bool { return a.As4()[3] == 255 })
+		s := mustOpen(t, blockCfg(eps, "status", bs), network)
+		if ok, err := allocator.Available(s, pool); err != nil || !ok[0] {
+			t.Fatalf("blockSize %d: Available = %v, %v", bs, ok, err)
+		}
+		rts = append(rts, s.RoundTrips())
+	}
+	t.Logf("STATUS round trips: %d with blocks of 64, %d without", rts[0], rts[1])
+	if rts[0] > rts[1]+2 {
+		t.Errorf("STATUS took %d round trips with blocks, %d without", rts[0], rts[1])
+	}
+}
+
+// TestBlocksChaos: machines ADD, DEL, request addresses and release each other at once on
+// a small pool of small blocks; afterwards the keys are consistent, and the pool fills up
+// to exactly its allocatable addresses before answering code 100.
+func TestBlocksChaos(t *testing.T) {
+	for _, c := range []struct {
+		subnet, start, end, gw string
+		size, old              int
+	}{
+		{"10.98.0.0/26", "", "", "", 8, 0},
+		{"10.98.1.0/25", "10.98.1.13", "10.98.1.77", "10.98.1.40", 8, 0},
+		{"fd00:98::/122", "", "", "", 16, 0},
+		{"fd00:98::/121", "fd00:98::5", "fd00:98::70", "fd00:98::33", 8, 0},
+		{"10.98.2.0/26", "", "", "", 8, 30}, // 30 reservations made without blocks first
+	} {
+		t.Run(fmt.Sprintf("%s_old%d", c.subnet, c.old), func(t *testing.T) { blocksChaos(t, c.subnet, c.start, c.end, c.gw, c.size, c.old) })
+	}
+}
+
+func blocksChaos(t *testing.T, subnet, start, end, gw string, size, old int) {
+	network := newNetwork()
+	pool := poolOf(t, subnet, start, end, gw)
+	want := len(fillUp(t, newNetwork(), pool, "x", func(int) Config { return blockCfg(shared, "solo", size) }))
+	set := pool.Sets[0]
+	for i := range old {
+		if _, err := addAs(t, blockCfg(shared, fmt.Sprintf("m%d", i%3), 0), network, pool, fmt.Sprintf("old%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < old; i += 2 {
+		delAs(t, blockCfg(shared, fmt.Sprintf("m%d", i%3), 0), network, fmt.Sprintf("old%d", i))
+	}
+	const nodes = 6
+	var wg sync.WaitGroup
+	for n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			node := fmt.Sprintf("m%d", n)
+			cfg := blockCfg(shared, node, size)
+			var mine []string
+			for i := range 60 {
+				s, err := Open(cfg, network)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				switch r := rand.N(10); {
+				case r < 5:
+					id := fmt.Sprintf("%s-%d", node, i)
+					_, err = allocator.Allocate(s, pool, own(id, "eth0"), nil)
+					if err == nil {
+						mine = append(mine, id)
+					}
+				case r < 6:
+					id := fmt.Sprintf("%s-r%d", node, i)
+					a := set[0].Start
+					for range rand.N(70) {
+						if a != set[0].End {
+							a = a.Next()
+						}
+					}
+					if a == set[0].Gateway {
+						a = a.Next()
+					}
+					_, err = allocator.Allocate(s, pool, own(id, "eth0"), []netip.Addr{a})
+					if err == nil {
+						mine = append(mine, id)
+					}
+				case r < 9 && len(mine) > 0:
+					j := rand.N(len(mine))
+					_, _, err = allocator.Release(s, own(mine[j], "eth0"))
+					mine = append(mine[:j], mine[j+1:]...)
+				case r == 9:
+					_, _, err = s.ReleaseNode(fmt.Sprintf("m%d", rand.N(nodes)), func([]Record) {}, func([]Record) {})
+				}
+				s.Close()
+				if err != nil && cnierr.Code(err) != cnierr.NoFreeAddress && cnierr.Code(err) != cnierr.AddressInUse {
+					t.Errorf("%s: %v", node, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s := mustOpen(t, blockCfg(shared, "check", size), network)
+	before := len(checkConsistent(t, etcdtest.Client(t, shared), s))
+	got := fillUp(t, network, pool, "fill", func(i int) Config { return blockCfg(shared, fmt.Sprintf("m%d", i%nodes), size) })
+	held := checkConsistent(t, etcdtest.Client(t, shared), s)
+	if len(held) != want {
+		t.Errorf("%d reserved before the fill, %d added, %d in all: want %d before code 100", before, len(got), len(held), want)
+	}
+	_ = store.Owner{}
+}
+
+// TestBlocksKilledMachines: machines (worker processes with node names of their own)
+// claiming small blocks at once are SIGKILLed at random instants, again and again; every
+// address is then either reserved once or free: the pool fills to exactly its addresses.
+func TestBlocksKilledMachines(t *testing.T) {
+	network := newNetwork()
+	const subnet = "10.99.3.0/25" // .1 gateway: 125 addresses, 16 blocks of 8
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 8 {
+				node := fmt.Sprintf("machine%d", i)
+				job, _ := json.Marshal(workerJob{Endpoints: shared, Network: network, Node: node, Subnet: subnet, Owner: fmt.Sprintf("%s-%d", node, round), BlockSize: 8})
+				cmd := exec.Command(os.Args[0], "-test.run=^$")
+				cmd.Env = append(os.Environ(), workerEnv+"="+string(job))
+				if err := cmd.Start(); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Duration(rand.N(60000)) * time.Microsecond)
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+		}()
+	}
+	wg.Wait()
+	s := mustOpen(t, blockCfg(shared, "check", 8), network)
+	before := len(checkConsistent(t, etcdtest.Client(t, shared), s))
+	pool := poolOf(t, subnet, "", "", "")
+	got := fillUp(t, network, pool, "fill", func(i int) Config { return blockCfg(shared, fmt.Sprintf("machine%d", i%6), 8) })
+	if held := checkConsistent(t, etcdtest.Client(t, shared), s); len(held) != 125 {
+		t.Errorf("%d left by the killed machines, %d added, %d in all: want 125 before code 100", before, len(got), len(held))
+	}
+	t.Logf("%d reservations left by the killed machines", before)
+}
+
+// TestBlocksDamagedBlockKey: a block key whose value names no node (damage: every claim
+// writes a node's name) is refused with code 104 when an ADD needs that block, at once,
+// not retried until the call's deadline.
+func TestBlocksDamagedBlockKey(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.0.0/27", "", "", "") // .1 gateway: 29 addresses, 4 blocks of 8
+	a := blockCfg(shared, "node-a", 8)
+	got := fillUp(t, network, pool, "a", func(int) Config { return a })
+	if len(got) != 29 {
+		t.Fatalf("filled %d, want 29", len(got))
+	}
+	delAs(t, a, network, "a3")
+	s := mustOpen(t, a, network)
+	cli := etcdtest.Client(t, shared)
+	for _, b := range blocksOf(t, a, network) {
+		p, _ := s.pageOf(b.Prefix.Addr())
+		etcdtest.Put(t, cli, s.blockKey(p), "")
+	}
+	start := time.Now()
+	_, err := addAs(t, blockCfg(shared, "node-b", 8), network, pool, "b0")
+	if cnierr.Code(err) != cnierr.StoreCorrupt || time.Since(start) > 5*time.Second {
+		t.Errorf("ADD with damaged block keys = %v after %v; want code 104 at once", err, time.Since(start))
+	}
+	if _, err := s.Blocks(); cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Errorf("Blocks with damaged block keys = %v; want code 104", err)
 	}
 }
