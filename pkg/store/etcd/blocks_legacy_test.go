@@ -164,3 +164,40 @@ func TestBlocksExclusionsStatus(t *testing.T) {
 		t.Errorf("STATUS took %d round trips with blocks, %d without", rts[0], rts[1])
 	}
 }
+
+// TestBlocksOldPoolManyBlockBitmaps: in a pool written without blocks, once more than
+// a read's worth of blocks have bitmaps of their own, STATUS still reads the full ones
+// many at a time, not one round trip per block.
+func TestBlocksOldPoolManyBlockBitmaps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 16,000-reservation pool")
+	}
+	eps := etcdtest.StartCluster(t, 1).Endpoints()
+	network := newNetwork()
+	pool := poolOf(t, "10.95.0.0/16", "", "", "")
+	// One old reservation, at the end of the pool.
+	old := mustOpen(t, blockCfg(eps, "old", 0), network)
+	if _, err := allocator.Allocate(old, pool, own("old", "eth0"), []netip.Addr{netip.MustParseAddr("10.95.255.200")}); err != nil {
+		t.Fatal(err)
+	}
+	// With blocks of 8: 2,000 full blocks from the start of the pool.
+	s := mustOpen(t, blockCfg(eps, "new", 8), network)
+	if err := s.ensureBlocks(); err != nil {
+		t.Fatal(err)
+	}
+	if !s.blk.legacy {
+		t.Fatal("the pool is not read as one with old pages")
+	}
+	var addrs []netip.Addr
+	for a := netip.MustParseAddr("10.95.0.0"); len(addrs) < 16000; a = a.Next() {
+		addrs = append(addrs, a)
+	}
+	bulkReserve(t, etcdtest.Client(t, eps), s, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+	st := mustOpen(t, blockCfg(eps, "status", 8), network)
+	if ok, err := allocator.Available(st, pool); err != nil || !ok[0] {
+		t.Fatalf("Available = %v, %v", ok, err)
+	}
+	if st.RoundTrips() > 8 {
+		t.Errorf("STATUS past 2,000 full blocks of an old pool took %d round trips; want a few", st.RoundTrips())
+	}
+}
