@@ -142,6 +142,9 @@ func (s *Store) ensureBlocks() error {
 		return nil
 	}
 	k, pp := s.blockSizeKey(), s.base+"page/"
+	// Until the block size is recorded, calls without blocks may still write the old
+	// pages: what this Store read of them may be stale.
+	read := s.blk.legacy
 	for {
 		val, _ := json.Marshal(blockSizeRecord{Size: s.cfg.BlockSize, Legacy: s.blk.legacy})
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)}
@@ -171,10 +174,21 @@ func (s *Store) ensureBlocks() error {
 			break
 		}
 		// What was read as not legacy is read again.
-		s.blk.legacy, s.pages, s.blk.scan, s.markers = true, map[pageID]*page{}, nil, nil
+		s.blk.legacy, read = true, true
+		s.dropCache()
+	}
+	if read || s.blk.legacy {
+		// Read again, now that nothing writes the old pages any more: a bitmap written
+		// from a stale copy would keep an address released since taken for ever.
+		s.dropCache()
 	}
 	s.blk.init = true
 	return nil
+}
+
+// dropCache forgets what this Store read of the pages and blocks.
+func (s *Store) dropCache() {
+	s.pages, s.blk.scan, s.markers = map[pageID]*page{}, nil, nil
 }
 
 // layoutCmps: a write without blocks holds only while no call with blocks has recorded a

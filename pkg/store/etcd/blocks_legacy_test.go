@@ -201,3 +201,41 @@ func TestBlocksOldPoolManyBlockBitmaps(t *testing.T) {
 		t.Errorf("STATUS past 2,000 full blocks of an old pool took %d round trips; want a few", st.RoundTrips())
 	}
 }
+
+// afterFirstFree is a Store that runs a hook once, right after its first FirstFree:
+// what another machine does between an ADD's search and its reservation.
+type afterFirstFree struct {
+	*Store
+	hook func()
+}
+
+func (h *afterFirstFree) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
+	a, ok, err := h.Store.FirstFree(from, to)
+	if f := h.hook; f != nil {
+		h.hook = nil
+		f()
+	}
+	return a, ok, err
+}
+
+// TestBlocksOldReleaseBeforeFirstWrite: the first ADD with blocks of a pool written
+// without blocks reads an old page; a DEL without blocks frees an address of it before
+// that ADD's reservation records the block size. The block's bitmap that reservation
+// writes must not keep the freed address taken.
+func TestBlocksOldReleaseBeforeFirstWrite(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.3.0/29", "", "", "") // one block of 8
+	old := blockCfg(shared, "old", 0)
+	x, err := addAs(t, old, network, pool, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &afterFirstFree{Store: mustOpen(t, blockCfg(shared, "new", 8), network), hook: func() { delAs(t, old, network, "x") }}
+	if _, err := allocator.Allocate(s, pool, own("y", "eth0"), nil); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, etcdtest.Client(t, shared), mustOpen(t, blockCfg(shared, "check", 8), network))
+	if got := fillUp(t, network, pool, "f", func(int) Config { return blockCfg(shared, "new", 8) }); !got[x] {
+		t.Errorf("%s, released without blocks before the first write with blocks, never handed out again (got %v)", x, got)
+	}
+}
