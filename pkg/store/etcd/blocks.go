@@ -508,6 +508,19 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 	fp, _ := s.pageOf(from)
 	tp, _ := s.pageOf(to)
 	pre := s.base + "block/"
+	offer := func(p pageID) (store.Stretch, bool, error) {
+		s.blk.claimable = map[pageID]bool{p: true} // only the block offered last
+		if s.pages[p] == nil && !s.blk.legacy {
+			// Unclaimed blocks hold nothing but for a requested address or a
+			// released node's leftovers: assume so rather than read it. If it
+			// does, the reserving transaction's compare fails and reads it.
+			s.pages[p] = &page{known: true}
+		}
+		return store.Stretch{From: maxAddr(p.addr(0), from), To: minAddr(p.last(), to)}, true, nil
+	}
+	// The first unclaimed block skipped after a lost claim: offered when no other is.
+	var first pageID
+	skipped := false
 	for {
 		c := s.blk.scan
 		if !c.covers(fp) {
@@ -558,18 +571,17 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 			if i < len(c.claimed) && c.claimed[i] == p {
 				i++
 			} else if skip > 0 && p != tp && p != c.to {
+				if !skipped {
+					first, skipped = p, true
+				}
 				skip--
 			} else {
-				s.blk.claimable = map[pageID]bool{p: true} // only the block offered last
-				if s.pages[p] == nil && !s.blk.legacy {
-					// Unclaimed blocks hold nothing but for a requested address or a
-					// released node's leftovers: assume so rather than read it. If it
-					// does, the reserving transaction's compare fails and reads it.
-					s.pages[p] = &page{known: true}
-				}
-				return store.Stretch{From: maxAddr(p.addr(0), from), To: minAddr(p.last(), to)}, true, nil
+				return offer(p)
 			}
 			if p == tp {
+				if skipped {
+					return offer(first)
+				}
 				return store.Stretch{}, false, nil
 			}
 			if p == c.to {
@@ -577,7 +589,6 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 			}
 		}
 		fp = c.to.next()
-		from = fp.addr(0)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 	"github.com/local-ipam/local-ipam/pkg/ranges"
+	"github.com/local-ipam/local-ipam/pkg/store"
 )
 
 func blockCfg(eps []string, node string, size int) Config {
@@ -338,5 +339,35 @@ func TestBlocksRoundTrips(t *testing.T) {
 	t.Logf("round trips (first ADD, next ADD, DEL): %v at 0, %v at 50,000", at0, at50k)
 	if at0 != at50k {
 		t.Errorf("round trips %v at 50,000 reservations, %v at 0: want the same", at50k, at0)
+	}
+}
+
+// TestBlocksLostClaimLastUnclaimed: after losing a claim, a machine skips a few unclaimed
+// blocks to spread out from the other claimers, but never past the last one left: it
+// would borrow from other machines' blocks while a block is still unclaimed.
+func TestBlocksLostClaimLastUnclaimed(t *testing.T) {
+	network := newNetwork()
+	cli := etcdtest.Client(t, shared)
+	// Blocks of 8 in 10.99.5.0/27: .0 and .8 node-a's, .24 node-b's, .16 unclaimed.
+	for node, addrs := range map[string][]string{"node-a": {"10.99.5.2", "10.99.5.9"}, "node-b": {"10.99.5.25"}} {
+		s := mustOpen(t, blockCfg(shared, node, 8), network)
+		if err := s.ensureBlocks(); err != nil {
+			t.Fatal(err)
+		}
+		var as []netip.Addr
+		for _, a := range addrs {
+			as = append(as, netip.MustParseAddr(a))
+		}
+		bulkReserve(t, cli, s, as, func(i int) store.Owner { return own(fmt.Sprintf("%s-%d", node, i), "eth0") })
+	}
+	from, to := netip.MustParseAddr("10.99.5.1"), netip.MustParseAddr("10.99.5.30")
+	for range 20 {
+		s := mustOpen(t, blockCfg(shared, "node-c", 8), network)
+		s.blk.lost = true
+		b, ok, err := s.NextUnclaimed(from, to)
+		if err != nil || !ok || b.From != netip.MustParseAddr("10.99.5.16") {
+			t.Fatalf("NextUnclaimed after a lost claim = %v, %v, %v; want the unclaimed block 10.99.5.16/29", b, ok, err)
+		}
+		s.Close()
 	}
 }
