@@ -252,7 +252,11 @@ func (s *Store) setPageFrom(p pageID, resp *clientv3.TxnResponse, i int) (*page,
 		return nil, err
 	}
 	if s.blk.legacy && kv == nil {
-		if old := firstKV(resp, i+2); old != nil && len(old.Value) == pageBytes {
+		if old := firstKV(resp, i+2); old != nil {
+			if len(old.Value) != pageBytes {
+				delete(s.pages, p)
+				return nil, corrupt(string(old.Key), "a bitmap page of %d bytes, want %d", len(old.Value), pageBytes)
+			}
 			_, off := pageOf(p.addr(0), pageBits)
 			b := append([]byte(nil), old.Value[off/8:off/8+s.pbytes]...)
 			if !allZero(b) {

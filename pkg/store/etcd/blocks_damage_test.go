@@ -1,10 +1,12 @@
 package etcd
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
+	"github.com/local-ipam/local-ipam/pkg/allocator"
 	"github.com/local-ipam/local-ipam/pkg/cnierr"
 )
 
@@ -33,5 +35,27 @@ func TestBlocksDamagedBlockKey(t *testing.T) {
 	}
 	if _, err := s.Blocks(); cnierr.Code(err) != cnierr.StoreCorrupt {
 		t.Errorf("Blocks with damaged block keys = %v; want code 104", err)
+	}
+}
+
+// TestBlocksDamagedOldPage: in a pool written without blocks, an old page that is not a
+// bitmap page is damage (code 104) for a call with blocks that reads a block of it, as
+// it is for a call without blocks: not read as all free.
+func TestBlocksDamagedOldPage(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.6.0/27", "", "", "")
+	old := blockCfg(shared, "old", 0)
+	x, err := addAs(t, old, network, pool, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, old, network)
+	p, _ := s.pageOf(x)
+	etcdtest.Put(t, etcdtest.Client(t, shared), s.pageKey(p), "garbage")
+	for _, cfg := range []Config{old, blockCfg(shared, "new", 8)} {
+		_, err := allocator.Allocate(mustOpen(t, cfg, network), pool, own("y", "eth0"), []netip.Addr{x.Next()})
+		if cnierr.Code(err) != cnierr.StoreCorrupt {
+			t.Errorf("blockSize %d: ADD of %s beside a damaged old page = %v; want code 104", cfg.BlockSize, x.Next(), err)
+		}
 	}
 }
