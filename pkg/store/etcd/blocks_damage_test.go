@@ -59,3 +59,23 @@ func TestBlocksDamagedOldPage(t *testing.T) {
 		}
 	}
 }
+
+// TestBlocksDamagedBlockSizeRecord: a block size record that is not local-ipam's makes
+// every write fail with code 104 naming it; STATUS (Writable) says so too, rather than
+// that an ADD could succeed.
+func TestBlocksDamagedBlockSizeRecord(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.7.0/27", "", "", "")
+	cfg := blockCfg(shared, "node-a", 8)
+	if _, err := addAs(t, cfg, network, pool, "a0"); err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, cfg, network)
+	etcdtest.Put(t, etcdtest.Client(t, shared), s.blockSizeKey(), "garbage")
+	if _, err := addAs(t, cfg, network, pool, "a1"); cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Errorf("ADD with a damaged block size record = %v; want code 104", err)
+	}
+	if err := mustOpen(t, cfg, network).Writable(); cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Errorf("Writable with a damaged block size record = %v; want code 104", err)
+	}
+}
