@@ -285,9 +285,12 @@ func (s *Store) ReleaseNode(node string, releasing, freed func([]Record)) (n int
 // Writable proves that a reservation could be written now: a transaction holding a put
 // whose condition is never true goes through the leader and quorum like any write, and
 // is refused when etcd is out of space, yet writes nothing (not even a revision).
-// It fails too when the node is another machine's, or this machine's ID is unknown: an
-// ADD would be refused (node.go).
+// It fails too when the node is another machine's, or this machine's ID is unknown, or
+// the block size record is damaged: an ADD would be refused (node.go, blocks.go).
 func (s *Store) Writable() error {
+	if s.blk.err != nil {
+		return s.blk.err // a damaged block size record: every write fails on it
+	}
 	if _, err := s.ownNode(); err != nil {
 		return err
 	}

@@ -142,6 +142,9 @@ func (s *Store) ensureBlocks() error {
 		return nil
 	}
 	k, pp := s.blockSizeKey(), s.base+"page/"
+	// Until the block size is recorded, calls without blocks may still write the old
+	// pages: what this Store read of them may be stale.
+	read := s.blk.legacy
 	for {
 		val, _ := json.Marshal(blockSizeRecord{Size: s.cfg.BlockSize, Legacy: s.blk.legacy})
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)}
@@ -171,10 +174,21 @@ func (s *Store) ensureBlocks() error {
 			break
 		}
 		// What was read as not legacy is read again.
-		s.blk.legacy, s.pages, s.blk.scan, s.markers = true, map[pageID]*page{}, nil, nil
+		s.blk.legacy, read = true, true
+		s.dropCache()
+	}
+	if read || s.blk.legacy {
+		// Read again, now that nothing writes the old pages any more: a bitmap written
+		// from a stale copy would keep an address released since taken for ever.
+		s.dropCache()
 	}
 	s.blk.init = true
 	return nil
+}
+
+// dropCache forgets what this Store read of the pages and blocks.
+func (s *Store) dropCache() {
+	s.pages, s.blk.scan, s.markers = map[pageID]*page{}, nil, nil
 }
 
 // layoutCmps: a write without blocks holds only while no call with blocks has recorded a
@@ -238,7 +252,11 @@ func (s *Store) setPageFrom(p pageID, resp *clientv3.TxnResponse, i int) (*page,
 		return nil, err
 	}
 	if s.blk.legacy && kv == nil {
-		if old := firstKV(resp, i+2); old != nil && len(old.Value) == pageBytes {
+		if old := firstKV(resp, i+2); old != nil {
+			if len(old.Value) != pageBytes {
+				delete(s.pages, p)
+				return nil, corrupt(string(old.Key), "a bitmap page of %d bytes, want %d", len(old.Value), pageBytes)
+			}
 			_, off := pageOf(p.addr(0), pageBits)
 			b := append([]byte(nil), old.Value[off/8:off/8+s.pbytes]...)
 			if !allZero(b) {
@@ -494,6 +512,19 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 	fp, _ := s.pageOf(from)
 	tp, _ := s.pageOf(to)
 	pre := s.base + "block/"
+	offer := func(p pageID) (store.Stretch, bool, error) {
+		s.blk.claimable = map[pageID]bool{p: true} // only the block offered last
+		if s.pages[p] == nil && !s.blk.legacy {
+			// Unclaimed blocks hold nothing but for a requested address or a
+			// released node's leftovers: assume so rather than read it. If it
+			// does, the reserving transaction's compare fails and reads it.
+			s.pages[p] = &page{known: true}
+		}
+		return store.Stretch{From: maxAddr(p.addr(0), from), To: minAddr(p.last(), to)}, true, nil
+	}
+	// The first unclaimed block skipped after a lost claim: offered when no other is.
+	var first pageID
+	skipped := false
 	for {
 		c := s.blk.scan
 		if !c.covers(fp) {
@@ -544,18 +575,17 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 			if i < len(c.claimed) && c.claimed[i] == p {
 				i++
 			} else if skip > 0 && p != tp && p != c.to {
+				if !skipped {
+					first, skipped = p, true
+				}
 				skip--
 			} else {
-				s.blk.claimable = map[pageID]bool{p: true} // only the block offered last
-				if s.pages[p] == nil && !s.blk.legacy {
-					// Unclaimed blocks hold nothing but for a requested address or a
-					// released node's leftovers: assume so rather than read it. If it
-					// does, the reserving transaction's compare fails and reads it.
-					s.pages[p] = &page{known: true}
-				}
-				return store.Stretch{From: maxAddr(p.addr(0), from), To: minAddr(p.last(), to)}, true, nil
+				return offer(p)
 			}
 			if p == tp {
+				if skipped {
+					return offer(first)
+				}
 				return store.Stretch{}, false, nil
 			}
 			if p == c.to {
@@ -563,7 +593,6 @@ func (s *Store) NextUnclaimed(from, to netip.Addr) (store.Stretch, bool, error) 
 			}
 		}
 		fp = c.to.next()
-		from = fp.addr(0)
 	}
 }
 

@@ -348,6 +348,36 @@ func TestBlocksRoundTrips(t *testing.T) {
 	}
 }
 
+// TestBlocksLostClaimLastUnclaimed: after losing a claim, a machine skips a few unclaimed
+// blocks to spread out from the other claimers, but never past the last one left: it
+// would borrow from other machines' blocks while a block is still unclaimed.
+func TestBlocksLostClaimLastUnclaimed(t *testing.T) {
+	network := newNetwork()
+	cli := etcdtest.Client(t, shared)
+	// Blocks of 8 in 10.99.5.0/27: .0 and .8 node-a's, .24 node-b's, .16 unclaimed.
+	for node, addrs := range map[string][]string{"node-a": {"10.99.5.2", "10.99.5.9"}, "node-b": {"10.99.5.25"}} {
+		s := mustOpen(t, blockCfg(shared, node, 8), network)
+		if err := s.ensureBlocks(); err != nil {
+			t.Fatal(err)
+		}
+		var as []netip.Addr
+		for _, a := range addrs {
+			as = append(as, netip.MustParseAddr(a))
+		}
+		bulkReserve(t, cli, s, as, func(i int) store.Owner { return own(fmt.Sprintf("%s-%d", node, i), "eth0") })
+	}
+	from, to := netip.MustParseAddr("10.99.5.1"), netip.MustParseAddr("10.99.5.30")
+	for range 20 {
+		s := mustOpen(t, blockCfg(shared, "node-c", 8), network)
+		s.blk.lost = true
+		b, ok, err := s.NextUnclaimed(from, to)
+		if err != nil || !ok || b.From != netip.MustParseAddr("10.99.5.16") {
+			t.Fatalf("NextUnclaimed after a lost claim = %v, %v, %v; want the unclaimed block 10.99.5.16/29", b, ok, err)
+		}
+		s.Close()
+	}
+}
+
 // TestBlocksBigExistingPoolRoundTrips: in a pool written without blocks, its full old
 // pages are not a walk of one round trip per block for every machine claiming its first
 // block once blocks are turned on.
@@ -498,6 +528,81 @@ func TestBlocksExclusionsStatus(t *testing.T) {
 	t.Logf("STATUS round trips: %d with blocks of 64, %d without", rts[0], rts[1])
 	if rts[0] > rts[1]+2 {
 		t.Errorf("STATUS took %d round trips with blocks, %d without", rts[0], rts[1])
+	}
+}
+
+// TestBlocksOldPoolManyBlockBitmaps: in a pool written without blocks, once more than
+// a read's worth of blocks have bitmaps of their own, STATUS still reads the full ones
+// many at a time, not one round trip per block.
+func TestBlocksOldPoolManyBlockBitmaps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 16,000-reservation pool")
+	}
+	eps := etcdtest.StartCluster(t, 1).Endpoints()
+	network := newNetwork()
+	pool := poolOf(t, "10.95.0.0/16", "", "", "")
+	// One old reservation, at the end of the pool.
+	old := mustOpen(t, blockCfg(eps, "old", 0), network)
+	if _, err := allocator.Allocate(old, pool, own("old", "eth0"), []netip.Addr{netip.MustParseAddr("10.95.255.200")}); err != nil {
+		t.Fatal(err)
+	}
+	// With blocks of 8: 2,000 full blocks from the start of the pool.
+	s := mustOpen(t, blockCfg(eps, "new", 8), network)
+	if err := s.ensureBlocks(); err != nil {
+		t.Fatal(err)
+	}
+	if !s.blk.legacy {
+		t.Fatal("the pool is not read as one with old pages")
+	}
+	var addrs []netip.Addr
+	for a := netip.MustParseAddr("10.95.0.0"); len(addrs) < 16000; a = a.Next() {
+		addrs = append(addrs, a)
+	}
+	bulkReserve(t, etcdtest.Client(t, eps), s, addrs, func(i int) store.Owner { return own(fmt.Sprintf("c%d", i), "eth0") })
+	st := mustOpen(t, blockCfg(eps, "status", 8), network)
+	if ok, err := allocator.Available(st, pool); err != nil || !ok[0] {
+		t.Fatalf("Available = %v, %v", ok, err)
+	}
+	if st.RoundTrips() > 8 {
+		t.Errorf("STATUS past 2,000 full blocks of an old pool took %d round trips; want a few", st.RoundTrips())
+	}
+}
+
+// afterFirstFree is a Store that runs a hook once, right after its first FirstFree:
+// what another machine does between an ADD's search and its reservation.
+type afterFirstFree struct {
+	*Store
+	hook func()
+}
+
+func (h *afterFirstFree) FirstFree(from, to netip.Addr) (netip.Addr, bool, error) {
+	a, ok, err := h.Store.FirstFree(from, to)
+	if f := h.hook; f != nil {
+		h.hook = nil
+		f()
+	}
+	return a, ok, err
+}
+
+// TestBlocksOldReleaseBeforeFirstWrite: the first ADD with blocks of a pool written
+// without blocks reads an old page; a DEL without blocks frees an address of it before
+// that ADD's reservation records the block size. The block's bitmap that reservation
+// writes must not keep the freed address taken.
+func TestBlocksOldReleaseBeforeFirstWrite(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.3.0/29", "", "", "") // one block of 8
+	old := blockCfg(shared, "old", 0)
+	x, err := addAs(t, old, network, pool, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &afterFirstFree{Store: mustOpen(t, blockCfg(shared, "new", 8), network), hook: func() { delAs(t, old, network, "x") }}
+	if _, err := allocator.Allocate(s, pool, own("y", "eth0"), nil); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, etcdtest.Client(t, shared), mustOpen(t, blockCfg(shared, "check", 8), network))
+	if got := fillUp(t, network, pool, "f", func(int) Config { return blockCfg(shared, "new", 8) }); !got[x] {
+		t.Errorf("%s, released without blocks before the first write with blocks, never handed out again (got %v)", x, got)
 	}
 }
 
@@ -656,5 +761,47 @@ func TestBlocksDamagedBlockKey(t *testing.T) {
 	}
 	if _, err := s.Blocks(); cnierr.Code(err) != cnierr.StoreCorrupt {
 		t.Errorf("Blocks with damaged block keys = %v; want code 104", err)
+	}
+}
+
+// TestBlocksDamagedOldPage: in a pool written without blocks, an old page that is not a
+// bitmap page is damage (code 104) for a call with blocks that reads a block of it, as
+// it is for a call without blocks: not read as all free.
+func TestBlocksDamagedOldPage(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.6.0/27", "", "", "")
+	old := blockCfg(shared, "old", 0)
+	x, err := addAs(t, old, network, pool, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, old, network)
+	p, _ := s.pageOf(x)
+	etcdtest.Put(t, etcdtest.Client(t, shared), s.pageKey(p), "garbage")
+	for _, cfg := range []Config{old, blockCfg(shared, "new", 8)} {
+		_, err := allocator.Allocate(mustOpen(t, cfg, network), pool, own("y", "eth0"), []netip.Addr{x.Next()})
+		if cnierr.Code(err) != cnierr.StoreCorrupt {
+			t.Errorf("blockSize %d: ADD of %s beside a damaged old page = %v; want code 104", cfg.BlockSize, x.Next(), err)
+		}
+	}
+}
+
+// TestBlocksDamagedBlockSizeRecord: a block size record that is not local-ipam's makes
+// every write fail with code 104 naming it; STATUS (Writable) says so too, rather than
+// that an ADD could succeed.
+func TestBlocksDamagedBlockSizeRecord(t *testing.T) {
+	network := newNetwork()
+	pool := poolOf(t, "10.99.7.0/27", "", "", "")
+	cfg := blockCfg(shared, "node-a", 8)
+	if _, err := addAs(t, cfg, network, pool, "a0"); err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, cfg, network)
+	etcdtest.Put(t, etcdtest.Client(t, shared), s.blockSizeKey(), "garbage")
+	if _, err := addAs(t, cfg, network, pool, "a1"); cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Errorf("ADD with a damaged block size record = %v; want code 104", err)
+	}
+	if err := mustOpen(t, cfg, network).Writable(); cnierr.Code(err) != cnierr.StoreCorrupt {
+		t.Errorf("Writable with a damaged block size record = %v; want code 104", err)
 	}
 }

@@ -104,8 +104,11 @@ func (s *Store) legacyMarkers(m *markers, resp *clientv3.TxnResponse, i int) err
 			return corrupt(string(kv.Key), "not a block bitmap")
 		}
 		own[p] = true
-		if br.More && cmpPage(p, m.to) < 0 {
-			m.to = p // nothing known past the last key read
+	}
+	if br.More && len(br.Kvs) > 0 {
+		// Nothing known past the last key read.
+		if last, _ := parsePageName(strings.TrimPrefix(string(br.Kvs[len(br.Kvs)-1].Key), bp), s.pb); cmpPage(last, m.to) < 0 {
+			m.to = last
 		}
 	}
 	if last, ok := s.legacyEnd(lr); ok && cmpPage(last, m.to) < 0 {
