@@ -270,3 +270,37 @@ func TestLintSecondIPAM(t *testing.T) {
 		t.Errorf("lint: want exit 1 and\n%s got %s", want, o)
 	}
 }
+
+// TestLintRefusedBySkel: a config that skel refuses before any verb reads it (a missing or
+// invalid network name, an unsupported cniVersion) is an error finding at its key, exit 1,
+// in a config and in a conflist (the list's name and version); an ADD of it fails too.
+func TestLintRefusedBySkel(t *testing.T) {
+	t.Parallel()
+	ipam := `{"type":"local-ipam","subnet":"10.40.0.0/24","dataDir":"` + t.TempDir() + `"}`
+	cases := []struct {
+		name, top, path, msg string
+		code                 uint
+	}{
+		{"missing name", `"cniVersion":"1.0.0"`, "name", "missing network name", 7},
+		{"invalid name", `"cniVersion":"1.0.0","name":"my net"`, "name", `network name "my net": invalid characters`, 7},
+		{"name starting with a dot", `"cniVersion":"1.0.0","name":".n"`, "name", "invalid characters", 7},
+		{"unsupported cniVersion", `"cniVersion":"2.0.0","name":"n"`, "cniVersion", `cniVersion "2.0.0" is not supported`, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			conf := `{` + c.top + `,"type":"bridge","ipam":` + ipam + `}`
+			list := `{` + c.top + `,"plugins":[{"type":"bridge","ipam":` + ipam + `}]}`
+			for _, v := range []string{conf, list} {
+				o := lint(t, v, false)
+				if want := "error: " + c.path + ": "; o.Exit != 1 || !strings.Contains(o.Stdout, want) || !strings.Contains(o.Stdout, c.msg) {
+					t.Errorf("lint: %s, want exit 1 and %q ... %q\n%s", o, want, c.msg, v)
+				}
+			}
+			wantError(t, plugin(t, cniexec.Call{Cmd: "ADD", ID: "a", IfName: "eth0", Conf: []byte(conf)}), c.code)
+		})
+	}
+	if o := lint(t, `{"name":"n","type":"bridge","ipam":`+ipam+`}`, true); o.Exit != 0 {
+		t.Errorf("lint of a config without cniVersion (read as 0.1.0): %s, want exit 0", o)
+	}
+}

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/local-ipam/local-ipam/pkg/ranges"
 )
@@ -22,7 +26,11 @@ func Examine(raw []byte) []Finding {
 		return []Finding{{"", SeverityError, fmt.Sprintf("not a JSON object: %v", err)}}
 	}
 	if isNull(top.get("plugins")) {
-		return examinePlugin(raw, "")
+		var h struct{ Name, CNIVersion string }
+		if json.Unmarshal(raw, &h) != nil {
+			return examinePlugin(raw, "") // a name or version of the wrong type: reported there
+		}
+		return refusedBySkel(examinePlugin(raw, ""), h.Name, h.CNIVersion)
 	}
 	out := misspelled(top, ListKeys, "", false)
 	var list struct {
@@ -64,7 +72,35 @@ func Examine(raw []byte) []Finding {
 	if withIPAM == 0 {
 		out = append(out, Finding{"plugins", SeverityError, "no plugin of the conflist has an ipam section"})
 	}
-	return out
+	return refusedBySkel(out, list.Name, list.CNIVersion)
+}
+
+// refusedBySkel adds to found, when it holds no error, what skel refuses before any verb
+// reads the config (so Load never sees it): a missing or invalid network name (code 7)
+// and a cniVersion the plugin does not support (code 1). In a conflist, the list's name
+// and version, which libcni hands each plugin.
+func refusedBySkel(found []Finding, name, cniVersion string) []Finding {
+	for _, f := range found {
+		if f.Severity == SeverityError {
+			return found
+		}
+	}
+	if err := utils.ValidateNetworkName(name); err != nil {
+		msg := "missing network name: every CNI call fails with code 7"
+		if name != "" {
+			msg = fmt.Sprintf("network name %q: invalid characters (a letter or digit first, then letters, digits, _ . -): every CNI call fails with code 7", name)
+		}
+		found = append(found, Finding{"name", SeverityError, msg})
+	}
+	v := cniVersion
+	if v == "" {
+		v = "0.1.0" // what skel reads a config without cniVersion as
+	}
+	if supported := version.All.SupportedVersions(); !slices.Contains(supported, v) {
+		found = append(found, Finding{"cniVersion", SeverityError, fmt.Sprintf(
+			"cniVersion %q is not supported (%s): every CNI call fails with code 1", cniVersion, strings.Join(supported, ", "))})
+	}
+	return found
 }
 
 // examinePlugin checks one plugin's config (a network config, or a plugin of a conflist
