@@ -13,22 +13,39 @@ import (
 // pipe, a process substitution (/dev/fd/N), /dev/stdin, or "-" for stdin.
 const confFlag = "conf"
 
+// maxConf bounds what readConf reads: a network config is a few KiB, and a file that
+// never ends (/dev/zero, a wrong path) must get an error, not a hang.
+const maxConf = 16 << 20
+
 // readConf reads the config an operator named, once: a pipe cannot be read twice.
 func readConf(file string) ([]byte, error) {
-	var (
-		raw []byte
-		err error
-	)
-	if file == "-" {
-		raw, err = io.ReadAll(os.Stdin)
-	} else {
-		raw, err = os.ReadFile(file)
+	in := os.Stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		in = f
 	}
+	raw, err := readMax(in, confName(file))
 	if err != nil {
 		return nil, err
 	}
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("%s: empty (a pipe or stdin that was already read?)", confName(file))
+	}
+	return raw, nil
+}
+
+// readMax reads r to its end, or fails once it passes maxConf bytes.
+func readMax(r io.Reader, name string) ([]byte, error) {
+	raw, err := io.ReadAll(io.LimitReader(r, maxConf+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxConf {
+		return nil, fmt.Errorf("%s: longer than %d MiB: not a network config", name, maxConf>>20)
 	}
 	return raw, nil
 }

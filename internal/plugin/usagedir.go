@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/local-ipam/local-ipam/internal/usage"
 	"github.com/local-ipam/local-ipam/pkg/config"
 )
@@ -91,11 +93,27 @@ func (p *Plugin) dirUsage(dir string) usage.Report {
 	return rep
 }
 
+// readConfFile reads a file of a config directory: a regular file (a FIFO named *.conf
+// would block the report) of at most maxConf bytes.
+func readConfFile(file string) ([]byte, error) {
+	f, err := os.OpenFile(file, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s)", st.Mode().Type())
+	}
+	return readMax(f, file)
+}
+
 // readNetConf reads a config file of a config directory: its network's name and config;
 // ours is false for a config whose IPAM is neither local-ipam (or local-ipam-etcd) nor
 // host-local (or that has none).
 func readNetConf(file string) (name string, c *config.Config, ours bool, err error) {
-	raw, err := os.ReadFile(file)
+	raw, err := readConfFile(file)
 	if err != nil {
 		return "", nil, false, err
 	}
