@@ -169,6 +169,7 @@ func TestLintFindings(t *testing.T) {
 		{"legacy range overlapping ranges", `"subnet":"10.40.0.0/24","ranges":[[{"subnet":"10.40.0.0/25"}]]`, "ipam.ranges[0][0]", "error", "ipam: range sets must not overlap"},
 		{"bad exclusion", `"subnet":"10.40.0.0/24","exclude":["10.40.0.1/24"]`, "ipam.exclude[0]", "error", "host bits"},
 		{"exclusion covering the set", `"ranges":[[{"subnet":"10.40.0.0/29"}]],"exclude":["10.40.0.0/30","10.40.0.4/30"]`, "ipam.ranges[0]", "error", "every assignable address"},
+		{"only the gateway", `"ranges":[[{"subnet":"10.40.0.0/24","rangeStart":"10.40.0.1","rangeEnd":"10.40.0.1"}]]`, "ipam.ranges[0]", "error", "holds no address but its gateway"},
 		{"exclusion of nothing", `"subnet":"10.40.0.0/24","exclude":["10.99.0.0/24"]`, "ipam.exclude[0]", "warning", "excludes no address"},
 		{"gateway outside the subnet", `"ranges":[[{"subnet":"10.40.0.0/24","gateway":"10.41.0.1"}]]`, "ipam.ranges[0][0]", "error", "not in network"},
 		{"gateway the network address", `"ranges":[[{"subnet":"10.40.0.0/24","gateway":"10.40.0.0"}]]`, "ipam.ranges[0][0].gateway", "warning", "network address"},

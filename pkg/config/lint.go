@@ -321,8 +321,11 @@ func (l *linter) pool(n *netJSON) {
 		}
 	}
 	for _, s := range sets {
-		if len(prefixes) > 0 && allExcluded(s.set, excl) {
+		switch {
+		case len(prefixes) > 0 && allExcluded(s.set, excl):
 			l.add(s.path, SeverityError, "every assignable address of %s is excluded by ipam.exclude: every ADD fails with code 100", s.set)
+		case allExcluded(s.set, ranges.NewExclusions([]netip.Prefix{ranges.Mapped})):
+			l.add(s.path, SeverityError, "%s holds no address but its gateway, which is never assigned: every ADD fails with code 100", s.set)
 		}
 		for j, r := range s.set {
 			if s.given[j].Gateway == "" {
