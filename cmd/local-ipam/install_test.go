@@ -413,6 +413,9 @@ func TestInstallErrors(t *testing.T) {
 			{[]string{"install", "--dir", ""}, "install: --dir needs a value"},
 			{[]string{"install", "--dir", dir, "--as", "a/b"}, `install: --as "a/b" is not a file name`},
 			{[]string{"install", "--dir", dir, "--as", ".."}, `install: --as ".." is not a file name`},
+			{[]string{"install", "--dir", dir, "--as", " "}, `install: --as " " is not a plugin name`},
+			{[]string{"install", "--dir", dir, "--as", ".local-ipam.new-1"}, `install: --as ".local-ipam.new-1" is not a plugin name`},
+			{[]string{"uninstall", "--dir", dir, "--as", "host local"}, `uninstall: --as "host local" is not a plugin name`},
 			{[]string{"install", "--dir", dir, "--as", "local-ipam-etcd"}, `install: --as "local-ipam-etcd"`},
 			{[]string{"uninstall", "--dir", dir, "--as", "host-local.orig"}, `uninstall: --as "host-local.orig"`},
 		} {

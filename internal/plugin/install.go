@@ -53,10 +53,27 @@ func installFlags(cmd string, args []string) (dir, as string, err error) {
 	switch {
 	case as == "." || as == ".." || strings.ContainsRune(as, '/'):
 		return "", "", errUsage{fmt.Sprintf("%s: --as %q is not a file name", cmd, as)}
+	case !pluginName(as):
+		return "", "", errUsage{fmt.Sprintf("%s: --as %q is not a plugin name: letters, digits, '.', '_', '+' and '-', not starting with '.'", cmd, as)}
 	case as == EtcdBinary || as == metricsName || strings.HasSuffix(as, origSuffix):
 		return "", "", errUsage{fmt.Sprintf("%s: --as %q: that name is local-ipam's own or keeps an original", cmd, as)}
 	}
 	return dir, as, nil
+}
+
+// pluginName: a name a config's "type" can give, and no hidden file (install's own
+// temporary copies start with '.').
+func pluginName(as string) bool {
+	if as == "" || as[0] == '.' {
+		return false
+	}
+	for _, r := range as {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r)
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // pluginDir is an open, locked plugin directory.
