@@ -805,3 +805,64 @@ func TestBlocksDamagedBlockSizeRecord(t *testing.T) {
 		t.Errorf("Writable with a damaged block size record = %v; want code 104", err)
 	}
 }
+
+// TestBlocksTurnedOnUnderLostAnswer: a call without blocks whose transaction went
+// through but whose answer was lost, and which retries after the first call with blocks
+// recorded the block size, answers what its first attempt did: an ADD its address (not
+// code 7 with the address left reserved for an attachment told it failed), a DEL that
+// it released.
+func TestBlocksTurnedOnUnderLostAnswer(t *testing.T) {
+	defer loseAnswers.Store(0)
+	defer func() { afterLost = nil }()
+	network := newNetwork()
+	pool := poolOf(t, "10.99.4.0/27", "", "", "")
+	old := blockCfg(shared, "old", 0)
+	if _, err := addAs(t, old, network, pool, "w"); err != nil { // the old layout exists
+		t.Fatal(err)
+	}
+	s := &afterFirstFree{Store: mustOpen(t, old, network), hook: func() {
+		loseAnswers.Store(1) // the reservation's transaction: FirstFree read its page
+		afterLost = recordBlocks(t, network)
+	}}
+	as, err := allocator.Allocate(s, pool, own("x", "eth0"), nil)
+	loseAnswers.Store(0)
+	chk := mustOpen(t, blockCfg(shared, "check", 8), network)
+	held := checkConsistent(t, etcdtest.Client(t, shared), chk)
+	switch {
+	case err == nil && held[as[0].Addr] == "":
+		t.Errorf("ADD answered %s, which is not reserved", as[0].Addr)
+	case err != nil:
+		t.Errorf("ADD with its answer lost across the switch = %v (reservations %v); want the address its first attempt reserved", err, held)
+	}
+	// A DEL without blocks, its answer lost, retried after the switch.
+	network = newNetwork()
+	x, err := addAs(t, old, network, pool, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := mustOpen(t, old, network)
+	if _, err := d.Owned(own("x", "eth0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.FirstFree(x, x); err != nil { // x's page is cached: the DEL is one txn
+		t.Fatal(err)
+	}
+	loseAnswers.Store(1)
+	afterLost = recordBlocks(t, network)
+	ok, err := d.Release(x, own("x", "eth0"))
+	loseAnswers.Store(0)
+	if err != nil || !ok {
+		t.Errorf("DEL with its answer lost across the switch = %v, %v; want released", ok, err)
+	}
+	wantLeft(t, mustOpen(t, blockCfg(shared, "check", 8), network), 0)
+}
+
+// recordBlocks records a block size of 8 in network, once, as afterLost.
+func recordBlocks(t *testing.T, network string) func() {
+	return func() {
+		afterLost = nil
+		if err := mustOpen(t, blockCfg(shared, "new", 8), network).ensureBlocks(); err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -327,6 +327,9 @@ func (s *Store) doRetried(what string, f func(ctx context.Context) error) (retri
 		err = f(s.ctx)
 		if err == nil && loseAnswers.Load() > 0 && loseAnswers.Add(-1) >= 0 {
 			err = errLost // a test's: as if the connection broke after the request was applied
+			if f := afterLost; f != nil {
+				f()
+			}
 		}
 		if err == nil {
 			return retried, nil
@@ -354,10 +357,12 @@ func (s *Store) txn(what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (
 	return resp, retried, err
 }
 
-// loseAnswers > 0 makes that many successful requests look failed (tests only).
+// loseAnswers > 0 makes that many successful requests look failed (tests only);
+// afterLost, when set, runs after each answer so lost, before the retry.
 var (
 	loseAnswers atomic.Int32
 	errLost     = status.Error(codes.Unavailable, "answer lost (test)")
+	afterLost   func()
 )
 
 func (s *Store) do(what string, f func(ctx context.Context) error) error {

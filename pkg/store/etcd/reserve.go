@@ -173,15 +173,14 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 			}
 			return true, nil
 		}
-		if err := s.layoutChanged(resp, li); err != nil {
-			return false, err
-		}
 		npg, err := s.setPageFrom(p, resp, 3)
 		if err != nil {
 			return false, err
 		}
 		s.setNode(firstKV(resp, 2), resp.Header.Revision)
 		ipKV := firstKV(resp, 0)
+		// An attempt that went through before a block size was recorded stands: it is
+		// looked for before the layout is.
 		if ipKV != nil && ambiguous {
 			// Held. By us if an attempt whose answer was lost went through: its entry
 			// carries this call's token.
@@ -197,6 +196,9 @@ func (s *Store) reserve(a netip.Addr, o store.Owner, set int) (bool, error) {
 					return true, nil
 				}
 			}
+		}
+		if err := s.layoutChanged(resp, li); err != nil {
+			return false, err
 		}
 		for i, other := range mine {
 			h := s.made[key][other]
@@ -359,12 +361,10 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 			}
 			return true, nil
 		}
-		if err := s.layoutChanged(resp, li); err != nil {
-			return false, err
-		}
 		if _, err := s.setPageFrom(p, resp, 1); err != nil {
 			return false, err
 		}
+		// Gone, whatever the layout now: nothing is left to write.
 		if ipKV := firstKV(resp, 0); ipKV == nil || ipKV.CreateRevision != h.rev {
 			// Gone: by our own attempt whose answer was lost, or by someone else.
 			delete(s.held, a)
@@ -373,6 +373,9 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 				grown() // what that attempt read is lost: read the owner again
 			}
 			return ambiguous, nil
+		}
+		if err := s.layoutChanged(resp, li); err != nil {
+			return false, err
 		}
 	}
 	return false, cnierr.New(cnierr.TryAgainLater, "", "gave up releasing %s after %d tries: %s keeps changing under concurrent allocations", a, maxTries, pk)
