@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/local-ipam/local-ipam/internal/etcdtest"
@@ -469,4 +470,45 @@ func TestGCLongerThanTimeout(t *testing.T) {
 		t.Fatalf("the GC took %v: it did not outlast the timeout, the test tests nothing", took)
 	}
 	wantLeft(t, s, 0)
+}
+
+// TestListCompacted: a listing longer than one round trip (GC, release --node, list) reads
+// every page at the revision of its first; if etcd compacts that revision away meanwhile,
+// the call is told to try again (code 11, which reads anew), not that the store failed.
+func TestListCompacted(t *testing.T) {
+	s := mustOpen(t, cfgFor(etcdtest.StartEmbedded(t), "node-a"), newNetwork())
+	ctx := context.Background()
+	pre := s.base + "listed/"
+	ops := make([]clientv3.Op, 0, 100)
+	for i := range listBatch + 10 {
+		ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%04d", pre, i), ""))
+		if len(ops) == cap(ops) || i == listBatch+9 {
+			if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				t.Fatal(err)
+			}
+			ops = ops[:0]
+		}
+	}
+	n, compacted := 0, false
+	err := s.list("list the test keys", pre, prefixEnd(pre), true, func(*mvccpb.KeyValue) error {
+		n++
+		if !compacted {
+			compacted = true
+			r, err := s.cli.Put(ctx, s.base+"other", "")
+			if err == nil {
+				_, err = s.cli.Compact(ctx, r.Header.Revision)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return nil
+	})
+	if cnierr.Code(err) != cnierr.TryAgainLater || !strings.Contains(err.Error(), "compacted") {
+		t.Fatalf("listing past a compaction: want code 11 saying so, got %v (after %d keys)", err, n)
+	}
+	n = 0
+	if err := s.list("list the test keys", pre, prefixEnd(pre), true, func(*mvccpb.KeyValue) error { n++; return nil }); err != nil || n != listBatch+10 {
+		t.Fatalf("the listing again: %d keys, %v; want %d", n, err, listBatch+10)
+	}
 }

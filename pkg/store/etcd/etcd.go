@@ -393,7 +393,8 @@ func transient(err error) bool {
 }
 
 // mapErr turns a client error into a CNI error: code 11 when the cluster cannot answer
-// now, 7 for refused credentials or a user without permission on the prefix, 5 otherwise.
+// now (or compacted what a listing reads), 7 for refused credentials or a user without
+// permission on the prefix, 5 otherwise.
 func mapErr(cfg Config, err error, what string) error {
 	var te *types.Error
 	if errors.As(err, &te) {
@@ -409,6 +410,10 @@ func mapErr(cfg Config, err error, what string) error {
 		return cnierr.New(cnierr.IOFailure, err.Error(), "cannot %s: the etcd store is closed", what)
 	case transient(err):
 		return cnierr.New(cnierr.TryAgainLater, err.Error(), "etcd at %s is unavailable: cannot %s", eps, what)
+	case errors.Is(ee, rpctypes.ErrCompacted):
+		// A listing of many round trips reads them all at its first revision, which etcd
+		// compacted meanwhile: the same call, run again, reads anew.
+		return cnierr.New(cnierr.TryAgainLater, err.Error(), "etcd compacted the revision this call was reading at: cannot %s now; run it again", what)
 	case errors.Is(ee, rpctypes.ErrAuthFailed), errors.Is(ee, rpctypes.ErrInvalidAuthToken),
 		errors.Is(ee, rpctypes.ErrUserEmpty), errors.Is(ee, rpctypes.ErrUserNotFound):
 		return cnierr.New(cnierr.InvalidConfig, err.Error(), "etcd at %s refused the configured credentials: cannot %s", eps, what)
