@@ -73,14 +73,16 @@ func TestBinary(t *testing.T) {
 }
 
 func TestParticular(t *testing.T) {
+	// Two directories of this run stand for a scratch dir and a binaries dir.
+	scratch, bin := t.TempDir(), filepath.Join(t.TempDir(), "bin")
 	for _, c := range []struct {
 		report string
 		paths  []string
 		want   string
 	}{
-		{"- machine: 2 CPUs\n- scratch: a temporary directory on ext4\n", []string{"/tmp/x", "/home/u/bin"}, ""},
-		{"<temp dir>/50k/local-ipam", []string{"/tmp/x"}, ""},
-		{"stores in /tmp/x/50k", []string{"/home/u/bin", "/tmp/x"}, "/tmp/x"},
+		{"- machine: 2 CPUs\n- scratch: a temporary directory on ext4\n", []string{scratch, bin}, ""},
+		{"<temp dir>/50k/local-ipam", []string{scratch}, ""},
+		{"stores in " + scratch + "/50k", []string{bin, scratch}, scratch},
 		{"run on 2026-01-31 at noon", nil, "2026-01-31"},
 		{"local-ipam v1.2026-01-310", nil, ""},
 	} {
