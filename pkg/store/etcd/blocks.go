@@ -173,9 +173,8 @@ func (s *Store) ensureBlocks() error {
 			}
 			break
 		}
-		// What was read as not legacy is read again.
+		// Old pages exist: what was read as not legacy is read again (below).
 		s.blk.legacy, read = true, true
-		s.dropCache()
 	}
 	if read || s.blk.legacy {
 		// Read again, now that nothing writes the old pages any more: a bitmap written

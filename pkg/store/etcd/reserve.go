@@ -364,9 +364,9 @@ func (s *Store) release(a netip.Addr, h holding, ambiguous bool) (bool, error) {
 		if _, err := s.setPageFrom(p, resp, 1); err != nil {
 			return false, err
 		}
-		// Gone, whatever the layout now: nothing is left to write.
 		if ipKV := firstKV(resp, 0); ipKV == nil || ipKV.CreateRevision != h.rev {
-			// Gone: by our own attempt whose answer was lost, or by someone else.
+			// Gone, whatever the layout now: by our own attempt whose answer was lost,
+			// or by someone else.
 			delete(s.held, a)
 			s.forget(h.key, a)
 			if ambiguous && guarded {
